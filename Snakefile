@@ -1,0 +1,40 @@
+# effdepth — how many layers of a language model do computation that matters?
+#
+# Path grammar (wildcards are config keys: {model} in models, {task} in tasks, {analysis} in analyses):
+#   resources/models/{model}/                         hub snapshot or dequantised GGUF (local `path:` models are used in place)
+#   resources/prompts/{task}.parquet                  frozen prompts + content hash
+#   results/cache/{model}/{task}/stats.safetensors    one extraction pass: per-token statistics (GPU)
+#   results/tables/{model}/{task}/{analysis}.parquet  one analysis of one model on one task (tidy)
+#   results/tables/{analysis}.parquet                 the same, all models and tasks
+#   results/tables/effective_depth.{parquet,csv}      effective depth with bootstrap intervals
+#   results/figures/{figure}.{pdf,svg,html}           one figure (grid over models)
+#   results/figures/all.pdf                           title page + every figure, stable order
+#   logs/{rule}/...                                   one log per job; benchmarks/ holds timings
+#
+# Usage: snakemake --cores 8                    (config.yaml: the paper's 12 models)
+#        snakemake --cores 2 --configfile config/demo.yaml
+#        snakemake --profile profiles/slurm     (see README)
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# --configfile replaces config.yaml instead of being merged into it (an experiment is one file).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/analyses.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,161 @@
+"""Capture the residual stream and sublayer outputs of every decoder layer in one forward pass,
+and re-run a suffix of the layers on modified residuals (for interventions).
+
+Hooks read the layer input whether transformers passes it positionally or as the keyword
+``hidden_states``, and accept a layer output that is a bare tensor (transformers >= 4.54)
+or a tuple whose first element is the hidden state (older versions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .adapters import Adapter
+
+
+def _first_tensor(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _hidden_from_call(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+@dataclass
+class Capture:
+    """Activations of one batch.  Every tensor is [B, T, d]; lists are indexed by layer.
+
+    resid_pre[l] = h_l, attn_out[l] = a_l, mlp_out[l] = m_l, resid_final = h_L (before final norm).
+    layer_kwargs[l] = keyword arguments the model passed to layer l (masks, rotary embeddings, ...).
+    """
+
+    resid_pre: list[torch.Tensor] = field(default_factory=list)
+    attn_out: list[torch.Tensor] = field(default_factory=list)
+    mlp_out: list[torch.Tensor] = field(default_factory=list)
+    resid_final: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    layer_kwargs: list[dict[str, Any]] = field(default_factory=list)
+
+    def residuals(self) -> list[torch.Tensor]:
+        """[h_0, ..., h_L]"""
+        assert self.resid_final is not None
+        return [*self.resid_pre, self.resid_final]
+
+
+@contextlib.contextmanager
+def capturing(model: nn.Module, adapter: Adapter, capture: Capture, *, keep_kwargs: bool = False) -> Iterator[Capture]:
+    """Register hooks filling ``capture`` during forwards inside the block; always removed on exit."""
+    layers = adapter.decoder_layers(model)
+    n = len(layers)
+    capture.resid_pre[:] = [None] * n  # type: ignore[list-item]
+    capture.attn_out[:] = [None] * n  # type: ignore[list-item]
+    capture.mlp_out[:] = [None] * n  # type: ignore[list-item]
+    capture.layer_kwargs[:] = [{} for _ in range(n)]
+    handles = []
+
+    for i, layer in enumerate(layers):
+
+        def pre_hook(module, args, kwargs, i=i):
+            capture.resid_pre[i] = _hidden_from_call(args, kwargs).detach()
+            if keep_kwargs:
+                capture.layer_kwargs[i] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+
+        def attn_hook(module, args, kwargs, output, i=i):
+            capture.attn_out[i] = _first_tensor(output).detach()
+
+        def mlp_hook(module, args, output, i=i):
+            capture.mlp_out[i] = _first_tensor(output).detach()
+
+        handles.append(layer.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        handles.append(adapter.attention(layer).register_forward_hook(attn_hook, with_kwargs=True))
+        handles.append(adapter.feed_forward(layer).register_forward_hook(mlp_hook))
+
+    def last_hook(module, args, output):
+        capture.resid_final = _first_tensor(output).detach()
+
+    handles.append(layers[n - 1].register_forward_hook(last_hook))
+    try:
+        yield capture
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def left_pad(sequences: list[list[int]], pad_id: int, device: torch.device | str = "cpu"):
+    """Left-pad token id lists.  Returns input_ids [B, T], attention_mask [B, T], position_ids [B, T]."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq) :] = 1
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), position_ids.to(device)
+
+
+def run_captured(
+    model: nn.Module, adapter: Adapter, sequences: list[list[int]], pad_id: int, *, keep_kwargs: bool = False
+) -> tuple[Capture, torch.Tensor]:
+    """One batched forward over ``sequences`` (left-padded).  Returns the capture and the mask [B, T]."""
+    device = next(model.parameters()).device
+    ids, mask, pos = left_pad(sequences, pad_id, device)
+    capture = Capture()
+    with capturing(model, adapter, capture, keep_kwargs=keep_kwargs):
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+    capture.logits = out.logits
+    return capture, mask.bool()
+
+
+def _expand(value: Any, batch: int) -> Any:
+    if isinstance(value, torch.Tensor):
+        if value.dim() >= 1 and value.shape[0] == 1 and batch != 1:
+            return value.expand(batch, *value.shape[1:])
+        return value
+    if isinstance(value, tuple):
+        return tuple(_expand(v, batch) for v in value)
+    return value
+
+
+class LayerRunner:
+    """Run decoder layers ``start .. L-1`` of a model on arbitrary residual states of one prompt.
+
+    Built from a clean single-prompt forward (batch 1, no padding); the layer keyword arguments
+    captured there (causal mask, rotary embeddings, position ids) are broadcast to any batch of
+    states of the same length.  This is what lets an intervention at layer s start from the
+    cached residual h_s instead of re-running layers 0 .. s-1.
+    """
+
+    def __init__(self, model: nn.Module, adapter: Adapter, capture: Capture):
+        self.model = model
+        self.adapter = adapter
+        self.layers = adapter.decoder_layers(model)
+        self.n_layers = len(self.layers)
+        self.kwargs = capture.layer_kwargs
+        for kw in self.kwargs:
+            kw.pop("use_cache", None)
+            kw.pop("past_key_values", None)
+            kw.pop("past_key_value", None)
+            kw.pop("cache", None)
+        self.layer_evals = 0  # sequences x layers run; benchmarks report it
+
+    def layer(self, index: int, hidden: torch.Tensor) -> torch.Tensor:
+        """Layer ``index`` applied to ``hidden`` [K, T, d] -> [K, T, d]."""
+        kwargs = {k: _expand(v, hidden.shape[0]) for k, v in self.kwargs[index].items()}
+        self.layer_evals += hidden.shape[0]
+        return _first_tensor(self.layers[index](hidden, use_cache=False, **kwargs))
+
+    def run(self, hidden: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
+        """Apply layers start .. stop-1 (default: to the end) to h_start [K, T, d]; returns h_stop."""
+        for index in range(start, self.n_layers if stop is None else stop):
+            hidden = self.layer(index, hidden)
+        return hidden
+
+    def logits(self, resid_final: torch.Tensor) -> torch.Tensor:
+        """[..., d] raw last residual -> [..., V] logits (float32)."""
+        return self.adapter.logits(self.model, resid_final).float()

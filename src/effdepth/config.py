@@ -1,0 +1,141 @@
+"""Load and validate experiment configurations, with errors that name the offending key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+FORWARD_ANALYSES = ("relative_contribution", "logit_lens", "block_influence")
+INTERVENTION_ANALYSES = ("layer_skip", "residual_erasure", "integrated_gradients")
+ANALYSES = FORWARD_ANALYSES + INTERVENTION_ANALYSES
+ARITHMETIC_SOURCES = ("addition", "multiplication")
+
+
+class ConfigError(ValueError):
+    """A configuration file does not describe a valid experiment."""
+
+
+def _where(path: Any) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _describe(error: ValidationError) -> str:
+    where = _where(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return f"{where}: unknown key {', '.join(repr(e) for e in extra)}{hint}"
+    if error.validator == "enum":
+        return f"{where}: {error.instance!r} is not one of {', '.join(map(repr, error.validator_value))}"
+    if error.validator == "type":
+        return f"{where}: expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    if error.validator == "propertyNames":
+        return f"{where}: invalid name {error.instance!r} (letters, digits, '.', '_', '+', '-')"
+    return f"{where}: {error.message}"
+
+
+def _semantic_errors(config: dict[str, Any]) -> list[str]:
+    """Cross-field rules JSON Schema expresses badly (its anyOf messages are unreadable)."""
+    errors: list[str] = []
+    for name, model in config["models"].items():
+        given = [k for k in ("hf_id", "path", "gguf") if k in model]
+        if len(given) != 1:
+            errors.append(
+                f"models.{name}: give exactly one of hf_id (hub), path (local directory) or gguf (GGUF file); "
+                f"got {given or 'none'}"
+            )
+    for name, task in config["tasks"].items():
+        src = task["source"]
+        if src == "file" and not ("path" in task and ("text_field" in task or "question_field" in task)):
+            errors.append(f"tasks.{name}: source 'file' needs path and text_field (or question_field + answer_field)")
+        if src in ARITHMETIC_SOURCES and "digits" not in task:
+            errors.append(f"tasks.{name}: source '{src}' needs digits")
+        if src == "fixed" and "items" not in task:
+            errors.append(f"tasks.{name}: source 'fixed' needs items")
+        if ("question_field" in task) != ("answer_field" in task):
+            errors.append(f"tasks.{name}: question_field and answer_field go together")
+    for analysis, options in (config.get("analyses") or {}).items():
+        for task in (options or {}).get("tasks", []):
+            if task not in config["tasks"]:
+                errors.append(f"analyses.{analysis}.tasks: unknown task {task!r} (configured: {', '.join(config['tasks'])})")
+    erasure = (config.get("analyses") or {}).get("residual_erasure")
+    if erasure is not None:
+        baseline = (erasure or {}).get("baseline_task", "gsm8k")
+        if baseline not in config["tasks"]:
+            errors.append(
+                f"analyses.residual_erasure.baseline_task: task {baseline!r} is not configured "
+                f"(configured: {', '.join(config['tasks'])})"
+            )
+    return errors
+
+
+def validate_config(config: dict[str, Any], schema_path: Path | str = DEFAULT_SCHEMA, source: str = "config") -> dict[str, Any]:
+    """Validate ``config`` and return a copy with defaults filled in.
+
+    Raises ConfigError listing every problem as ``<file>: <dotted.key>: <what is wrong>``.
+    """
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    messages = [_describe(e) for e in errors]
+    if not messages:
+        messages = _semantic_errors(config)
+    if messages:
+        raise ConfigError(f"{source} is invalid:\n" + "\n".join(f"  - {m}" for m in messages))
+    return fill_defaults(config, schema)
+
+
+def fill_defaults(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """Copy of ``config`` with schema defaults for models, tasks, analyses and the option blocks."""
+    out = copy.deepcopy(config)
+    defs = schema["$defs"]
+
+    def defaults(block: dict[str, Any]) -> dict[str, Any]:
+        props = block.get("properties", {})
+        result = {}
+        for key, spec in props.items():
+            if "$ref" in spec:
+                spec = defs[spec["$ref"].rsplit("/", 1)[-1]]
+            if "default" in spec:
+                result[key] = copy.deepcopy(spec["default"])
+        return result
+
+    out["models"] = {n: {**defaults(defs["model"]), **m} for n, m in out["models"].items()}
+    out["tasks"] = {n: {**defaults(defs["task"]), **t} for n, t in out["tasks"].items()}
+    analyses = {}
+    for name, options in (out.get("analyses") or {}).items():
+        merged = {**defaults(defs["analyses"]["properties"][name]), **(options or {})}
+        merged.setdefault("tasks", list(out["tasks"]))
+        analyses[name] = merged
+    out["analyses"] = analyses
+    for block in ("extraction", "effective_depth", "figures", "execution"):
+        out[block] = {**defaults(defs[block]), **(out.get(block) or {})}
+    if "residual_erasure" in analyses:
+        analyses["residual_erasure"].setdefault("baseline_task", "gsm8k")
+    return out
+
+
+def load_config(path: Path | str, schema_path: Path | str = DEFAULT_SCHEMA) -> dict[str, Any]:
+    """Read a YAML config file and validate it."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a mapping with keys models, tasks, analyses")
+    return validate_config(config, schema_path, source=str(path))

@@ -1,0 +1,237 @@
+"""Interventions: layer skip, residual erasure, integrated gradients — fast implementations.
+
+Each works on one prompt at a time (no padding) and is built on two facts:
+
+* prefix reuse — an intervention at layer s leaves h_0 .. h_s untouched, so it starts from the
+  cached clean residual and runs only layers s .. L-1 (``LayerRunner``);
+* batching — all interventions that start at the same layer (skip positions × kinds, erased
+  tokens, IG interpolation steps) share one batched pass, in chunks of ``max_batch`` sequences.
+
+The obviously-correct references (one full forward per intervention) live in the tests.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .adapters import adapter_for
+from .capture import Capture, LayerRunner, capturing
+from .metrics import EPS, norm, prob_change
+
+SKIP_KINDS = ("layer", "attention", "mlp")
+
+
+@dataclass
+class CleanRun:
+    """A single prompt's clean forward: residuals h [L+1, T, d], a/m [L, T, d], logits [T, V]."""
+
+    runner: LayerRunner
+    h: torch.Tensor
+    a: torch.Tensor
+    m: torch.Tensor
+    logits: torch.Tensor
+
+
+def clean_run(model: nn.Module, input_ids: list[int]) -> CleanRun:
+    """Forward one prompt (batch 1) capturing activations and the layer call arguments.
+
+    Runs under ``no_grad`` rather than ``inference_mode`` so the captured rotary embeddings and
+    masks may be reused in the gradient passes of integrated gradients.
+    """
+    adapter = adapter_for(model)
+    device = next(model.parameters()).device
+    ids = torch.tensor([input_ids], device=device)
+    capture = Capture()
+    with torch.no_grad(), capturing(model, adapter, capture, keep_kwargs=True):
+        out = model(input_ids=ids, use_cache=False)
+    h = torch.stack([r[0] for r in capture.residuals()])
+    a = torch.stack([x[0] for x in capture.attn_out])
+    m = torch.stack([x[0] for x in capture.mlp_out])
+    return CleanRun(LayerRunner(model, adapter, capture), h, a, m, out.logits[0].float())
+
+
+def skip_positions(n_tokens: int, count: int, stride: int, seed: int, prompt_index: int) -> list[int]:
+    """Up to ``count`` positions from {stride, 2·stride, … < T−4}, by a shuffle seeded per prompt."""
+    candidates = list(range(stride, n_tokens - 4, stride))
+    random.Random(f"{seed}:{prompt_index}").shuffle(candidates)
+    return sorted(candidates[:count])
+
+
+def skipped_state(clean: CleanRun, s: int, t: int, kind: str, variant: str) -> torch.Tensor:
+    """h_{s+1} [T, d] with layer s (or one sublayer) skipped on tokens 1 … t−1.
+
+    kind = layer: output := input (h_s); attention: a_s := 0 and the MLP re-run on h_s;
+    mlp: m_s := 0.  variant = published reproduces the public code, which slices *channels*
+    1 … t−1 of every token instead of tokens.
+    """
+    h_in, h_out = clean.h[s], clean.h[s + 1]
+    if kind == "layer":
+        replacement = h_in
+    elif kind == "mlp":
+        replacement = h_in + clean.a[s]
+    elif kind == "attention":
+        layer = clean.runner.layers[s]
+        adapter = clean.runner.adapter
+        replacement = h_in + adapter.feed_forward(layer)(adapter.feed_forward_norm(layer)(h_in.unsqueeze(0)))[0]
+    else:
+        raise ValueError(f"unknown skip kind {kind!r}; one of {SKIP_KINDS}")
+    state = h_out.clone()
+    if variant == "published":
+        state[:, 1:t] = replacement[:, 1:t]
+    else:
+        state[1:t] = replacement[1:t]
+    return state
+
+
+@torch.inference_mode()
+def layer_skip(
+    model: nn.Module,
+    input_ids: list[int],
+    positions: list[int],
+    kinds: tuple[str, ...] = SKIP_KINDS,
+    variant: str = "correct",
+    max_batch: int = 64,
+) -> dict[str, torch.Tensor]:
+    """Effect of skipping each layer on tokens 1 … t−1 for every t in ``positions``.
+
+    Returns float32 tensors (K = len(kinds), P = len(positions), L layers):
+      future_max [K, L, L, P]  max_{τ≥t} ‖c_j[τ] − c̃_j[τ]‖ / ‖c_j[τ]‖ (index [kind, s, j, t]; 0 for j ≤ s)
+      future_mean [K, L, L, P] the same, mean over τ ≥ t
+      output_max [K, L, P]     max_{τ≥t} ‖softmax(z̃[τ]) − softmax(z[τ])‖
+      output_mean [K, L, P]
+    """
+    clean = clean_run(model, input_ids)
+    runner, n_layers = clean.runner, clean.runner.n_layers
+    c = clean.h[1:] - clean.h[:-1]  # [L, T, d] clean contributions
+    c_norm = norm(c.float()).clamp_min(EPS)
+    probs = torch.softmax(clean.logits, -1)
+    shape = (len(kinds), n_layers, n_layers, len(positions))
+    result = {k: torch.zeros(shape) for k in ("future_max", "future_mean")}
+    result.update({k: torch.zeros(shape[:2] + shape[3:]) for k in ("output_max", "output_mean")})
+    jobs = [(ki, pi) for ki in range(len(kinds)) for pi in range(len(positions))]
+    for s in range(n_layers):
+        for start in range(0, len(jobs), max_batch):
+            chunk = jobs[start : start + max_batch]
+            states = torch.stack([skipped_state(clean, s, positions[pi], kinds[ki], variant) for ki, pi in chunk])
+            starts = torch.tensor([positions[pi] for _, pi in chunk], device=states.device)
+            future = torch.arange(states.shape[1], device=states.device).unsqueeze(0) >= starts.unsqueeze(1)  # [B, T]
+            count = future.sum(1).clamp_min(1)
+            for j in range(s + 1, n_layers):
+                new = runner.layer(j, states)
+                rel = norm((c[j] - (new - states)).float()) / c_norm[j]  # [B, T]
+                masked = torch.where(future, rel, torch.zeros_like(rel))
+                for b, (ki, pi) in enumerate(chunk):
+                    result["future_max"][ki, s, j, pi] = masked[b].max().cpu()
+                    result["future_mean"][ki, s, j, pi] = (masked[b].sum() / count[b]).cpu()
+                states = new
+            for b, (ki, pi) in enumerate(chunk):
+                t = positions[pi]
+                change = (torch.softmax(runner.logits(states[b, t:]), -1) - probs[t:]).norm(dim=-1)
+                result["output_max"][ki, s, pi] = change.max().cpu()
+                result["output_mean"][ki, s, pi] = change.mean().cpu()
+    return result
+
+
+def answer_positions(n_tokens: int, n_answer: int) -> torch.Tensor:
+    """Positions i ∈ [T − n_a − 1, T − 2] whose next-token prediction is an answer token."""
+    if n_answer < 1:
+        raise ValueError("the prompt has no answer tokens; erasure and IG need a question/answer split")
+    return torch.arange(n_tokens - n_answer - 1, n_tokens - 1)
+
+
+@torch.inference_mode()
+def residual_erasure(
+    model: nn.Module, input_ids: list[int], n_answer: int, baseline: torch.Tensor, max_batch: int = 64
+) -> torch.Tensor:
+    """E(l, t) = max_i ‖p(·|i) − p̃(·|i)‖ after setting h_l[t] := baseline[l].  Returns [L+1, T].
+
+    baseline: [L+1, d] erasure values (token means of a baseline task).  Only the answer positions'
+    logits are computed; every erased token of a layer shares batched passes through layers l .. L-1.
+    """
+    clean = clean_run(model, input_ids)
+    runner, n_layers = clean.runner, clean.runner.n_layers
+    n_tokens = clean.h.shape[1]
+    answer = answer_positions(n_tokens, n_answer).to(clean.h.device)
+    clean_probs = torch.softmax(clean.logits[answer], -1)
+    baseline = baseline.to(clean.h.device, clean.h.dtype)
+    result = torch.zeros(n_layers + 1, n_tokens)
+    for layer in range(n_layers + 1):
+        for start in range(0, n_tokens, max_batch):
+            tokens = torch.arange(start, min(start + max_batch, n_tokens), device=clean.h.device)
+            states = clean.h[layer].unsqueeze(0).repeat(len(tokens), 1, 1)
+            states[torch.arange(len(tokens)), tokens] = baseline[layer]
+            final = runner.run(states, layer)
+            probs = torch.softmax(runner.logits(final[:, answer]), -1)
+            result[layer, start : start + len(tokens)] = (probs - clean_probs).norm(dim=-1).max(-1).values.cpu()
+    return result
+
+
+def ig_baseline(x: torch.Tensor, variant: str = "correct") -> torch.Tensor:
+    """IG baseline for a layer output x [T, d]: its token mean (correct), or — as the public code —
+    the mean over the hidden dimension of each token, broadcast to d (published)."""
+    if variant == "published":
+        return x.mean(-1, keepdim=True).expand_as(x)
+    return x.mean(0, keepdim=True).expand_as(x)
+
+
+def answer_probability(runner: LayerRunner, final: torch.Tensor, answer: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """F = Σ_i p(gold_i | i) over answer positions, per sequence.  final [B, T, d] -> [B]"""
+    probs = torch.softmax(runner.logits(final[:, answer]), -1)  # [B, n_a, V]
+    return probs.gather(-1, gold.view(1, -1, 1).expand(probs.shape[0], -1, 1)).squeeze(-1).sum(-1)
+
+
+def integrated_gradients(
+    model: nn.Module,
+    input_ids: list[int],
+    n_answer: int,
+    steps: int = 256,
+    variant: str = "correct",
+    max_batch: int = 32,
+) -> dict[str, torch.Tensor]:
+    """IG(l, t) = (1/S) Σ_k Σ_d (x − x′)[t, d] · ∂F/∂x[t, d] at x′ + (k/S)(x − x′), k = 0 … S−1.
+
+    x = output of layer l (h_{l+1}), x′ = ig_baseline(x).  Returns ``ig`` [L, T] (signed) and the
+    endpoints ``f_input`` [L] = F(x), ``f_baseline`` [L] = F(x′) for the completeness check.
+    """
+    clean = clean_run(model, input_ids)
+    runner, n_layers = clean.runner, clean.runner.n_layers
+    n_tokens = clean.h.shape[1]
+    device = clean.h.device
+    answer = answer_positions(n_tokens, n_answer).to(device)
+    gold = torch.tensor(input_ids, device=device)[answer + 1]
+    ig = torch.zeros(n_layers, n_tokens)
+    f_input, f_baseline = torch.zeros(n_layers), torch.zeros(n_layers)
+    alphas = torch.arange(steps, device=device, dtype=torch.float32) / steps
+    for layer in range(n_layers):
+        x = clean.h[layer + 1]
+        x0 = ig_baseline(x, variant)
+        diff = x - x0
+        grad_sum = torch.zeros_like(x, dtype=torch.float32)
+        for start in range(0, steps, max_batch):
+            alpha = alphas[start : start + max_batch].to(x.dtype).view(-1, 1, 1)
+            with torch.enable_grad():
+                states = (x0 + alpha * diff).detach().requires_grad_(True)
+                target = answer_probability(runner, runner.run(states, layer + 1), answer, gold)
+                (grad,) = torch.autograd.grad(target.sum(), states)
+            grad_sum += grad.float().sum(0)
+        ig[layer] = (diff.float() * grad_sum).sum(-1).cpu() / steps
+        with torch.no_grad():
+            ends = answer_probability(runner, runner.run(torch.stack([x, x0]), layer + 1), answer, gold)
+        f_input[layer], f_baseline[layer] = ends[0].float().cpu(), ends[1].float().cpu()
+    return {"ig": ig, "f_input": f_input, "f_baseline": f_baseline}
+
+
+def erasure_baseline(resid_sum: torch.Tensor, resid_count: torch.Tensor, variant: str = "correct") -> torch.Tensor:
+    """Erasure values b_l [L+1, d] from a baseline task's cached sums.
+
+    correct: Σ_p Σ_t h_l / total tokens.  published: the public code divides each prompt's sum by
+    d_model instead of its token count, then averages prompts (close to zero-ablation).
+    """
+    if variant == "published":
+        d_model = resid_sum.shape[-1]
+        return (resid_sum / d_model).mean(0)
+    return resid_sum.sum(0) / resid_count.sum().clamp_min(1)

@@ -1,0 +1,29 @@
+# All models and tasks of one analysis in one table.
+
+
+rule aggregate:
+    input:
+        lambda w: table_paths(w.analysis),
+    output:
+        "results/tables/{analysis}.parquet",
+    wildcard_constraints:
+        analysis=_alternatives(list(ANALYSES)),
+    log:
+        "logs/aggregate/{analysis}.log",
+    localrule: True
+    conda:
+        "../../envs/effdepth.yaml"
+    script:
+        "../scripts/aggregate.py"
+
+
+rule resolved_config:
+    output:
+        "results/config.resolved.yaml",
+    params:
+        config=config,
+    localrule: True
+    conda:
+        "../../envs/effdepth.yaml"
+    script:
+        "../scripts/resolved_config.py"

@@ -1,0 +1,50 @@
+# Models and prompts: fetched or converted once, then frozen on disk.
+
+
+rule download_model:
+    output:
+        directory("resources/models/{model}"),
+    wildcard_constraints:
+        model=_alternatives(HUB_MODELS),
+    params:
+        hf_id=lambda w: config["models"][w.model]["hf_id"],
+        revision=lambda w: config["models"][w.model]["revision"],
+        trust_remote_code=lambda w: config["models"][w.model]["trust_remote_code"],
+    log:
+        "logs/download_model/{model}.log",
+    retries: 2
+    conda:
+        "../../envs/effdepth.yaml"
+    script:
+        "../scripts/download_model.py"
+
+
+rule convert_gguf:
+    output:
+        directory("resources/models/{model}"),
+    wildcard_constraints:
+        model=_alternatives(GGUF_MODELS),
+    params:
+        gguf=lambda w: config["models"][w.model]["gguf"],
+    log:
+        "logs/convert_gguf/{model}.log",
+    conda:
+        "../../envs/effdepth.yaml"
+    script:
+        "../scripts/convert_gguf.py"
+
+
+rule prepare_prompts:
+    input:
+        task_files,
+    output:
+        "resources/prompts/{task}.parquet",
+    params:
+        spec=lambda w: config["tasks"][w.task],
+    log:
+        "logs/prepare_prompts/{task}.log",
+    retries: 2
+    conda:
+        "../../envs/effdepth.yaml"
+    script:
+        "../scripts/prepare_prompts.py"

@@ -1,0 +1,7 @@
+from effdepth.jobs import residual_erasure
+from effdepth.log import get_logger
+
+get_logger("effdepth", snakemake.log[0])
+p, w = snakemake.params, snakemake.wildcards
+residual_erasure(w.model, p.entry, snakemake.input.model, w.task, p.task_spec, snakemake.input.prompts,
+                 snakemake.input.baseline, snakemake.output.table, p.options)
