@@ -112,6 +112,11 @@ def run_captured(
     return capture, mask.bool()
 
 
+def widen(x: torch.Tensor) -> torch.Tensor:
+    """float32 for bf16/fp16/fp32 tensors; float64 stays float64 (exact references in tests)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def _expand(value: Any, batch: int) -> Any:
     if isinstance(value, torch.Tensor):
         if value.dim() >= 1 and value.shape[0] == 1 and batch != 1:
@@ -157,5 +162,5 @@ class LayerRunner:
         return hidden
 
     def logits(self, resid_final: torch.Tensor) -> torch.Tensor:
-        """[..., d] raw last residual -> [..., V] logits (float32)."""
-        return self.adapter.logits(self.model, resid_final).float()
+        """[..., d] raw last residual -> [..., V] logits (float32, or float64 for a float64 model)."""
+        return widen(self.adapter.logits(self.model, resid_final))

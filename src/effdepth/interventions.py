@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .adapters import adapter_for
-from .capture import Capture, LayerRunner, capturing
+from .capture import Capture, LayerRunner, capturing, widen
 from .metrics import EPS, norm, prob_change
 
 SKIP_KINDS = ("layer", "attention", "mlp")
@@ -51,7 +51,7 @@ def clean_run(model: nn.Module, input_ids: list[int]) -> CleanRun:
     h = torch.stack([r[0] for r in capture.residuals()])
     a = torch.stack([x[0] for x in capture.attn_out])
     m = torch.stack([x[0] for x in capture.mlp_out])
-    return CleanRun(LayerRunner(model, adapter, capture), h, a, m, out.logits[0].float())
+    return CleanRun(LayerRunner(model, adapter, capture), h, a, m, widen(out.logits[0]))
 
 
 def skip_positions(n_tokens: int, count: int, stride: int, seed: int, prompt_index: int) -> list[int]:
@@ -68,6 +68,8 @@ def skipped_state(clean: CleanRun, s: int, t: int, kind: str, variant: str) -> t
     mlp: m_s := 0.  variant = published reproduces the public code, which slices *channels*
     1 … t−1 of every token instead of tokens.
     """
+    if variant == "published" and kind != "layer":
+        raise ValueError("the published code only skips whole layers; use variant 'correct' for sublayer skips")
     h_in, h_out = clean.h[s], clean.h[s + 1]
     if kind == "layer":
         replacement = h_in
@@ -107,11 +109,11 @@ def layer_skip(
     clean = clean_run(model, input_ids)
     runner, n_layers = clean.runner, clean.runner.n_layers
     c = clean.h[1:] - clean.h[:-1]  # [L, T, d] clean contributions
-    c_norm = norm(c.float()).clamp_min(EPS)
+    c_norm = norm(widen(c)).clamp_min(EPS)
     probs = torch.softmax(clean.logits, -1)
     shape = (len(kinds), n_layers, n_layers, len(positions))
-    result = {k: torch.zeros(shape) for k in ("future_max", "future_mean")}
-    result.update({k: torch.zeros(shape[:2] + shape[3:]) for k in ("output_max", "output_mean")})
+    result = {k: torch.zeros(shape, dtype=torch.float64) for k in ("future_max", "future_mean")}
+    result.update({k: torch.zeros(shape[:2] + shape[3:], dtype=torch.float64) for k in ("output_max", "output_mean")})
     jobs = [(ki, pi) for ki in range(len(kinds)) for pi in range(len(positions))]
     for s in range(n_layers):
         for start in range(0, len(jobs), max_batch):
@@ -122,7 +124,7 @@ def layer_skip(
             count = future.sum(1).clamp_min(1)
             for j in range(s + 1, n_layers):
                 new = runner.layer(j, states)
-                rel = norm((c[j] - (new - states)).float()) / c_norm[j]  # [B, T]
+                rel = norm(widen(c[j] - (new - states))) / c_norm[j]  # [B, T]
                 masked = torch.where(future, rel, torch.zeros_like(rel))
                 for b, (ki, pi) in enumerate(chunk):
                     result["future_max"][ki, s, j, pi] = masked[b].max().cpu()
@@ -158,7 +160,7 @@ def residual_erasure(
     answer = answer_positions(n_tokens, n_answer).to(clean.h.device)
     clean_probs = torch.softmax(clean.logits[answer], -1)
     baseline = baseline.to(clean.h.device, clean.h.dtype)
-    result = torch.zeros(n_layers + 1, n_tokens)
+    result = torch.zeros(n_layers + 1, n_tokens, dtype=torch.float64)
     for layer in range(n_layers + 1):
         for start in range(0, n_tokens, max_batch):
             tokens = torch.arange(start, min(start + max_batch, n_tokens), device=clean.h.device)
@@ -203,25 +205,26 @@ def integrated_gradients(
     device = clean.h.device
     answer = answer_positions(n_tokens, n_answer).to(device)
     gold = torch.tensor(input_ids, device=device)[answer + 1]
-    ig = torch.zeros(n_layers, n_tokens)
-    f_input, f_baseline = torch.zeros(n_layers), torch.zeros(n_layers)
-    alphas = torch.arange(steps, device=device, dtype=torch.float32) / steps
+    ig = torch.zeros(n_layers, n_tokens, dtype=torch.float64)
+    f_input, f_baseline = torch.zeros(n_layers, dtype=torch.float64), torch.zeros(n_layers, dtype=torch.float64)
+    alphas = torch.arange(steps, device=device, dtype=torch.float64) / steps
+    accumulate = torch.float64 if clean.h.dtype == torch.float64 else torch.float32
     for layer in range(n_layers):
         x = clean.h[layer + 1]
         x0 = ig_baseline(x, variant)
         diff = x - x0
-        grad_sum = torch.zeros_like(x, dtype=torch.float32)
+        grad_sum = torch.zeros_like(x, dtype=accumulate)
         for start in range(0, steps, max_batch):
             alpha = alphas[start : start + max_batch].to(x.dtype).view(-1, 1, 1)
             with torch.enable_grad():
                 states = (x0 + alpha * diff).detach().requires_grad_(True)
                 target = answer_probability(runner, runner.run(states, layer + 1), answer, gold)
                 (grad,) = torch.autograd.grad(target.sum(), states)
-            grad_sum += grad.float().sum(0)
-        ig[layer] = (diff.float() * grad_sum).sum(-1).cpu() / steps
+            grad_sum += grad.to(accumulate).sum(0)
+        ig[layer] = (diff.to(accumulate) * grad_sum).sum(-1).cpu() / steps
         with torch.no_grad():
             ends = answer_probability(runner, runner.run(torch.stack([x, x0]), layer + 1), answer, gold)
-        f_input[layer], f_baseline[layer] = ends[0].float().cpu(), ends[1].float().cpu()
+        f_input[layer], f_baseline[layer] = ends[0].cpu(), ends[1].cpu()
     return {"ig": ig, "f_input": f_input, "f_baseline": f_baseline}
 
 

@@ -93,6 +93,9 @@ def layer_skip(model: str, entry: dict[str, Any], model_dir: str, task: str, tas
 
     net, _, chosen, _ = _intervention_prompts(model_dir, entry, prompts, task_spec, int(task_spec["n_prompts"]))
     kinds = list(options["kinds"])
+    if options["variant"] == "published" and kinds != ["layer"]:
+        log.warning("variant published: the public code skips whole layers only; skipping kinds %s", [k for k in kinds if k != "layer"])
+        kinds = ["layer"]
     positions, results = [], []
     for i, prompt in enumerate(progress(chosen, len(chosen), f"layer skip {model}/{task}", log)):
         pos = skip_positions(len(prompt["input_ids"]), options["positions_per_prompt"], options["position_stride"], options["seed"], i)

@@ -10,12 +10,13 @@
 # Everything lives in a private state directory, $SLURM_TEST_DIR (default
 # /tmp/effdepth-slurm): configs (etc/), munge key + socket (munge/), slurmctld
 # state (state/), slurmd spool (spool/), pid files (run/) and logs (log/).
-# Nothing under /etc/slurm or /etc/munge is read or written: the daemons and
-# the client commands find the config through the SLURM_CONF environment
-# variable, and the private munge socket through AuthInfo=socket=... in that
-# config.  `start` prints
+# The daemons get the config by explicit path (-f), the client commands
+# through the SLURM_CONF environment variable; munged runs with a private key
+# and socket (AuthInfo=socket=... in slurm.conf), /etc/munge is not used.
+# `start` prints (on stdout, everything else goes to stderr)
 #     export SLURM_CONF=$SLURM_TEST_DIR/etc/slurm.conf
-# and callers must set that variable before using sbatch/squeue/sinfo/...
+# and callers should set that variable before using sbatch/squeue/sinfo/...
+#     eval "$(tests/slurm/cluster.sh start)"
 #
 # ONE system path is touched: /etc/slurm/slurm.conf is made a symlink to
 # $SLURM_TEST_DIR/etc/slurm.conf while the cluster runs (removed again by
@@ -25,6 +26,7 @@
 # compiled-in default path.  An existing regular /etc/slurm/slurm.conf is
 # never overwritten (start then warns); SLURM_TEST_ETC_LINK=0 disables the
 # link altogether (plain sbatch/squeue use then still works via SLURM_CONF).
+# The link is global, so run one cluster per machine at a time.
 #
 # Must run as root (daemons run as root, no systemd, no cgroups).
 #
@@ -36,8 +38,8 @@
 #   SLURM_TEST_SLURMD_PORT    slurmd port                 (6818)
 #   SLURM_TEST_TIMEOUT        seconds to wait for the node to become idle (60)
 #   SLURM_TEST_ETC_LINK=0     do not symlink /etc/slurm/slurm.conf (see above)
-#   SLURM_TEST_KEEP_STATE=1   keep jobs/state of the previous run (default: slurmctld -c,
-#                             i.e. a fresh queue and job ids starting at 1 on every start)
+#   SLURM_TEST_KEEP_STATE=1   keep jobs/node state of the previous run (default: slurmctld -c,
+#                             i.e. an empty queue on every start; job ids keep counting up)
 set -euo pipefail
 
 DIR="${SLURM_TEST_DIR:-/tmp/effdepth-slurm}"
@@ -161,7 +163,7 @@ EOF
 
 setup_munge() {
     mkdir -p "$MUNGE"
-    chmod 0700 "$MUNGE"
+    chmod 0755 "$MUNGE"   # socket dir must be o+x for munged; the key itself is 0600
     if [ ! -s "$MUNGE/munge.key" ]; then
         log "generating munge key"
         dd if=/dev/urandom of="$MUNGE/munge.key" bs=1024 count=1 status=none
@@ -171,6 +173,10 @@ setup_munge() {
 
 dump_logs() {
     local f
+    if grep -h -i -E 'fatal|Address already in use' "$LOG"/*.log "$LOG"/*.stderr >/dev/null 2>&1; then
+        echo "----- fatal errors -----" >&2
+        grep -h -i -E 'fatal|Address already in use' "$LOG"/*.log "$LOG"/*.stderr 2>/dev/null | tail -n 5 >&2 || true
+    fi
     for f in "$LOG/munged.log" "$LOG/slurmctld.log" "$LOG/slurmd.log" "$LOG/slurmctld.stderr" "$LOG/slurmd.stderr" "$LOG/munged.stderr"; do
         [ -s "$f" ] || continue
         echo "----- $f (last 40 lines) -----" >&2
@@ -185,7 +191,7 @@ fail_start() {
     exit 1
 }
 
-node_state() { sinfo -h -N -n "$NODE" -o '%t' 2>/dev/null | head -n1; }
+node_state() { { sinfo -h -N -n "$NODE" -o '%t' 2>/dev/null || true; } | head -n1; }
 
 cluster_up() {
     pid_alive "$RUN/munged.pid" && pid_alive "$RUN/slurmctld.pid" && pid_alive "$RUN/slurmd.pid" || return 1
@@ -219,6 +225,7 @@ cmd_start() {
         && command -v sinfo >/dev/null || die "slurm/munge not installed; run '$0 install' first"
 
     if cluster_up; then
+        link_etc
         log "already running (state dir $DIR)"
         print_env
         return 0
@@ -230,7 +237,6 @@ cmd_start() {
     mkdir -p "$DIR"
     chmod 0755 "$DIR"
     write_config
-    link_etc
     setup_munge
 
     # munged (refuses to run as root without --force)
@@ -249,7 +255,7 @@ cmd_start() {
     [ -S "$MUNGE/munge.socket.2" ] || fail_start "munged socket did not appear"
 
     # -c: forget jobs/node state of a previous run (stale "running" jobs after
-    # a crash would otherwise block the node); job ids restart at 1.
+    # a crash would otherwise block the node); the job id counter is kept.
     local clean=(-c)
     [ "${SLURM_TEST_KEEP_STATE:-0}" = 1 ] && clean=()
     slurmctld "${clean[@]}" -f "$CONF" </dev/null >"$LOG/slurmctld.stderr" 2>&1 \
@@ -259,7 +265,7 @@ cmd_start() {
 
     local st=""
     while :; do
-        st="$(node_state)"
+        st="$(node_state || true)"
         case "$st" in
             idle|mix|alloc) break ;;
             drain*|drng|fail*|down*)
@@ -274,6 +280,7 @@ cmd_start() {
             || fail_start "node '$NODE' not idle after ${TIMEOUT}s (state: '${st:-unknown}')"
         sleep 0.5
     done
+    link_etc
     log "cluster up in $((SECONDS - t0))s (state dir $DIR, node $NODE: $st)"
     print_env
 }
@@ -294,7 +301,7 @@ descendants() { # pid... -> all descendant pids (from /proc/*/stat ppid field)
     local all
     all="$(for st in /proc/[0-9]*/stat; do
         # field 4 (ppid) after the ')' that closes the command name
-        sed -n 's/^\([0-9]*\) (.*) [A-Za-z] \([0-9]*\) .*/\1 \2/p' "$st" 2>/dev/null
+        sed -n 's/^\([0-9]*\) (.*) [A-Za-z] \([0-9]*\) .*/\1 \2/p' "$st" 2>/dev/null || true
     done)"
     local frontier="$*" next p
     while [ -n "$frontier" ]; do
@@ -342,7 +349,7 @@ cmd_stop() {
     # cancel jobs so that slurmstepd / job processes go away cleanly
     if pid_alive "$RUN/slurmctld.pid" && pid_alive "$RUN/slurmd.pid"; then
         local jobs
-        jobs="$(squeue -h -t pending,running,suspended,configuring -o %i 2>/dev/null | tr '\n' ' ')"
+        jobs="$(squeue -h -t pending,running,suspended,configuring -o %i 2>/dev/null | tr '\n' ' ' || true)"
         if [ -n "${jobs// /}" ]; then
             log "cancelling jobs: $jobs"
             # shellcheck disable=SC2086
@@ -356,7 +363,7 @@ cmd_stop() {
     kill_wait slurmd slurmctld
     # leftover job steps of this cluster (slurmd killed while jobs ran)
     local stepds
-    stepds="$(stepd_pids | tr '\n' ' ')"
+    stepds="$(stepd_pids | tr '\n' ' ' || true)"
     if [ -n "${stepds// /}" ]; then
         # shellcheck disable=SC2086
         for p in $stepds $(descendants $stepds); do

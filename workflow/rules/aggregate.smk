@@ -22,6 +22,8 @@ rule resolved_config:
         "results/config.resolved.yaml",
     params:
         config=config,
+    log:
+        "logs/resolved_config.log",
     localrule: True
     conda:
         "../../envs/effdepth.yaml"

@@ -13,18 +13,11 @@ rule forward_table:
         variant=lambda w: ANALYSES[w.analysis]["variant"],
     log:
         "logs/forward_table/{model}/{task}/{analysis}.log",
+    localrule: True
     conda:
         "../../envs/effdepth.yaml"
     script:
         "../scripts/forward_table.py"
-
-
-def _intervention_params(analysis):
-    return dict(
-        entry=lambda w: config["models"][w.model],
-        task_spec=lambda w: config["tasks"][w.task],
-        options=ANALYSES.get(analysis, {}),
-    )
 
 
 rule layer_skip:

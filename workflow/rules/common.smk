@@ -102,3 +102,11 @@ def config_hash():
     import json
 
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _intervention_params(analysis):
+    return dict(
+        entry=lambda w: config["models"][w.model],
+        task_spec=lambda w: config["tasks"][w.task],
+        options=ANALYSES.get(analysis, {}),
+    )

@@ -1,0 +1,525 @@
+"""Effective depth: the paper's estimators, robust forms, the skip depth score, and a prompt bootstrap.
+
+Curves per (model, task), layer convention of the package (h_l enters layer l, l = 0 .. L-1):
+
+- ``cos``: c̄(l) = mean of cos_attention, cos_mlp, cos_layer (relative_contribution), l = 0 .. L-1.
+  ED = last l with c̄(l) < 0 and c̄(l+1) ≥ 0 (the paper's only form).
+- ``kl``: KL(l) of the logit lens for the layer inputs l = 0 .. L-1 (KL(L) = 0 by construction is
+  left out, as in the paper). form ``paper``: first l with KL(l) < τ·max KL; form ``robust``: first l
+  from which KL stays below τ·max KL up to layer L-1.
+- ``overlap``: top-k overlap of the logit lens, l = 0 .. L-1. ``paper``: first l with overlap > τ;
+  ``robust``: first l from which it stays above τ.
+- ``depth_score_output`` / ``depth_score_future`` (the method paper): Σ_l l·m_l / Σ_l m_l with m_l the
+  layer-skip output effect O(l), or the mean future effect m_s = mean_{j>s} Δ(s, j) (m_{L-1} = 0: no
+  later layer), each for the skip effects aggregated with ``max`` (the paper) and ``mean``.
+
+ratio = (ED + 1) / L for every estimator.  The bootstrap resamples prompts with replacement and
+re-aggregates the per-prompt rows of the tidy tables (token-weighted mean, or max for
+max-aggregated skip effects) — the exact re-aggregation the tables are built for — then re-reads the
+estimator; the 95 % interval is the 2.5 / 97.5 percentile of the resamples that have a solution
+(``solvable`` = their fraction).  Every estimator is vectorised over resamples: arrays are
+[B, L] (B resamples, or 1 for the point estimate).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+log = logging.getLogger("effdepth.depth")
+
+DEFAULT_SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+COSINES = ("cos_attention", "cos_mlp", "cos_layer")
+SOURCE_ANALYSIS = {"cos": "relative_contribution", "kl": "logit_lens", "overlap": "logit_lens", "skip": "layer_skip"}
+ESTIMATOR_ORDER = ("cos", "kl", "overlap", "depth_score_output", "depth_score_future")
+FORM_ORDER = ("paper", "robust", "centre_of_mass")
+
+SCHEMA = {
+    "model": pl.Utf8,
+    "task": pl.Utf8,
+    "estimator": pl.Utf8,
+    "form": pl.Utf8,
+    "aggregation": pl.Utf8,
+    "threshold": pl.Float64,
+    "ed": pl.Float64,
+    "ratio": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "ratio_low": pl.Float64,
+    "ratio_high": pl.Float64,
+    "solvable": pl.Float64,
+    "reason": pl.Utf8,
+    "n_layers": pl.Int32,
+    "n_prompts": pl.Int32,
+    "n_resamples": pl.Int32,
+    "variant": pl.Utf8,
+}
+REFERENCE_SCHEMA = {
+    "model": pl.Utf8,
+    "task": pl.Utf8,
+    "estimator": pl.Utf8,
+    "form": pl.Utf8,
+    "n_layers": pl.Int32,
+    "published_n_layers": pl.Int32,
+    "published_ed": pl.Float64,
+    "published_ratio": pl.Float64,
+    "ed": pl.Float64,
+    "ratio": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "difference": pl.Float64,
+    "published_in_ci": pl.Boolean,
+    "reason": pl.Utf8,
+    "variant": pl.Utf8,
+}
+
+
+# --- estimators on curves [B, L] -> [B] (NaN = no solution) -------------------------------------
+
+
+def _last_true(cond: np.ndarray) -> np.ndarray:
+    """Index of the last True per row of [B, n], NaN where none."""
+    n = cond.shape[1]
+    idx = (n - 1 - np.argmax(cond[:, ::-1], axis=1)).astype(float)
+    return np.where(cond.any(axis=1), idx, np.nan)
+
+
+def _first_true(cond: np.ndarray) -> np.ndarray:
+    """Index of the first True per row of [B, n], NaN where none."""
+    idx = np.argmax(cond, axis=1).astype(float)
+    return np.where(cond.any(axis=1), idx, np.nan)
+
+
+def _holds_to_end(cond: np.ndarray) -> np.ndarray:
+    """[B, n]: True at l where cond holds at every l' ≥ l."""
+    return np.logical_and.accumulate(cond[:, ::-1], axis=1)[:, ::-1]
+
+
+def ed_cosine(mean_cos: np.ndarray) -> np.ndarray:
+    """Last l with c̄(l) < 0 and c̄(l+1) ≥ 0.  mean_cos: [B, L]."""
+    mean_cos = np.atleast_2d(mean_cos)
+    if mean_cos.shape[1] < 2:
+        return np.full(mean_cos.shape[0], np.nan)
+    return _last_true((mean_cos[:, :-1] < 0) & (mean_cos[:, 1:] >= 0))
+
+
+def ed_kl(kl: np.ndarray, tau: float = 0.5, robust: bool = False) -> np.ndarray:
+    """First l with KL(l) < τ·max_l KL (robust: and for every later layer).  kl: [B, L], l = 0 .. L-1."""
+    kl = np.atleast_2d(kl)
+    cond = kl < tau * kl.max(axis=1, keepdims=True)
+    return _first_true(_holds_to_end(cond) if robust else cond)
+
+
+def ed_overlap(overlap: np.ndarray, tau: float = 0.3, robust: bool = False) -> np.ndarray:
+    """First l with overlap(l) > τ (robust: and for every later layer).  overlap: [B, L]."""
+    cond = np.atleast_2d(overlap) > tau
+    return _first_true(_holds_to_end(cond) if robust else cond)
+
+
+def depth_score(effect: np.ndarray) -> np.ndarray:
+    """Centre of mass Σ_l l·m_l / Σ_l m_l of a non-negative per-layer effect [B, L]; NaN if Σ m = 0."""
+    effect = np.atleast_2d(effect)
+    total = effect.sum(axis=1)
+    com = (effect * np.arange(effect.shape[1])).sum(axis=1) / np.where(total > 0, total, 1.0)
+    return np.where(total > 0, com, np.nan)
+
+
+def ratio(ed: np.ndarray | float, n_layers: int) -> np.ndarray | float:
+    """Effective-depth ratio (ED + 1) / L."""
+    return (np.asarray(ed) + 1.0) / n_layers
+
+
+# --- per-prompt curves and the bootstrap --------------------------------------------------------
+
+
+@dataclass
+class Curves:
+    """One source of one (model, task): features per prompt, and how to turn them into a curve.
+
+    point    [F]     features from the all-prompt aggregate rows (prompt null: the paper's numbers)
+    values   [P, F]  the same features per prompt (P may be 0: no bootstrap)
+    weights  [P]     tokens / positions behind each prompt's row
+    combine  "mean" (weighted mean over prompts) or "max"
+    to_curve [B, F] -> [B, L] (e.g. the mean of the three cosines, the mean over j of Δ(s, j))
+    """
+
+    point: np.ndarray
+    values: np.ndarray
+    weights: np.ndarray
+    combine: str
+    to_curve: Callable[[np.ndarray], np.ndarray]
+    n_layers: int
+    variant: str
+
+    @property
+    def n_prompts(self) -> int:
+        return int(self.values.shape[0])
+
+    def point_curve(self) -> np.ndarray:
+        return self.to_curve(self.point[None, :])
+
+    def resampled_curves(self, counts: np.ndarray, chunk: int = 64) -> np.ndarray:
+        """Curves [B, L] for prompt multiplicities ``counts`` [B, P] (each row sums to P)."""
+        out = []
+        for start in range(0, counts.shape[0], chunk):
+            c = counts[start : start + chunk].astype(float)
+            if self.combine == "max":
+                feats = np.where(c[:, :, None] > 0, self.values[None], -np.inf).max(axis=1)
+            else:
+                w = c * self.weights[None, :]
+                feats = (w @ self.values) / np.clip(w.sum(axis=1, keepdims=True), 1e-12, None)
+            out.append(self.to_curve(feats))
+        return np.concatenate(out, axis=0) if out else np.zeros((0, self.n_layers))
+
+
+def resample_counts(n_prompts: int, n_resamples: int, seed: int, *key: str) -> np.ndarray:
+    """Multiplicities [B, P] of prompts drawn with replacement; seeded by (seed, key) so a (model,
+    task) gets the same resamples whatever else is configured, and sources with the same prompts
+    share them."""
+    stable = [zlib.crc32(k.encode()) for k in key]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, n_prompts, *stable]))
+    draws = rng.integers(0, n_prompts, size=(n_resamples, n_prompts))
+    counts = np.zeros((n_resamples, n_prompts), dtype=np.int64)
+    np.add.at(counts, (np.arange(n_resamples)[:, None], draws), 1)
+    return counts
+
+
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float | None, float | None, float | None]:
+    """(low, high, solvable fraction) over the non-NaN samples; percentiles on observed values
+    (lower / higher), so integer EDs keep integer bounds."""
+    if samples.size == 0:
+        return None, None, None
+    ok = samples[~np.isnan(samples)]
+    solvable = ok.size / samples.size
+    if ok.size == 0:
+        return None, None, solvable
+    alpha = (1 - level) / 2
+    low = float(np.quantile(ok, alpha, method="lower"))
+    high = float(np.quantile(ok, 1 - alpha, method="higher"))
+    return low, high, solvable
+
+
+# --- curves from the tidy tables ----------------------------------------------------------------
+
+
+def _pivot(rows: pl.DataFrame, feature: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(point [F], per-prompt values [P, F], weights [P], feature names) from rows with columns
+    prompt, weight, value and ``feature`` (a string key, one per feature)."""
+    features = rows.select(feature).unique(maintain_order=True).to_series().sort().to_list()
+    agg = rows.filter(pl.col("prompt").is_null())
+    point_map = dict(zip(agg[feature].to_list(), agg["value"].to_list()))
+    point = np.array([point_map.get(f, np.nan) for f in features], dtype=float)
+    per = rows.filter(pl.col("prompt").is_not_null())
+    if per.height == 0:
+        return point, np.zeros((0, len(features))), np.zeros(0), features
+    wide = per.pivot(on=feature, index="prompt", values="value", aggregate_function="first").sort("prompt")
+    weights = per.group_by("prompt").agg(pl.col("weight").first()).sort("prompt")["weight"].to_numpy().astype(float)
+    values = np.column_stack([wide[f].to_numpy().astype(float) if f in wide.columns else np.full(wide.height, np.nan) for f in features])
+    return point, values, weights, features
+
+
+def _n_layers(tables: dict[str, pl.DataFrame], model: str) -> int | None:
+    """L of a model: relative_contribution max(layer)+1, else layer_skip max(skipped_layer)+1, else
+    logit_lens (max(layer) for the correct variant, which includes h_L; +1 for published)."""
+    rc = tables.get("relative_contribution")
+    if rc is not None and (m := rc.filter(pl.col("model") == model)).height:
+        return int(m["layer"].max()) + 1
+    skip = tables.get("layer_skip")
+    if skip is not None and (m := skip.filter(pl.col("model") == model)).height:
+        return int(m["skipped_layer"].max()) + 1
+    lens = tables.get("logit_lens")
+    if lens is not None and (m := lens.filter(pl.col("model") == model)).height:
+        return int(m["layer"].max()) + (1 if m["variant"][0] == "published" else 0)
+    return None
+
+
+def cosine_curves(rows: pl.DataFrame, n_layers: int) -> Curves:
+    """c̄(l) from relative_contribution rows of one (model, task)."""
+    rows = rows.filter(pl.col("metric").is_in(COSINES) & (pl.col("layer") < n_layers))
+    rows = rows.with_columns(key=pl.format("{}|{}", pl.col("metric"), pl.col("layer").cast(pl.Utf8).str.zfill(4)))
+    point, values, weights, features = _pivot(rows, "key")
+    index = {f: i for i, f in enumerate(features)}
+    cols = np.array([[index[f"{m}|{l:04d}"] for l in range(n_layers)] for m in COSINES])  # [3, L]
+
+    def to_curve(feats: np.ndarray) -> np.ndarray:
+        return feats[:, cols].mean(axis=1)
+
+    return Curves(point, values, weights, "mean", to_curve, n_layers, rows["variant"][0])
+
+
+def lens_curves(rows: pl.DataFrame, metric: str, n_layers: int) -> Curves:
+    """KL(l) or overlap(l) for the layer inputs l = 0 .. L-1 from logit_lens rows."""
+    rows = rows.filter((pl.col("metric") == metric) & (pl.col("layer") < n_layers))
+    rows = rows.with_columns(key=pl.col("layer").cast(pl.Utf8).str.zfill(4))
+    point, values, weights, _ = _pivot(rows, "key")
+    return Curves(point, values, weights, "mean", lambda f: f, n_layers, rows["variant"][0])
+
+
+def skip_curves(rows: pl.DataFrame, effect: str, aggregation: str, n_layers: int) -> Curves:
+    """m_l for the depth score from layer_skip rows (kind = layer): ``output`` O(l), or ``future``
+    m_s = mean over j > s of Δ(s, j) (m_{L-1} = 0)."""
+    rows = rows.filter((pl.col("kind") == "layer") & (pl.col("aggregation") == aggregation) & (pl.col("metric") == effect))
+    if effect == "output":
+        rows = rows.with_columns(key=pl.col("skipped_layer").cast(pl.Utf8).str.zfill(4))
+        point, values, weights, _ = _pivot(rows, "key")
+        return Curves(point, values, weights, aggregation, lambda f: f, n_layers, rows["variant"][0])
+    rows = rows.with_columns(
+        key=pl.format("{}|{}", pl.col("skipped_layer").cast(pl.Utf8).str.zfill(4), pl.col("layer").cast(pl.Utf8).str.zfill(4))
+    )
+    point, values, weights, features = _pivot(rows, "key")
+    pairs = [tuple(int(x) for x in f.split("|")) for f in features]
+    member = np.zeros((len(features), n_layers))  # feature -> skipped layer, as a mean
+    for i, (s, _) in enumerate(pairs):
+        member[i, s] = 1.0
+    counts = member.sum(axis=0)
+    member = member / np.where(counts > 0, counts, 1.0)
+
+    def to_curve(feats: np.ndarray) -> np.ndarray:
+        return feats @ member
+
+    return Curves(point, values, weights, aggregation, to_curve, n_layers, rows["variant"][0])
+
+
+# --- the effective-depth table ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Estimator:
+    estimator: str
+    form: str
+    aggregation: str
+    threshold: float | None
+    source: str  # key of the Curves it reads
+    read: Callable[[np.ndarray], np.ndarray]
+    no_solution: str
+
+
+def estimators_for(kl_threshold: float, overlap_threshold: float) -> list[Estimator]:
+    """The estimators of the main table: the paper's three (+ robust forms) and four depth scores."""
+    out = [
+        Estimator("cos", "paper", "mean", 0.0, "cos", ed_cosine, "no negative-to-non-negative crossing of the mean cosine"),
+        *threshold_estimators(kl_threshold, overlap_threshold),
+    ]
+    for effect in ("output", "future"):
+        for agg in ("max", "mean"):
+            out.append(
+                Estimator(f"depth_score_{effect}", "centre_of_mass", agg, None, f"skip_{effect}_{agg}", depth_score,
+                          "no skip effect at any layer (all zero)")
+            )
+    return out
+
+
+def threshold_estimators(kl_threshold: float, overlap_threshold: float) -> list[Estimator]:
+    t_kl, t_ov = float(kl_threshold), float(overlap_threshold)
+    return [
+        Estimator("kl", "paper", "mean", t_kl, "kl", lambda c: ed_kl(c, t_kl), f"KL never falls below {t_kl:g}·max KL"),
+        Estimator("kl", "robust", "mean", t_kl, "kl", lambda c: ed_kl(c, t_kl, robust=True),
+                  f"KL does not stay below {t_kl:g}·max KL up to the last layer"),
+        Estimator("overlap", "paper", "mean", t_ov, "overlap", lambda c: ed_overlap(c, t_ov), f"overlap never exceeds {t_ov:g}"),
+        Estimator("overlap", "robust", "mean", t_ov, "overlap", lambda c: ed_overlap(c, t_ov, robust=True),
+                  f"overlap does not stay above {t_ov:g} up to the last layer"),
+    ]
+
+
+def curves_for(tables: dict[str, pl.DataFrame], model: str, task: str, n_layers: int) -> dict[str, Curves]:
+    """Every curve source available for one (model, task)."""
+    out: dict[str, Curves] = {}
+
+    def rows_of(analysis: str) -> pl.DataFrame | None:
+        t = tables.get(analysis)
+        if t is None:
+            return None
+        r = t.filter((pl.col("model") == model) & (pl.col("task") == task))
+        return r if r.height else None
+
+    if (rc := rows_of("relative_contribution")) is not None:
+        out["cos"] = cosine_curves(rc, n_layers)
+    if (lens := rows_of("logit_lens")) is not None:
+        out["kl"] = lens_curves(lens, "kl", n_layers)
+        out["overlap"] = lens_curves(lens, "overlap", n_layers)
+    if (skip := rows_of("layer_skip")) is not None:
+        for effect in ("output", "future"):
+            for agg in ("max", "mean"):
+                sub = skip.filter((pl.col("kind") == "layer") & (pl.col("aggregation") == agg) & (pl.col("metric") == effect))
+                if sub.height:
+                    out[f"skip_{effect}_{agg}"] = skip_curves(skip, effect, agg, n_layers)
+    return out
+
+
+def _row(model: str, task: str, est: Estimator, curves: Curves, boot: np.ndarray | None, n_resamples: int) -> dict[str, Any]:
+    L = curves.n_layers
+    value = est.read(curves.point_curve())[0] if L >= 2 else np.nan
+    ed = None if np.isnan(value) else float(value)
+    reason = None
+    if L < 2:
+        reason = "fewer than 2 layers"
+    elif np.isnan(curves.point).any():
+        reason = "missing layers in the table"
+        ed = None
+    elif ed is None:
+        reason = est.no_solution
+    low = high = solvable = None
+    if boot is not None and boot.size:
+        low, high, solvable = percentile_interval(est.read(boot))
+    return {
+        "model": model,
+        "task": task,
+        "estimator": est.estimator,
+        "form": est.form,
+        "aggregation": est.aggregation,
+        "threshold": est.threshold,
+        "ed": ed,
+        "ratio": None if ed is None else float(ratio(ed, L)),
+        "ci_low": low,
+        "ci_high": high,
+        "ratio_low": None if low is None else float(ratio(low, L)),
+        "ratio_high": None if high is None else float(ratio(high, L)),
+        "solvable": solvable,
+        "reason": reason,
+        "n_layers": L,
+        "n_prompts": curves.n_prompts,
+        "n_resamples": n_resamples if boot is not None else 0,
+        "variant": curves.variant,
+    }
+
+
+def _pairs(tables: dict[str, pl.DataFrame]) -> list[tuple[str, str]]:
+    """(model, task) pairs in order of first appearance over the tables."""
+    seen: dict[tuple[str, str], None] = {}
+    for t in tables.values():
+        for m, k in t.select("model", "task").unique(maintain_order=True).iter_rows():
+            seen.setdefault((m, k), None)
+    return list(seen)
+
+
+def effective_depth(
+    tables: dict[str, pl.DataFrame],
+    kl_threshold: float = 0.5,
+    overlap_threshold: float = 0.3,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    sweep: Iterable[float] | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(effective-depth table, threshold-sweep table) from analysis tables keyed by analysis name
+    (relative_contribution, logit_lens, layer_skip; any subset).  Columns: see ``SCHEMA``."""
+    main_estimators = estimators_for(kl_threshold, overlap_threshold)
+    sweep_estimators = [e for tau in (sweep or DEFAULT_SWEEP) for e in threshold_estimators(tau, tau)]
+    main_rows, sweep_rows = [], []
+    for model, task in _pairs(tables):
+        n_layers = _n_layers(tables, model)
+        if n_layers is None:
+            continue
+        sources = curves_for(tables, model, task, n_layers)
+        boots: dict[str, np.ndarray | None] = {}
+        for name, curves in sources.items():
+            if bootstrap > 0 and curves.n_prompts > 0:
+                counts = resample_counts(curves.n_prompts, bootstrap, seed, model, task)
+                boots[name] = curves.resampled_curves(counts)
+            else:
+                boots[name] = None
+        for rows, ests in ((main_rows, main_estimators), (sweep_rows, sweep_estimators)):
+            for est in ests:
+                if est.source in sources:
+                    rows.append(_row(model, task, est, sources[est.source], boots[est.source], bootstrap))
+        log.info("%s / %s: L=%d, sources %s", model, task, n_layers, ", ".join(sources))
+    return _frame(main_rows), _frame(sweep_rows)
+
+
+def _frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=SCHEMA) if rows else pl.DataFrame(schema=SCHEMA)
+
+
+# --- comparison with the published values -------------------------------------------------------
+
+REFERENCE_COLUMNS = {"cos": "ed_cosine", "kl": "ed_kl", "overlap": "ed_overlap"}
+
+
+def read_reference(path: Path | str) -> pl.DataFrame:
+    """The paper's table (model, hf_id, n_layers, dataset, ed_cosine, ed_kl, ed_overlap) in long form:
+    model, task, estimator, published_n_layers, published_ed, published_ratio."""
+    ref = pl.read_csv(path)
+    long = ref.unpivot(index=["model", "dataset", "n_layers"], on=list(REFERENCE_COLUMNS.values()), variable_name="column", value_name="published_ed")
+    inverse = {v: k for k, v in REFERENCE_COLUMNS.items()}
+    return long.select(
+        pl.col("model"),
+        pl.col("dataset").alias("task"),
+        pl.col("column").replace_strict(inverse).alias("estimator"),
+        pl.col("n_layers").cast(pl.Int32).alias("published_n_layers"),
+        pl.col("published_ed").cast(pl.Float64),
+        ((pl.col("published_ed") + 1) / pl.col("n_layers")).alias("published_ratio"),
+    )
+
+
+def compare_with_reference(table: pl.DataFrame, reference: pl.DataFrame) -> pl.DataFrame:
+    """Our estimates (paper and robust forms of cos / kl / overlap) next to the published values for
+    every (model, task) present in both; empty with the right columns when none matches."""
+    ours = table.filter(pl.col("estimator").is_in(list(REFERENCE_COLUMNS)))
+    joined = ours.join(reference, on=["model", "task", "estimator"], how="inner")
+    if joined.height == 0:
+        return pl.DataFrame(schema=REFERENCE_SCHEMA)
+    out = joined.with_columns(
+        (pl.col("ed") - pl.col("published_ed")).alias("difference"),
+        pl.when(pl.col("ci_low").is_null())
+        .then(None)
+        .otherwise((pl.col("published_ed") >= pl.col("ci_low")) & (pl.col("published_ed") <= pl.col("ci_high")))
+        .alias("published_in_ci"),
+    )
+    return out.select([pl.col(c).cast(t) for c, t in REFERENCE_SCHEMA.items()]).sort(
+        "model", "task", pl.col("estimator").replace_strict({e: i for i, e in enumerate(ESTIMATOR_ORDER)}, return_dtype=pl.Int32), "form"
+    )
+
+
+# --- the rule's entry point ---------------------------------------------------------------------
+
+
+def run(
+    table_paths: list[str],
+    reference_path: str | None,
+    options: dict[str, Any],
+    outputs: dict[str, str],
+) -> pl.DataFrame:
+    """Read the aggregated analysis tables, write effective_depth.{parquet,csv}, the sweep and the
+    comparison with the published values.  ``outputs`` keys: table, csv, sweep, reference, reference_csv."""
+    tables = {}
+    for path in table_paths:
+        t = pl.read_parquet(path)
+        if t.height:
+            tables[str(t["analysis"][0])] = t
+    table, sweep = effective_depth(
+        tables,
+        kl_threshold=options.get("kl_threshold", 0.5),
+        overlap_threshold=options.get("overlap_threshold", 0.3),
+        bootstrap=options.get("bootstrap", 1000),
+        seed=options.get("seed", 0),
+        sweep=options.get("sweep"),
+    )
+    reference = read_reference(reference_path) if reference_path else None
+    comparison = compare_with_reference(table, reference) if reference is not None else pl.DataFrame(schema=REFERENCE_SCHEMA)
+    for key, frame_, fmt in (
+        ("table", table, "parquet"),
+        ("csv", table, "csv"),
+        ("sweep", sweep, "parquet"),
+        ("reference", comparison, "parquet"),
+        ("reference_csv", comparison, "csv"),
+    ):
+        if key not in outputs:
+            continue
+        path = Path(outputs[key])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "csv":
+            frame_.write_csv(path, float_precision=4)
+        else:
+            frame_.write_parquet(path)
+    unsolved = table.filter(pl.col("ed").is_null())
+    for r in unsolved.iter_rows(named=True):
+        log.warning("no ED: %s / %s %s (%s): %s", r["model"], r["task"], r["estimator"], r["form"], r["reason"])
+    log.info("%d estimates (%d without a solution), %d sweep rows, %d compared with the paper",
+             table.height, unsolved.height, sweep.height, comparison.height)
+    return table

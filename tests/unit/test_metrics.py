@@ -1,0 +1,57 @@
+"""Metrics on synthetic tensors with known answers."""
+
+import math
+
+import pytest
+import torch
+
+from effdepth.metrics import EPS, LAYER_STATS, cosine, layer_token_stats, lens_token_stats, prob_change, relative
+
+
+def test_cosine_known_values():
+    x = torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 0.0]])
+    y = torch.tensor([[0.0, 2.0], [2.0, 2.0], [-3.0, 0.0]])
+    assert torch.allclose(cosine(x, y), torch.tensor([0.0, 1.0, -1.0]))
+
+
+def test_cosine_and_relative_clamp_zero_vectors():
+    zero = torch.zeros(1, 4)
+    assert cosine(zero, torch.ones(1, 4)).item() == 0.0
+    assert relative(torch.ones(1, 4), zero).item() == pytest.approx(2.0 / EPS)
+
+
+def test_layer_token_stats_known_answer():
+    # h = (3, 4) (norm 5); a = (-3, 0) erases half of h; m = (0, 4) amplifies along h + a = (0, 4).
+    h = torch.tensor([[3.0, 4.0]])
+    a = torch.tensor([[-3.0, 0.0]])
+    m = torch.tensor([[0.0, 4.0]])
+    stats = dict(zip(LAYER_STATS, layer_token_stats(h, a, m)[0].tolist()))
+    assert stats["rc_attention"] == pytest.approx(3 / 5)
+    assert stats["rc_mlp"] == pytest.approx(4 / 4)
+    assert stats["rc_layer"] == pytest.approx(5 / 5)  # c = (-3, 4)
+    assert stats["cos_attention"] == pytest.approx(-3 / 5)
+    assert stats["cos_mlp"] == pytest.approx(1.0)
+    assert stats["cos_layer"] == pytest.approx((-9 + 16) / 25)
+    assert stats["cos_in_out"] == pytest.approx((0 + 32) / (5 * 8))  # h + c = (0, 8)
+
+
+def test_lens_identical_distributions_give_zero_kl_full_overlap():
+    logits = torch.randn(3, 50)
+    kl, overlap = lens_token_stats(logits, logits.clone(), k=5)
+    assert torch.allclose(kl, torch.zeros(3), atol=1e-6)
+    assert torch.equal(overlap, torch.ones(3))
+
+
+def test_lens_kl_direction_and_overlap_known_answer():
+    q = torch.tensor([[math.log(0.5), math.log(0.5), -1e9]])
+    p = torch.tensor([[math.log(0.25), math.log(0.25), math.log(0.5)]])
+    kl, overlap = lens_token_stats(q, p, k=1)
+    # KL(q || p) = 0.5 log(0.5/0.25) * 2 = log 2 (the other direction would be infinite)
+    assert kl.item() == pytest.approx(math.log(2), rel=1e-5)
+    assert overlap.item() == 0.0  # top-1 of q is token 0, of p token 2
+
+
+def test_prob_change_is_l2_of_probabilities():
+    a = torch.tensor([[0.0, 0.0]])
+    b = torch.tensor([[math.log(3.0), 0.0]])  # probs (0.75, 0.25) vs (0.5, 0.5)
+    assert prob_change(a, b).item() == pytest.approx(math.sqrt(2) * 0.25)
