@@ -185,9 +185,12 @@ dump_logs() {
 }
 
 fail_start() {
+    local logs
+    logs="$(dump_logs 2>&1 || true)"
+    cmd_stop >/dev/null 2>&1 || true    # clean up first, then report
     log "ERROR: $*"
-    dump_logs
-    cmd_stop >/dev/null 2>&1 || true
+    echo "$logs" >&2 || true
+    log "ERROR: $* (daemon logs above, state dir $DIR)"
     exit 1
 }
 

@@ -1,0 +1,91 @@
+"""The workflow end to end on the tiny test configuration, dry runs of the paper's DAG, lint,
+incremental rebuilds and clear errors."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from pypdf import PdfReader
+
+from effdepth.cache import load_tensors
+
+from .conftest import REPO, planned_jobs, snakemake, tiny_config_for, write_config
+
+pytestmark = pytest.mark.workflow
+
+PER_MODEL_RULES = {"extract", "forward_table", "layer_skip", "residual_erasure", "integrated_gradients"}
+
+
+def test_end_to_end_outputs(finished_run):
+    tables = finished_run / "results" / "tables"
+    for analysis in ("relative_contribution", "logit_lens", "block_influence", "layer_skip", "residual_erasure", "integrated_gradients"):
+        table = pl.read_parquet(tables / f"{analysis}.parquet")
+        assert set(table["model"]) == {"tiny-qwen2", "tiny-llama"}, analysis
+        assert {"model", "task", "analysis", "metric", "layer", "value"} <= set(table.columns)
+        assert table["value"].is_finite().all(), analysis
+    pdf = PdfReader(finished_run / "results" / "figures" / "all.pdf")
+    assert len(pdf.pages) >= 3
+    _, meta = load_tensors(finished_run / "results/cache/tiny-qwen2/words/stats.safetensors", ["resid_sum"])
+    assert meta["model"] == "tiny-qwen2" and meta["dtype"] == "float32" and len(meta["prompts_hash"]) == 16
+    assert (finished_run / "results" / "config.resolved.yaml").is_file()
+
+
+def test_nothing_to_do_after_a_run(finished_run):
+    out = snakemake(finished_run, "-n", "--configfile", str(finished_run / "config.yaml")).stdout
+    assert "Nothing to be done" in out, out[-2000:]
+
+
+def test_figure_style_change_reruns_only_figures(finished_run, tiny_models):
+    config = tiny_config_for(finished_run, tiny_models)
+    config["figures"] = {"width": 250}
+    path = write_config(finished_run, config, "styled.yaml")
+    jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(path)).stdout)
+    rules = {rule for rule, _ in jobs}
+    assert "all_pdf" in rules
+    assert not rules & (PER_MODEL_RULES | {"aggregate", "prepare_prompts"}), rules
+
+
+def test_adding_a_model_schedules_only_its_jobs(finished_run, tiny_models):
+    config = tiny_config_for(finished_run, tiny_models)
+    config["models"]["tiny-qwen2-copy"] = dict(config["models"]["tiny-qwen2"])
+    path = write_config(finished_run, config, "more.yaml")
+    jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(path)).stdout)
+    per_model = [(rule, w) for rule, w in jobs if rule in PER_MODEL_RULES]
+    assert per_model and all(w["model"] == "tiny-qwen2-copy" for _, w in per_model), per_model
+    assert "aggregate" in {rule for rule, _ in jobs}
+    assert "prepare_prompts" not in {rule for rule, _ in jobs}
+
+
+def test_paper_dry_run_lists_all_twelve_models(tmp_path):
+    out = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config.yaml")).stdout
+    jobs = planned_jobs(out)
+    models = {w["model"] for rule, w in jobs if rule == "extract"}
+    assert len(models) == 12
+    downloads = {w["model"] for rule, w in jobs if rule == "download_model"}
+    assert downloads == models
+    for rule in ("layer_skip", "residual_erasure", "integrated_gradients"):
+        assert {w["model"] for r, w in jobs if r == rule} == models, rule
+    assert any(rule == "all_pdf" for rule, _ in jobs)
+
+
+def test_lint_passes():
+    result = snakemake(REPO, "--lint", check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_invalid_config_fails_before_any_job(tmp_path, tiny_models):
+    config = tiny_config_for(tmp_path, tiny_models)
+    config["tasks"]["words"]["n_promts"] = 3
+    path = write_config(tmp_path, config)
+    result = snakemake(tmp_path, "-n", "--configfile", str(path), check=False)
+    assert result.returncode != 0
+    assert "tasks.words: unknown key 'n_promts'" in result.stdout + result.stderr
+
+
+def test_missing_local_model_is_named(tmp_path, tiny_models):
+    config = tiny_config_for(tmp_path, tiny_models)
+    config["models"]["tiny-qwen2"]["path"] = str(tmp_path / "nowhere")
+    path = write_config(tmp_path, config)
+    result = snakemake(tmp_path, "-n", "--configfile", str(path), check=False)
+    assert result.returncode != 0
+    assert "models.tiny-qwen2.path" in result.stdout + result.stderr and "nowhere" in result.stdout + result.stderr
