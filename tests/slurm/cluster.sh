@@ -98,7 +98,7 @@ write_config() {
     local cpus mem_total_kb mem defmem
     cpus="${SLURM_TEST_CPUS:-$(nproc)}"
     mem_total_kb="$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
-    mem="${SLURM_TEST_MEM_MB:-$(( mem_total_kb / 1024 * 9 / 10 ))}"
+    mem="${SLURM_TEST_MEM_MB:-$(( mem_total_kb * 9 / 10240 ))}"
     defmem=$(( mem / cpus ))
 
     mkdir -p "$ETC" "$RUN" "$LOG" "$DIR/state" "$DIR/spool"
@@ -224,8 +224,10 @@ unlink_etc() {
 # ---------------------------------------------------------------- start
 cmd_start() {
     need_root
-    command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \
-        && command -v sinfo >/dev/null || die "slurm/munge not installed; run '$0 install' first"
+    local b
+    for b in slurmctld slurmd munged sinfo squeue scontrol scancel; do
+        command -v "$b" >/dev/null || die "$b not found; run '$0 install' first"
+    done
 
     if cluster_up; then
         link_etc
@@ -250,8 +252,7 @@ cmd_start() {
         --seed-file="$MUNGE/munged.seed" \
         --log-file="$LOG/munged.log" \
         </dev/null >"$LOG/munged.stderr" 2>&1 || fail_start "munged failed to start"
-    local i
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         [ -S "$MUNGE/munge.socket.2" ] && pid_alive "$RUN/munged.pid" && break
         sleep 0.1
     done
@@ -294,9 +295,13 @@ stepd_pids() { # slurmstepd processes of *this* cluster: they hold our slurmd lo
     for p in /proc/[0-9]*; do
         [ -r "$p/cmdline" ] || continue
         tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q '^slurmstepd' || continue
-        if ls -l "$p/fd" 2>/dev/null | grep -qF "$DIR/"; then
-            echo "${p#/proc/}"
-        fi
+        local fd
+        for fd in "$p"/fd/*; do
+            if [[ "$(readlink "$fd" 2>/dev/null)" == "$DIR/"* ]]; then
+                echo "${p#/proc/}"
+                break
+            fi
+        done
     done
 }
 
@@ -306,20 +311,23 @@ descendants() { # pid... -> all descendant pids (from /proc/*/stat ppid field)
         # field 4 (ppid) after the ')' that closes the command name
         sed -n 's/^\([0-9]*\) (.*) [A-Za-z] \([0-9]*\) .*/\1 \2/p' "$st" 2>/dev/null || true
     done)"
-    local frontier="$*" next p
-    while [ -n "$frontier" ]; do
-        next=""
-        for p in $frontier; do
-            next="$next $(awk -v pp="$p" '$2 == pp {print $1}' <<<"$all")"
+    local -a frontier=("$@") next
+    local p c
+    while [ "${#frontier[@]}" -gt 0 ]; do
+        next=()
+        for p in "${frontier[@]}"; do
+            while read -r c; do
+                [ -n "$c" ] || continue
+                next+=("$c")
+                echo "$c"
+            done < <(awk -v pp="$p" '$2 == pp {print $1}' <<<"$all")
         done
-        next="$(echo $next)"
-        [ -n "$next" ] && echo "$next"
-        frontier="$next"
+        frontier=("${next[@]}")
     done
 }
 
 kill_wait() { # name... : SIGTERM the daemons named by $RUN/<name>.pid together, wait, SIGKILL stragglers
-    local name pid i alive
+    local name pid alive
     local -A pids=()
     for name in "$@"; do
         pid="$(cat "$RUN/$name.pid" 2>/dev/null || true)"
@@ -328,7 +336,7 @@ kill_wait() { # name... : SIGTERM the daemons named by $RUN/<name>.pid together,
             kill -TERM "$pid" 2>/dev/null || true
         fi
     done
-    for i in $(seq 1 150); do   # up to 15 s
+    for _ in $(seq 1 150); do   # up to 15 s
         alive=0
         for name in "${!pids[@]}"; do kill -0 "${pids[$name]}" 2>/dev/null && alive=1; done
         [ "$alive" = 0 ] && break
@@ -339,7 +347,7 @@ kill_wait() { # name... : SIGTERM the daemons named by $RUN/<name>.pid together,
         if kill -0 "$pid" 2>/dev/null; then
             log "$name ($pid) did not exit after SIGTERM, sending SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
-            for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         fi
         if kill -0 "$pid" 2>/dev/null; then log "WARNING: $name ($pid) still alive"; else log "stopped $name ($pid)"; fi
     done
@@ -348,7 +356,7 @@ kill_wait() { # name... : SIGTERM the daemons named by $RUN/<name>.pid together,
 
 cmd_stop() {
     need_root
-    local i p
+    local p
     # cancel jobs so that slurmstepd / job processes go away cleanly
     if pid_alive "$RUN/slurmctld.pid" && pid_alive "$RUN/slurmd.pid"; then
         local jobs
@@ -357,7 +365,7 @@ cmd_stop() {
             log "cancelling jobs: $jobs"
             # shellcheck disable=SC2086
             scancel $jobs 2>/dev/null || true
-            for i in $(seq 1 60); do
+            for _ in $(seq 1 60); do
                 [ -z "$(squeue -h -t running,completing -o %i 2>/dev/null)" ] && break
                 sleep 0.25
             done
