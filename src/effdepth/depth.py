@@ -209,20 +209,22 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float
 # --- curves from the tidy tables ----------------------------------------------------------------
 
 
-def _pivot(rows: pl.DataFrame, feature: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """(point [F], per-prompt values [P, F], weights [P], feature names) from rows with columns
-    prompt, weight, value and ``feature`` (a string key, one per feature)."""
-    features = rows.select(feature).unique(maintain_order=True).to_series().sort().to_list()
+def _matrix(rows: pl.DataFrame, feature: pl.Expr, n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(point [F], per-prompt values [P, F], weights [P]) from rows with columns prompt, weight, value;
+    ``feature`` computes each row's integer feature index in [0, n_features).  Absent features are NaN."""
+    rows = rows.select(pl.col("prompt"), pl.col("weight"), pl.col("value"), feature.cast(pl.Int64).alias("f"))
+    rows = rows.filter((pl.col("f") >= 0) & (pl.col("f") < n_features))
     agg = rows.filter(pl.col("prompt").is_null())
-    point_map = dict(zip(agg[feature].to_list(), agg["value"].to_list()))
-    point = np.array([point_map.get(f, np.nan) for f in features], dtype=float)
+    point = np.full(n_features, np.nan)
+    point[agg["f"].to_numpy()] = agg["value"].to_numpy()
     per = rows.filter(pl.col("prompt").is_not_null())
-    if per.height == 0:
-        return point, np.zeros((0, len(features))), np.zeros(0), features
-    wide = per.pivot(on=feature, index="prompt", values="value", aggregate_function="first").sort("prompt")
-    weights = per.group_by("prompt").agg(pl.col("weight").first()).sort("prompt")["weight"].to_numpy().astype(float)
-    values = np.column_stack([wide[f].to_numpy().astype(float) if f in wide.columns else np.full(wide.height, np.nan) for f in features])
-    return point, values, weights, features
+    prompts = np.unique(per["prompt"].to_numpy())
+    values = np.full((prompts.size, n_features), np.nan)
+    index = np.searchsorted(prompts, per["prompt"].to_numpy())
+    values[index, per["f"].to_numpy()] = per["value"].to_numpy()
+    weights = np.zeros(prompts.size)
+    weights[index] = per["weight"].to_numpy()
+    return point, values, weights
 
 
 def _n_layers(tables: dict[str, pl.DataFrame], model: str) -> int | None:
@@ -241,50 +243,44 @@ def _n_layers(tables: dict[str, pl.DataFrame], model: str) -> int | None:
 
 
 def cosine_curves(rows: pl.DataFrame, n_layers: int) -> Curves:
-    """c̄(l) from relative_contribution rows of one (model, task)."""
-    rows = rows.filter(pl.col("metric").is_in(COSINES) & (pl.col("layer") < n_layers))
-    rows = rows.with_columns(key=pl.format("{}|{}", pl.col("metric"), pl.col("layer").cast(pl.Utf8).str.zfill(4)))
-    point, values, weights, features = _pivot(rows, "key")
-    index = {f: i for i, f in enumerate(features)}
-    cols = np.array([[index[f"{m}|{l:04d}"] for l in range(n_layers)] for m in COSINES])  # [3, L]
+    """c̄(l) from relative_contribution rows of one (model, task); features: the three cosines × L."""
+    rows = rows.filter(pl.col("metric").is_in(COSINES))
+    metric = pl.col("metric").replace_strict({m: i for i, m in enumerate(COSINES)}, return_dtype=pl.Int64)
+    point, values, weights = _matrix(rows, metric * n_layers + pl.col("layer"), len(COSINES) * n_layers)
 
     def to_curve(feats: np.ndarray) -> np.ndarray:
-        return feats[:, cols].mean(axis=1)
+        return feats.reshape(feats.shape[0], len(COSINES), n_layers).mean(axis=1)
 
     return Curves(point, values, weights, "mean", to_curve, n_layers, rows["variant"][0])
 
 
 def lens_curves(rows: pl.DataFrame, metric: str, n_layers: int) -> Curves:
-    """KL(l) or overlap(l) for the layer inputs l = 0 .. L-1 from logit_lens rows."""
-    rows = rows.filter((pl.col("metric") == metric) & (pl.col("layer") < n_layers))
-    rows = rows.with_columns(key=pl.col("layer").cast(pl.Utf8).str.zfill(4))
-    point, values, weights, _ = _pivot(rows, "key")
+    """KL(l) or overlap(l) for the layer inputs l = 0 .. L-1 from logit_lens rows (h_L left out)."""
+    rows = rows.filter(pl.col("metric") == metric)
+    point, values, weights = _matrix(rows, pl.col("layer"), n_layers)
     return Curves(point, values, weights, "mean", lambda f: f, n_layers, rows["variant"][0])
 
 
 def skip_curves(rows: pl.DataFrame, effect: str, aggregation: str, n_layers: int) -> Curves:
     """m_l for the depth score from layer_skip rows (kind = layer): ``output`` O(l), or ``future``
-    m_s = mean over j > s of Δ(s, j) (m_{L-1} = 0)."""
+    m_s = mean over j > s of Δ(s, j) (m_{L-1} = 0); features of ``future``: the L × L map, zero below
+    the diagonal."""
     rows = rows.filter((pl.col("kind") == "layer") & (pl.col("aggregation") == aggregation) & (pl.col("metric") == effect))
+    variant = rows["variant"][0]
     if effect == "output":
-        rows = rows.with_columns(key=pl.col("skipped_layer").cast(pl.Utf8).str.zfill(4))
-        point, values, weights, _ = _pivot(rows, "key")
-        return Curves(point, values, weights, aggregation, lambda f: f, n_layers, rows["variant"][0])
-    rows = rows.with_columns(
-        key=pl.format("{}|{}", pl.col("skipped_layer").cast(pl.Utf8).str.zfill(4), pl.col("layer").cast(pl.Utf8).str.zfill(4))
-    )
-    point, values, weights, features = _pivot(rows, "key")
-    pairs = [tuple(int(x) for x in f.split("|")) for f in features]
-    member = np.zeros((len(features), n_layers))  # feature -> skipped layer, as a mean
-    for i, (s, _) in enumerate(pairs):
-        member[i, s] = 1.0
-    counts = member.sum(axis=0)
-    member = member / np.where(counts > 0, counts, 1.0)
+        point, values, weights = _matrix(rows, pl.col("skipped_layer"), n_layers)
+        return Curves(point, values, weights, aggregation, lambda f: f, n_layers, variant)
+    L = n_layers
+    point, values, weights = _matrix(rows, pl.col("skipped_layer") * L + pl.col("layer"), L * L)
+    later = np.triu(np.ones((L, L), dtype=bool), k=1).ravel()  # j > s
+    point[~later] = 0.0
+    values[:, ~later] = 0.0
+    n_later = np.maximum(np.arange(L - 1, -1, -1), 1)  # layers after s (avoid 0 / 0 at s = L-1)
 
     def to_curve(feats: np.ndarray) -> np.ndarray:
-        return feats @ member
+        return feats.reshape(feats.shape[0], L, L).sum(axis=2) / n_later
 
-    return Curves(point, values, weights, aggregation, to_curve, n_layers, rows["variant"][0])
+    return Curves(point, values, weights, aggregation, to_curve, L, variant)
 
 
 # --- the effective-depth table ------------------------------------------------------------------
@@ -328,27 +324,19 @@ def threshold_estimators(kl_threshold: float, overlap_threshold: float) -> list[
     ]
 
 
-def curves_for(tables: dict[str, pl.DataFrame], model: str, task: str, n_layers: int) -> dict[str, Curves]:
-    """Every curve source available for one (model, task)."""
+def curves_for(rows: dict[str, pl.DataFrame], n_layers: int) -> dict[str, Curves]:
+    """Every curve source available from the rows of one (model, task), keyed by analysis."""
     out: dict[str, Curves] = {}
-
-    def rows_of(analysis: str) -> pl.DataFrame | None:
-        t = tables.get(analysis)
-        if t is None:
-            return None
-        r = t.filter((pl.col("model") == model) & (pl.col("task") == task))
-        return r if r.height else None
-
-    if (rc := rows_of("relative_contribution")) is not None:
+    if (rc := rows.get("relative_contribution")) is not None:
         out["cos"] = cosine_curves(rc, n_layers)
-    if (lens := rows_of("logit_lens")) is not None:
+    if (lens := rows.get("logit_lens")) is not None:
         out["kl"] = lens_curves(lens, "kl", n_layers)
         out["overlap"] = lens_curves(lens, "overlap", n_layers)
-    if (skip := rows_of("layer_skip")) is not None:
+    if (skip := rows.get("layer_skip")) is not None:
+        present = set(skip.filter(pl.col("kind") == "layer").select("metric", "aggregation").unique().iter_rows())
         for effect in ("output", "future"):
             for agg in ("max", "mean"):
-                sub = skip.filter((pl.col("kind") == "layer") & (pl.col("aggregation") == agg) & (pl.col("metric") == effect))
-                if sub.height:
+                if (effect, agg) in present:
                     out[f"skip_{effect}_{agg}"] = skip_curves(skip, effect, agg, n_layers)
     return out
 
@@ -412,11 +400,17 @@ def effective_depth(
     main_estimators = estimators_for(kl_threshold, overlap_threshold)
     sweep_estimators = [e for tau in (sweep or DEFAULT_SWEEP) for e in threshold_estimators(tau, tau)]
     main_rows, sweep_rows = [], []
+    if "layer_skip" in tables:  # the depth score reads whole-layer skips only
+        tables = {**tables, "layer_skip": tables["layer_skip"].filter(pl.col("kind") == "layer")}
+    parts = {a: t.partition_by("model", "task", as_dict=True) for a, t in tables.items()}
+    layers_of: dict[str, int | None] = {}
     for model, task in _pairs(tables):
-        n_layers = _n_layers(tables, model)
+        if model not in layers_of:
+            layers_of[model] = _n_layers(tables, model)
+        n_layers = layers_of[model]
         if n_layers is None:
             continue
-        sources = curves_for(tables, model, task, n_layers)
+        sources = curves_for({a: p[(model, task)] for a, p in parts.items() if (model, task) in p}, n_layers)
         boots: dict[str, np.ndarray | None] = {}
         for name, curves in sources.items():
             if bootstrap > 0 and curves.n_prompts > 0:

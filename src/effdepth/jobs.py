@@ -79,6 +79,11 @@ def forward_table(analysis: str, stats: str, output: str, variant: str, model: s
     write_table(FORWARD_TABLES[analysis](tensors, meta, variant, model=model, task=task), output)
 
 
+def batch_size_for(options: dict[str, Any], n_tokens: int) -> int:
+    """Sequences per batched pass: ``max_batch``, lowered so sequences x tokens <= ``max_batch_tokens``."""
+    return max(1, min(int(options["max_batch"]), int(options.get("max_batch_tokens", 1 << 30)) // max(n_tokens, 1)))
+
+
 def _intervention_prompts(model_dir, entry, prompts, task_spec, n):
     net, tokenizer = _load(model_dir, entry)
     chosen, digest = _prompts(prompts, tokenizer, task_spec, n)
@@ -91,7 +96,8 @@ def layer_skip(model: str, entry: dict[str, Any], model_dir: str, task: str, tas
     from .log import progress
     from .tables import layer_skip_table, write_table
 
-    net, _, chosen, _ = _intervention_prompts(model_dir, entry, prompts, task_spec, int(task_spec["n_prompts"]))
+    n_prompts = int(options.get("n_prompts") or task_spec["n_prompts"])
+    net, _, chosen, _ = _intervention_prompts(model_dir, entry, prompts, task_spec, n_prompts)
     kinds = list(options["kinds"])
     if options["variant"] == "published" and kinds != ["layer"]:
         log.warning("variant published: the public code skips whole layers only; skipping kinds %s", [k for k in kinds if k != "layer"])
@@ -100,7 +106,8 @@ def layer_skip(model: str, entry: dict[str, Any], model_dir: str, task: str, tas
     for i, prompt in enumerate(progress(chosen, len(chosen), f"layer skip {model}/{task}", log)):
         pos = skip_positions(len(prompt["input_ids"]), options["positions_per_prompt"], options["position_stride"], options["seed"], i)
         positions.append(pos)
-        results.append(skip(net, prompt["input_ids"], pos, tuple(kinds), options["variant"], options["max_batch"]) if pos else {})
+        batch = batch_size_for(options, len(prompt["input_ids"]))
+        results.append(skip(net, prompt["input_ids"], pos, tuple(kinds), options["variant"], batch) if pos else {})
     write_table(layer_skip_table(results, positions, kinds, options["variant"], model=model, task=task), output)
 
 
@@ -113,7 +120,7 @@ def residual_erasure(model: str, entry: dict[str, Any], model_dir: str, task: st
     net, tokenizer, chosen, _ = _intervention_prompts(model_dir, entry, prompts, task_spec, options["n_prompts"])
     tensors, _ = load_tensors(baseline_stats, ["resid_sum", "resid_count"])
     baseline = erasure_baseline(tensors["resid_sum"], tensors["resid_count"], options["variant"])
-    maps = [erase(net, p["input_ids"], p["n_answer"], baseline, options["max_batch"])
+    maps = [erase(net, p["input_ids"], p["n_answer"], baseline, batch_size_for(options, len(p["input_ids"])))
             for p in progress(chosen, len(chosen), f"erasure {model}/{task}", log)]
     table = map_table(maps, "output_change", "residual_erasure", options["variant"], model=model, task=task)
     write_table(table, output)
@@ -130,7 +137,7 @@ def integrated_gradients(model: str, entry: dict[str, Any], model_dir: str, task
     net, tokenizer, chosen, _ = _intervention_prompts(model_dir, entry, prompts, task_spec, options["n_prompts"])
     maps, ends = [], []
     for p in progress(chosen, len(chosen), f"integrated gradients {model}/{task}", log):
-        out = ig(net, p["input_ids"], p["n_answer"], options["steps"], options["variant"], options["max_batch"])
+        out = ig(net, p["input_ids"], p["n_answer"], options["steps"], options["variant"], batch_size_for(options, len(p["input_ids"])))
         maps.append(out["ig"])
         ends.append(out)
     table = map_table(maps, "attribution", "integrated_gradients", options["variant"], model=model, task=task)

@@ -29,6 +29,18 @@ def get_logger(name: str = "effdepth", logfile: str | None = None) -> logging.Lo
     return logging.getLogger(name if name.startswith("effdepth") else f"effdepth.{name}")
 
 
+def setup_job(smk) -> logging.Logger:
+    """Start of every workflow script: log to the rule's log file, use the job's threads in torch."""
+    logger = get_logger("effdepth", smk.log[0] if smk.log else None)
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, int(smk.threads)))
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return logger
+
+
 def progress(items: Iterable[T], total: int, what: str, logger: logging.Logger, every_s: float = 10.0) -> Iterator[T]:
     """Yield ``items`` and log ``done/total`` with an ETA at most every ``every_s`` seconds."""
     start = last = time.monotonic()

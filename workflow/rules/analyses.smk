@@ -28,6 +28,7 @@ rule layer_skip:
         "results/tables/{model}/{task}/layer_skip.parquet",
     params:
         **_intervention_params("layer_skip"),
+    threads: 4
     resources:
         gpu=gpu_count,
         mem_mb=gpu_mem_mb,
@@ -52,6 +53,7 @@ rule residual_erasure:
         tokens="results/tables/{model}/{task}/residual_erasure_tokens.parquet",
     params:
         **_intervention_params("residual_erasure"),
+    threads: 4
     resources:
         gpu=gpu_count,
         mem_mb=gpu_mem_mb,
@@ -75,6 +77,7 @@ rule integrated_gradients:
         tokens="results/tables/{model}/{task}/integrated_gradients_tokens.parquet",
     params:
         **_intervention_params("integrated_gradients"),
+    threads: 4
     resources:
         gpu=gpu_count,
         mem_mb=gpu_mem_mb,

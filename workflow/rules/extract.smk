@@ -13,6 +13,7 @@ rule extract:
         batch_size=config["extraction"]["batch_size"],
         store_activations=config["extraction"]["store_activations"],
         top_k=ANALYSES.get("logit_lens", {}).get("top_k", 5),
+    threads: 4
     resources:
         gpu=gpu_count,
         mem_mb=gpu_mem_mb,

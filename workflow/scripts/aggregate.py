@@ -1,5 +1,5 @@
 from effdepth.jobs import aggregate
-from effdepth.log import get_logger
+from effdepth.log import setup_job
 
-get_logger("effdepth", snakemake.log[0])
+setup_job(snakemake)
 aggregate(list(snakemake.input), snakemake.output[0])

@@ -1,5 +1,5 @@
 from effdepth.figures import merge_pdfs, title_page
-from effdepth.log import get_logger
+from effdepth.log import setup_job
 
-get_logger("effdepth", snakemake.log[0])
+setup_job(snakemake)
 merge_pdfs(title_page(snakemake.params.info), list(snakemake.input), snakemake.output[0])

@@ -1,5 +1,5 @@
 from effdepth.jobs import convert_gguf
-from effdepth.log import get_logger
+from effdepth.log import setup_job
 
-get_logger("effdepth", snakemake.log[0])
+setup_job(snakemake)
 convert_gguf(snakemake.params.gguf, snakemake.output[0])

@@ -1,5 +1,5 @@
 from effdepth.jobs import download_model
-from effdepth.log import get_logger
+from effdepth.log import setup_job
 
-get_logger("effdepth", snakemake.log[0])
+setup_job(snakemake)
 download_model(snakemake.params.hf_id, snakemake.params.revision, snakemake.output[0], snakemake.params.trust_remote_code)

@@ -1,6 +1,6 @@
 from effdepth.figures import build_figure
-from effdepth.log import get_logger
+from effdepth.log import setup_job
 
-get_logger("effdepth", snakemake.log[0])
+setup_job(snakemake)
 o = snakemake.output
 build_figure(snakemake.wildcards.figure, list(snakemake.input), snakemake.params.options, o.pdf, o.svg, o.html)

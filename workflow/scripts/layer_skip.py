@@ -1,6 +1,6 @@
 from effdepth.jobs import layer_skip
-from effdepth.log import get_logger
+from effdepth.log import setup_job
 
-get_logger("effdepth", snakemake.log[0])
+setup_job(snakemake)
 p, w = snakemake.params, snakemake.wildcards
 layer_skip(w.model, p.entry, snakemake.input.model, w.task, p.task_spec, snakemake.input.prompts, snakemake.output[0], p.options)

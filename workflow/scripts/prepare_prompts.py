@@ -1,5 +1,5 @@
 from effdepth.jobs import prepare_prompts
-from effdepth.log import get_logger
+from effdepth.log import setup_job
 
-get_logger("effdepth", snakemake.log[0])
+setup_job(snakemake)
 prepare_prompts(snakemake.wildcards.task, snakemake.params.spec, snakemake.output[0])

