@@ -13,6 +13,7 @@ The obviously-correct references (one full forward per intervention) live in the
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -89,6 +90,65 @@ def skipped_state(clean: CleanRun, s: int, t: int, kind: str, variant: str) -> t
     return state
 
 
+def staircase(
+    runner: LayerRunner,
+    starts: list[int],
+    make_states: Callable[[int], torch.Tensor],
+    on_layer: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None] | None,
+    on_final: Callable[[torch.Tensor, torch.Tensor], None],
+    max_batch: int,
+    max_alive: int,
+) -> None:
+    """Run batches of interventions that enter the layer stack at different depths.
+
+    ``make_states(l)`` returns the intervened residuals [n_l, T, d] that enter layer l (l = L: the
+    final residual).  Layer j is applied once, in chunks of ``max_batch`` sequences, to every
+    intervention that entered at or before j — a "staircase" — so a prompt costs L layer calls
+    instead of one per (intervention, layer).  Start layers are grouped into sweeps holding at most
+    ``max_alive`` sequences, which bounds memory.  ``on_layer(j, before, after, origin)`` sees each
+    layer's input and output; ``on_final(h_L, origin)`` the final residuals; ``origin`` [n] gives
+    each row's index into the concatenation of ``make_states(l)`` over ``starts``.
+    """
+    n_layers = runner.n_layers
+    built: dict[int, torch.Tensor] = {}
+    offsets, total = {}, 0
+    for layer in starts:
+        built[layer] = make_states(layer)
+        offsets[layer] = total
+        total += built[layer].shape[0]
+    sweeps: list[list[int]] = []
+    for layer in starts:
+        if sweeps and sum(built[x].shape[0] for x in sweeps[-1]) + built[layer].shape[0] <= max_alive:
+            sweeps[-1].append(layer)
+        else:
+            sweeps.append([layer])
+    for sweep in sweeps:
+        states: torch.Tensor | None = None
+        origin = torch.empty(0, dtype=torch.long)
+        for j in range(sweep[0], n_layers + 1):
+            if j in sweep:
+                fresh = built.pop(j)
+                rows = torch.arange(offsets[j], offsets[j] + fresh.shape[0])
+                states = fresh if states is None else torch.cat([states, fresh])
+                origin = torch.cat([origin, rows])
+            if j == n_layers:
+                break
+            assert states is not None
+            out = torch.cat([runner.layer(j, states[i : i + max_batch]) for i in range(0, states.shape[0], max_batch)])
+            if on_layer is not None:
+                on_layer(j, states, out, origin)
+            states = out
+        assert states is not None
+        on_final(states, origin)
+
+
+def _masked_max_mean(values: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise max and mean of ``values`` [n, T] over the positions where ``keep`` [n, T] is set."""
+    zero = torch.zeros_like(values)
+    masked = torch.where(keep, values, zero)
+    return masked.amax(-1), masked.sum(-1) / keep.sum(-1).clamp_min(1)
+
+
 @torch.inference_mode()
 def layer_skip(
     model: nn.Module,
@@ -97,10 +157,11 @@ def layer_skip(
     kinds: tuple[str, ...] = SKIP_KINDS,
     variant: str = "correct",
     max_batch: int = 64,
+    max_alive: int = 4096,
 ) -> dict[str, torch.Tensor]:
     """Effect of skipping each layer on tokens 1 … t−1 for every t in ``positions``.
 
-    Returns float32 tensors (K = len(kinds), P = len(positions), L layers):
+    Returns float64 tensors (K = len(kinds), P = len(positions), L layers):
       future_max [K, L, L, P]  max_{τ≥t} ‖c_j[τ] − c̃_j[τ]‖ / ‖c_j[τ]‖ (index [kind, s, j, t]; 0 for j ≤ s)
       future_mean [K, L, L, P] the same, mean over τ ≥ t
       output_max [K, L, P]     max_{τ≥t} ‖softmax(z̃[τ]) − softmax(z[τ])‖
@@ -108,33 +169,43 @@ def layer_skip(
     """
     clean = clean_run(model, input_ids)
     runner, n_layers = clean.runner, clean.runner.n_layers
+    n_tokens = clean.h.shape[1]
     c = clean.h[1:] - clean.h[:-1]  # [L, T, d] clean contributions
     c_norm = norm(widen(c)).clamp_min(EPS)
     probs = torch.softmax(clean.logits, -1)
-    shape = (len(kinds), n_layers, n_layers, len(positions))
+    n_kinds, n_pos = len(kinds), len(positions)
+    shape = (n_kinds, n_layers, n_layers, n_pos)
     result = {k: torch.zeros(shape, dtype=torch.float64) for k in ("future_max", "future_mean")}
     result.update({k: torch.zeros(shape[:2] + shape[3:], dtype=torch.float64) for k in ("output_max", "output_mean")})
-    jobs = [(ki, pi) for ki in range(len(kinds)) for pi in range(len(positions))]
-    for s in range(n_layers):
-        for start in range(0, len(jobs), max_batch):
-            chunk = jobs[start : start + max_batch]
-            states = torch.stack([skipped_state(clean, s, positions[pi], kinds[ki], variant) for ki, pi in chunk])
-            starts = torch.tensor([positions[pi] for _, pi in chunk], device=states.device)
-            future = torch.arange(states.shape[1], device=states.device).unsqueeze(0) >= starts.unsqueeze(1)  # [B, T]
-            count = future.sum(1).clamp_min(1)
-            for j in range(s + 1, n_layers):
-                new = runner.layer(j, states)
-                rel = norm(widen(c[j] - (new - states))) / c_norm[j]  # [B, T]
-                masked = torch.where(future, rel, torch.zeros_like(rel))
-                for b, (ki, pi) in enumerate(chunk):
-                    result["future_max"][ki, s, j, pi] = masked[b].max().cpu()
-                    result["future_mean"][ki, s, j, pi] = (masked[b].sum() / count[b]).cpu()
-                states = new
-            for b, (ki, pi) in enumerate(chunk):
-                t = positions[pi]
-                change = (torch.softmax(runner.logits(states[b, t:]), -1) - probs[t:]).norm(dim=-1)
-                result["output_max"][ki, s, pi] = change.max().cpu()
-                result["output_mean"][ki, s, pi] = change.mean().cpu()
+    # Row r of the staircase: skipped layer s = r // (K·P) (entering layer s+1), kind, position.
+    per_layer = n_kinds * n_pos
+    row_kind = torch.arange(per_layer).div(n_pos, rounding_mode="floor").repeat(n_layers)
+    row_pos = torch.arange(n_pos).repeat(n_kinds * n_layers)
+    row_skip = torch.arange(n_layers).repeat_interleave(per_layer)
+    t_of_pos = torch.tensor(positions, dtype=torch.long)
+    future = torch.arange(n_tokens).unsqueeze(0) >= t_of_pos[row_pos].unsqueeze(1)  # [rows, T]
+
+    def make_states(layer: int) -> torch.Tensor:
+        return torch.stack([skipped_state(clean, layer - 1, t, kind, variant) for kind in kinds for t in positions])
+
+    def on_layer(j: int, before: torch.Tensor, after: torch.Tensor, origin: torch.Tensor) -> None:
+        rel = norm(widen(c[j] - (after - before))) / c_norm[j]  # [n, T]
+        worst, mean = _masked_max_mean(rel.cpu().double(), future[origin])
+        index = (row_kind[origin], row_skip[origin], torch.full_like(origin, j), row_pos[origin])
+        result["future_max"].index_put_(index, worst)
+        result["future_mean"].index_put_(index, mean)
+
+    def on_final(final: torch.Tensor, origin: torch.Tensor) -> None:
+        first = min(positions)
+        for i in range(0, final.shape[0], max_batch):
+            rows = origin[i : i + max_batch]
+            change = (torch.softmax(runner.logits(final[i : i + max_batch, first:]), -1) - probs[first:]).norm(dim=-1)
+            worst, mean = _masked_max_mean(change.cpu().double(), future[rows][:, first:])
+            index = (row_kind[rows], row_skip[rows], row_pos[rows])
+            result["output_max"].index_put_(index, worst)
+            result["output_mean"].index_put_(index, mean)
+
+    staircase(runner, list(range(1, n_layers + 1)), make_states, on_layer, on_final, max_batch, max(max_alive, per_layer))
     return result
 
 
@@ -147,12 +218,17 @@ def answer_positions(n_tokens: int, n_answer: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def residual_erasure(
-    model: nn.Module, input_ids: list[int], n_answer: int, baseline: torch.Tensor, max_batch: int = 64
+    model: nn.Module,
+    input_ids: list[int],
+    n_answer: int,
+    baseline: torch.Tensor,
+    max_batch: int = 64,
+    max_alive: int = 4096,
 ) -> torch.Tensor:
     """E(l, t) = max_i ‖p(·|i) − p̃(·|i)‖ after setting h_l[t] := baseline[l].  Returns [L+1, T].
 
     baseline: [L+1, d] erasure values (token means of a baseline task).  Only the answer positions'
-    logits are computed; every erased token of a layer shares batched passes through layers l .. L-1.
+    logits are computed; all (layer, token) erasures share one staircase of batched layer calls.
     """
     clean = clean_run(model, input_ids)
     runner, n_layers = clean.runner, clean.runner.n_layers
@@ -160,16 +236,21 @@ def residual_erasure(
     answer = answer_positions(n_tokens, n_answer).to(clean.h.device)
     clean_probs = torch.softmax(clean.logits[answer], -1)
     baseline = baseline.to(clean.h.device, clean.h.dtype)
-    result = torch.zeros(n_layers + 1, n_tokens, dtype=torch.float64)
-    for layer in range(n_layers + 1):
-        for start in range(0, n_tokens, max_batch):
-            tokens = torch.arange(start, min(start + max_batch, n_tokens), device=clean.h.device)
-            states = clean.h[layer].unsqueeze(0).repeat(len(tokens), 1, 1)
-            states[torch.arange(len(tokens)), tokens] = baseline[layer]
-            final = runner.run(states, layer)
-            probs = torch.softmax(runner.logits(final[:, answer]), -1)
-            result[layer, start : start + len(tokens)] = (probs - clean_probs).norm(dim=-1).max(-1).values.cpu()
-    return result
+    result = torch.zeros((n_layers + 1) * n_tokens, dtype=torch.float64)
+    diagonal = torch.arange(n_tokens)
+
+    def make_states(layer: int) -> torch.Tensor:
+        states = clean.h[layer].unsqueeze(0).repeat(n_tokens, 1, 1)
+        states[diagonal, diagonal] = baseline[layer]
+        return states
+
+    def on_final(final: torch.Tensor, origin: torch.Tensor) -> None:
+        for i in range(0, final.shape[0], max_batch):
+            probs = torch.softmax(runner.logits(final[i : i + max_batch, answer]), -1)
+            result[origin[i : i + max_batch]] = (probs - clean_probs).norm(dim=-1).amax(-1).cpu().double()
+
+    staircase(runner, list(range(n_layers + 1)), make_states, None, on_final, max_batch, max(max_alive, n_tokens))
+    return result.view(n_layers + 1, n_tokens)
 
 
 def ig_baseline(x: torch.Tensor, variant: str = "correct") -> torch.Tensor:

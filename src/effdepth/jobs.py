@@ -84,6 +84,11 @@ def batch_size_for(options: dict[str, Any], n_tokens: int) -> int:
     return max(1, min(int(options["max_batch"]), int(options.get("max_batch_tokens", 1 << 30)) // max(n_tokens, 1)))
 
 
+def alive_for(options: dict[str, Any], n_tokens: int) -> int:
+    """Intervened sequences held at once by the staircase: ``max_alive_tokens`` // tokens."""
+    return max(1, int(options.get("max_alive_tokens", 1 << 20)) // max(n_tokens, 1))
+
+
 def _intervention_prompts(model_dir, entry, prompts, task_spec, n):
     net, tokenizer = _load(model_dir, entry)
     chosen, digest = _prompts(prompts, tokenizer, task_spec, n)
@@ -106,8 +111,12 @@ def layer_skip(model: str, entry: dict[str, Any], model_dir: str, task: str, tas
     for i, prompt in enumerate(progress(chosen, len(chosen), f"layer skip {model}/{task}", log)):
         pos = skip_positions(len(prompt["input_ids"]), options["positions_per_prompt"], options["position_stride"], options["seed"], i)
         positions.append(pos)
-        batch = batch_size_for(options, len(prompt["input_ids"]))
-        results.append(skip(net, prompt["input_ids"], pos, tuple(kinds), options["variant"], batch) if pos else {})
+        n_tokens = len(prompt["input_ids"])
+        results.append(
+            skip(net, prompt["input_ids"], pos, tuple(kinds), options["variant"], batch_size_for(options, n_tokens), alive_for(options, n_tokens))
+            if pos
+            else {}
+        )
     write_table(layer_skip_table(results, positions, kinds, options["variant"], model=model, task=task), output)
 
 
@@ -120,7 +129,7 @@ def residual_erasure(model: str, entry: dict[str, Any], model_dir: str, task: st
     net, tokenizer, chosen, _ = _intervention_prompts(model_dir, entry, prompts, task_spec, options["n_prompts"])
     tensors, _ = load_tensors(baseline_stats, ["resid_sum", "resid_count"])
     baseline = erasure_baseline(tensors["resid_sum"], tensors["resid_count"], options["variant"])
-    maps = [erase(net, p["input_ids"], p["n_answer"], baseline, batch_size_for(options, len(p["input_ids"])))
+    maps = [erase(net, p["input_ids"], p["n_answer"], baseline, batch_size_for(options, len(p["input_ids"])), alive_for(options, len(p["input_ids"])))
             for p in progress(chosen, len(chosen), f"erasure {model}/{task}", log)]
     table = map_table(maps, "output_change", "residual_erasure", options["variant"], model=model, task=task)
     write_table(table, output)

@@ -93,10 +93,12 @@ def test_layer_skip_matches_reference(model64, tokenizer):
     ids, _ = prompt(tokenizer)
     positions = [8, 24]
     kinds = ("layer", "attention", "mlp")
-    fast = layer_skip(model64, ids, positions, kinds, max_batch=4)  # 6 jobs per layer: two chunks
+    fast = layer_skip(model64, ids, positions, kinds, max_batch=4)  # 6 jobs per layer: chunks of 4
     slow = reference_skip(model64, ids, positions, kinds)
+    swept = layer_skip(model64, ids, positions, kinds, max_batch=5, max_alive=6)  # one sweep per start layer
     for key in slow:
         torch.testing.assert_close(fast[key], slow[key], rtol=1e-6, atol=1e-9, msg=key)
+        torch.testing.assert_close(swept[key], slow[key], rtol=1e-6, atol=1e-9, msg=key)
     assert fast["output_max"][0, :-1].min() > 0  # the test can fail: skipping does something
 
 
@@ -183,6 +185,8 @@ def test_residual_erasure_matches_reference(model64, tokenizer):
     fast = residual_erasure(model64, ids, n_answer, baseline, max_batch=16)
     slow = reference_erasure(model64, ids, n_answer, baseline)
     torch.testing.assert_close(fast, slow, rtol=1e-6, atol=1e-10)
+    swept = residual_erasure(model64, ids, n_answer, baseline, max_batch=7, max_alive=2 * len(ids))  # several sweeps
+    torch.testing.assert_close(swept, slow, rtol=1e-6, atol=1e-10)
     assert fast[:, -1].abs().max() < 1e-12  # the last token predicts nothing that is measured
     assert fast.max() > 1e-3
 
