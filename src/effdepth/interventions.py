@@ -93,6 +93,7 @@ def skipped_state(clean: CleanRun, s: int, t: int, kind: str, variant: str) -> t
 def staircase(
     runner: LayerRunner,
     starts: list[int],
+    counts: list[int],
     make_states: Callable[[int], torch.Tensor],
     on_layer: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None] | None,
     on_final: Callable[[torch.Tensor, torch.Tensor], None],
@@ -101,24 +102,21 @@ def staircase(
 ) -> None:
     """Run batches of interventions that enter the layer stack at different depths.
 
-    ``make_states(l)`` returns the intervened residuals [n_l, T, d] that enter layer l (l = L: the
-    final residual).  Layer j is applied once, in chunks of ``max_batch`` sequences, to every
-    intervention that entered at or before j — a "staircase" — so a prompt costs L layer calls
-    instead of one per (intervention, layer).  Start layers are grouped into sweeps holding at most
-    ``max_alive`` sequences, which bounds memory.  ``on_layer(j, before, after, origin)`` sees each
-    layer's input and output; ``on_final(h_L, origin)`` the final residuals; ``origin`` [n] gives
-    each row's index into the concatenation of ``make_states(l)`` over ``starts``.
+    ``make_states(l)`` returns the ``counts[i]`` intervened residuals [n_l, T, d] entering layer
+    l = ``starts[i]`` (l = L: the final residual).  Layer j is applied once, in chunks of
+    ``max_batch`` sequences, to every intervention that entered at or before j — a "staircase" —
+    so a prompt costs L layer calls instead of one per (intervention, layer).  Start layers are
+    grouped into sweeps of at most ``max_alive`` sequences and built only when their sweep reaches
+    them, which bounds memory.  ``on_layer(j, before, after, origin)`` sees each layer's input and
+    output; ``on_final(h_L, origin)`` the final residuals; ``origin`` [n] holds each row's index
+    into the concatenation of all ``make_states(l)`` in ``starts`` order.
     """
     n_layers = runner.n_layers
-    built: dict[int, torch.Tensor] = {}
-    offsets, total = {}, 0
-    for layer in starts:
-        built[layer] = make_states(layer)
-        offsets[layer] = total
-        total += built[layer].shape[0]
+    offsets = dict(zip(starts, [sum(counts[:i]) for i in range(len(counts))]))
+    sizes = dict(zip(starts, counts))
     sweeps: list[list[int]] = []
     for layer in starts:
-        if sweeps and sum(built[x].shape[0] for x in sweeps[-1]) + built[layer].shape[0] <= max_alive:
+        if sweeps and sum(sizes[x] for x in sweeps[-1]) + sizes[layer] <= max_alive:
             sweeps[-1].append(layer)
         else:
             sweeps.append([layer])
@@ -127,7 +125,7 @@ def staircase(
         origin = torch.empty(0, dtype=torch.long)
         for j in range(sweep[0], n_layers + 1):
             if j in sweep:
-                fresh = built.pop(j)
+                fresh = make_states(j)
                 rows = torch.arange(offsets[j], offsets[j] + fresh.shape[0])
                 states = fresh if states is None else torch.cat([states, fresh])
                 origin = torch.cat([origin, rows])
@@ -140,6 +138,15 @@ def staircase(
             states = out
         assert states is not None
         on_final(states, origin)
+
+
+# Largest number of logits (rows x positions x vocabulary) materialised at once: 1 GiB in float32.
+LOGIT_BUDGET = 1 << 28
+
+
+def logit_rows(n_positions: int, vocab: int, cap: int) -> int:
+    """Sequences whose logits at ``n_positions`` positions fit LOGIT_BUDGET (at least 1, at most cap)."""
+    return max(1, min(cap, LOGIT_BUDGET // max(1, n_positions * vocab)))
 
 
 def _masked_max_mean(values: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,15 +204,17 @@ def layer_skip(
 
     def on_final(final: torch.Tensor, origin: torch.Tensor) -> None:
         first = min(positions)
-        for i in range(0, final.shape[0], max_batch):
-            rows = origin[i : i + max_batch]
-            change = (torch.softmax(runner.logits(final[i : i + max_batch, first:]), -1) - probs[first:]).norm(dim=-1)
+        step = logit_rows(n_tokens - first, probs.shape[-1], max_batch)
+        for i in range(0, final.shape[0], step):
+            rows = origin[i : i + step]
+            change = (torch.softmax(runner.logits(final[i : i + step, first:]), -1) - probs[first:]).norm(dim=-1)
             worst, mean = _masked_max_mean(change.cpu().double(), future[rows][:, first:])
             index = (row_kind[rows], row_skip[rows], row_pos[rows])
             result["output_max"].index_put_(index, worst)
             result["output_mean"].index_put_(index, mean)
 
-    staircase(runner, list(range(1, n_layers + 1)), make_states, on_layer, on_final, max_batch, max(max_alive, per_layer))
+    starts = list(range(1, n_layers + 1))
+    staircase(runner, starts, [per_layer] * n_layers, make_states, on_layer, on_final, max_batch, max(max_alive, per_layer))
     return result
 
 
@@ -245,11 +254,13 @@ def residual_erasure(
         return states
 
     def on_final(final: torch.Tensor, origin: torch.Tensor) -> None:
-        for i in range(0, final.shape[0], max_batch):
-            probs = torch.softmax(runner.logits(final[i : i + max_batch, answer]), -1)
-            result[origin[i : i + max_batch]] = (probs - clean_probs).norm(dim=-1).amax(-1).cpu().double()
+        step = logit_rows(len(answer), clean_probs.shape[-1], max_batch)
+        for i in range(0, final.shape[0], step):
+            probs = torch.softmax(runner.logits(final[i : i + step, answer]), -1)
+            result[origin[i : i + step]] = (probs - clean_probs).norm(dim=-1).amax(-1).cpu().double()
 
-    staircase(runner, list(range(n_layers + 1)), make_states, None, on_final, max_batch, max(max_alive, n_tokens))
+    starts = list(range(n_layers + 1))
+    staircase(runner, starts, [n_tokens] * len(starts), make_states, None, on_final, max_batch, max(max_alive, n_tokens))
     return result.view(n_layers + 1, n_tokens)
 
 

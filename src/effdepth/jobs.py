@@ -86,7 +86,7 @@ def batch_size_for(options: dict[str, Any], n_tokens: int) -> int:
 
 def alive_for(options: dict[str, Any], n_tokens: int) -> int:
     """Intervened sequences held at once by the staircase: ``max_alive_tokens`` // tokens."""
-    return max(1, int(options.get("max_alive_tokens", 1 << 20)) // max(n_tokens, 1))
+    return max(1, int(options.get("max_alive_tokens", 1 << 18)) // max(n_tokens, 1))
 
 
 def _intervention_prompts(model_dir, entry, prompts, task_spec, n):

@@ -265,3 +265,18 @@ def test_ig_baseline_variants_hand_computed():
     x = torch.tensor([[1.0, 3.0], [5.0, 7.0]])
     assert torch.equal(ig_baseline(x, "correct"), torch.tensor([[3.0, 5.0], [3.0, 5.0]]))
     assert torch.equal(ig_baseline(x, "published"), torch.tensor([[2.0, 2.0], [6.0, 6.0]]))
+
+
+def test_logit_chunking_does_not_change_results(model64, tokenizer, monkeypatch):
+    """With a one-element logit budget every sequence's logits are computed alone."""
+    import effdepth.interventions as interventions
+
+    ids, n_answer = prompt(tokenizer)
+    baseline = torch.zeros(model64.config.num_hidden_layers + 1, model64.config.hidden_size, dtype=torch.float64)
+    wide_skip = layer_skip(model64, ids, [8, 16], ("layer",))
+    wide_erase = residual_erasure(model64, ids, n_answer, baseline)
+    monkeypatch.setattr(interventions, "LOGIT_BUDGET", 1)
+    assert interventions.logit_rows(10, 100, 64) == 1
+    narrow_skip = layer_skip(model64, ids, [8, 16], ("layer",))
+    torch.testing.assert_close(narrow_skip["output_max"], wide_skip["output_max"], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(residual_erasure(model64, ids, n_answer, baseline), wide_erase, rtol=1e-9, atol=1e-12)
