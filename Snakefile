@@ -32,6 +32,7 @@ include: "workflow/rules/extract.smk"
 include: "workflow/rules/analyses.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/depth.smk"
 
 
 rule all:

@@ -37,9 +37,8 @@ log = logging.getLogger("effdepth.depth")
 
 DEFAULT_SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 COSINES = ("cos_attention", "cos_mlp", "cos_layer")
-SOURCE_ANALYSIS = {"cos": "relative_contribution", "kl": "logit_lens", "overlap": "logit_lens", "skip": "layer_skip"}
+ED_ANALYSES = ("relative_contribution", "logit_lens", "layer_skip")  # the tables the estimators read
 ESTIMATOR_ORDER = ("cos", "kl", "overlap", "depth_score_output", "depth_score_future")
-FORM_ORDER = ("paper", "robust", "centre_of_mass")
 
 SCHEMA = {
     "model": pl.Utf8,
@@ -507,8 +506,8 @@ def run(
             continue
         path = Path(outputs[key])
         path.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "csv":
-            frame_.write_csv(path, float_precision=4)
+        if fmt == "csv":  # for people: 4 decimals are plenty for layer indices and ratios
+            frame_.with_columns(pl.selectors.float().round(4)).write_csv(path)
         else:
             frame_.write_parquet(path)
     unsolved = table.filter(pl.col("ed").is_null())
@@ -517,3 +516,20 @@ def run(
     log.info("%d estimates (%d without a solution), %d sweep rows, %d compared with the paper",
              table.height, unsolved.height, sweep.height, comparison.height)
     return table
+
+
+REFERENCE_PATH = "resources/reference/reference_effective_depth.csv"
+
+
+def effective_depth_inputs(analyses: Iterable[str]) -> list[str]:
+    """The configured analyses the effective-depth rule reads, in a fixed order."""
+    return [a for a in ED_ANALYSES if a in analyses]
+
+
+def reference_pairs(path: Path | str = REFERENCE_PATH) -> set[tuple[str, str]]:
+    """(model, task) pairs of the paper's table (csv module: cheap enough to call while Snakemake
+    parses the workflow)."""
+    import csv
+
+    with open(path, newline="") as fh:
+        return {(row["model"], row["dataset"]) for row in csv.DictReader(fh)}

@@ -27,6 +27,7 @@ import altair as alt
 import polars as pl
 
 from . import __version__
+from .depth import ED_ANALYSES, effective_depth_inputs
 
 THEME = "effdepth"
 # vl-convert draws text only in installed fonts: with a single missing family (Helvetica on most
@@ -57,7 +58,6 @@ alt.data_transformers.enable("default", max_rows=None)
 Tables = dict[str, pl.DataFrame]
 Context = dict[str, Any]
 
-ED_ANALYSES = ("relative_contribution", "logit_lens", "layer_skip")
 ED_TABLES = ("effective_depth", "effective_depth_sweep", "effective_depth_reference")
 
 # (estimator, form, aggregation) -> label; the order of T1's columns.
@@ -83,23 +83,20 @@ def _headline(table: pl.DataFrame) -> pl.DataFrame:
     return table.filter(pl.col("prompt").is_null())
 
 
-def _models(ctx: Context, *frames: pl.DataFrame) -> list[str]:
-    """Configured models in config order, then any other model present in the frames."""
-    order = list(ctx.get("models", {}))
+def _ordered(configured: list[str], frames: tuple[pl.DataFrame, ...], column: str) -> list[str]:
+    """Values of ``column`` present in the frames: in config order, then any others as they appear."""
+    seen: list[str] = []
     for f in frames:
-        if "model" in f.columns:
-            order += [m for m in f["model"].unique(maintain_order=True).to_list() if m not in order]
-    present = set().union(*[set(f["model"].to_list()) for f in frames if "model" in f.columns]) if frames else set(order)
-    return [m for m in order if m in present]
+        seen += [v for v in f[column].unique(maintain_order=True).to_list() if v not in seen]
+    return [v for v in configured if v in seen] + [v for v in seen if v not in configured]
+
+
+def _models(ctx: Context, *frames: pl.DataFrame) -> list[str]:
+    return _ordered(list(ctx.get("models", {})), frames, "model")
 
 
 def _tasks(ctx: Context, *frames: pl.DataFrame) -> list[str]:
-    order = list(ctx.get("tasks", {}))
-    for f in frames:
-        if "task" in f.columns:
-            order += [t for t in f["task"].unique(maintain_order=True).to_list() if t not in order]
-    present = set().union(*[set(f["task"].to_list()) for f in frames if "task" in f.columns]) if frames else set(order)
-    return [t for t in order if t in present]
+    return _ordered(list(ctx.get("tasks", {})), frames, "task")
 
 
 def _primary_task(table: pl.DataFrame, ctx: Context, analysis: str) -> str:
@@ -129,7 +126,7 @@ def _title(text: str, *subtitle: str, width: int = 130) -> alt.TitleParams:
 
 def _layer_axis(title: str, n_max: int) -> alt.Axis:
     """Ordinal layer axis that labels every k-th layer so 64 layers stay readable."""
-    step = max(1, math.ceil(n_max / 16))
+    step = max(1, math.ceil(n_max / 8))
     expr = "datum.label" if step == 1 else f"datum.value % {step} == 0 ? datum.label : ''"
     return alt.Axis(title=title, labelExpr=expr, labelAngle=0, ticks=step == 1)
 
@@ -150,6 +147,20 @@ def _grid(chart: alt.Chart, models: list[str], tasks: list[str]) -> alt.FacetCha
 def _panels(chart: alt.Chart, ctx: Context, data: pl.DataFrame, by_task: bool) -> alt.FacetChart:
     models = _models(ctx, data)
     return _grid(chart, models, _tasks(ctx, data)) if by_task else _wrap(chart, ctx, models)
+
+
+def _complete(frame: pl.DataFrame, row: str, column: str) -> pl.DataFrame:
+    """Add a placeholder row for every (row, column) facet cell without data.  Vega-Lite lays out the
+    cells of a row × column facet that have data in order, so one missing cell shifts the rest of its
+    column into the wrong rows; with placeholders every cell exists and ``_drawn`` drops them."""
+    present = frame.select(row, column).unique()
+    missing = frame.select(row).unique().join(frame.select(column).unique(), how="cross").join(present, on=[row, column], how="anti")
+    return pl.concat([frame.with_columns(placeholder=pl.lit(False)), missing.with_columns(placeholder=pl.lit(True))], how="diagonal_relaxed")
+
+
+def _drawn(frame: pl.DataFrame, row: str = "model", column: str = "task") -> alt.Chart:
+    """Chart of ``frame`` completed for a (row, column) facet grid, drawing only real rows."""
+    return alt.Chart(_complete(frame, row, column)).transform_filter("!datum.placeholder")
 
 
 def message_chart(title: str, lines: list[str], subtitle: str = "") -> alt.Chart:
@@ -197,40 +208,52 @@ def _model_meta(ctx: Context) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
 
 
-def _ci_text(ed: float | None, low: float | None, high: float | None, integer: bool) -> str:
+def _ci_text(ed: float | None, low: float | None, high: float | None, ratio: float | None, integer: bool) -> str:
+    """A T1 cell: 'ED [low–high] · ratio' (— without a solution)."""
     if ed is None:
         return "—"
     fmt = (lambda v: f"{v:.0f}") if integer else (lambda v: f"{v:.1f}")
-    if low is None or high is None:
-        return fmt(ed)
-    return f"{fmt(ed)} [{fmt(low)}–{fmt(high)}]"
+    interval = f" [{fmt(low)}–{fmt(high)}]" if low is not None and high is not None else ""
+    return f"{fmt(ed)}{interval} · {ratio:.2f}"
 
 
 # --- per-layer bar figures: F1, F3, F4, F5 and their across-task versions F8, F10, F11, F12 -----
 
 
 def _bars(data: pl.DataFrame, ctx: Context, y_title: str, series_title: str, n_max: int, rule: pl.DataFrame | None = None,
-          y_scale: alt.Scale | None = None, x_title: str = "layer") -> alt.LayerChart:
-    """Bars of ``value`` per ``layer`` (and ``series`` side by side); optional horizontal rules
-    (rows of ``rule`` with columns model, task, value, series = the rule's name)."""
+          line: pl.DataFrame | None = None, x_title: str = "layer", y_scale: alt.Scale | None = None) -> alt.LayerChart:
+    """Bars of ``value`` per ``layer`` (``series`` side by side), optionally a dashed red horizontal
+    ``rule`` per panel (columns model, task, value, series = its name) and a black ``line`` over the
+    layers (columns model, task, layer, value, series).  One frame carries all three because a facet
+    takes one data source."""
     width, height = _size(ctx)
     n_series = data["series"].n_unique()
-    frame = data.with_columns(mark=pl.lit("bar"))
+    parts = [data.with_columns(mark=pl.lit("bar"))]
     if rule is not None and rule.height:
-        frame = pl.concat([frame, rule.with_columns(mark=pl.lit("rule"), layer=pl.lit(None, pl.Int32))], how="diagonal_relaxed")
-    base = alt.Chart(frame)
-    bars = base.transform_filter(alt.datum.mark == "bar").mark_bar().encode(
-        x=alt.X("layer:O", axis=_layer_axis(x_title, n_max)),
-        y=alt.Y("value:Q", title=y_title, scale=y_scale or alt.Undefined),
-        color=alt.Color("series:N", title=series_title, legend=alt.Legend(orient="top")) if n_series > 1 else alt.value("#4c78a8"),
-        xOffset=alt.XOffset("series:N") if n_series > 1 else alt.Undefined,
-        tooltip=["model:N", "task:N", "series:N", "layer:O", alt.Tooltip("value:Q", format=".4f")],
-    )
-    layers = [bars]
+        parts.append(rule.with_columns(mark=pl.lit("rule"), layer=pl.lit(None, pl.Int32)))
+    if line is not None and line.height:
+        parts.append(line.with_columns(mark=pl.lit("line")))
+    base = _drawn(pl.concat(parts, how="diagonal_relaxed"))
+    x = alt.X("layer:O", axis=_layer_axis(x_title, n_max))
+    layers = [
+        base.transform_filter(alt.datum.mark == "bar").mark_bar().encode(
+            x=x,
+            y=alt.Y("value:Q", title=y_title, scale=y_scale or alt.Undefined),
+            color=alt.Color("series:N", title=series_title, legend=alt.Legend(orient="top")) if n_series > 1 else alt.value("#4c78a8"),
+            xOffset=alt.XOffset("series:N") if n_series > 1 else alt.Undefined,
+            tooltip=["model:N", "task:N", "series:N", "layer:O", alt.Tooltip("value:Q", format=".4f")],
+        )
+    ]
     if rule is not None and rule.height:
         layers.append(
             base.transform_filter(alt.datum.mark == "rule").mark_rule(color="#d62728", strokeDash=[4, 3]).encode(
                 y="value:Q", tooltip=["series:N", alt.Tooltip("value:Q", format=".4f")]
+            )
+        )
+    if line is not None and line.height:
+        layers.append(
+            base.transform_filter(alt.datum.mark == "line").mark_line(color="black", strokeWidth=1.2).encode(
+                x=x, y="value:Q", tooltip=["model:N", "task:N", "series:N", "layer:O", alt.Tooltip("value:Q", format=".4f")]
             )
         )
     return alt.layer(*layers).properties(width=width, height=height)
@@ -252,24 +275,9 @@ def cosine_chart(tables: Tables, ctx: Context, by_task: bool = False) -> alt.Top
     rc = _headline(tables["relative_contribution"]).filter(pl.col("metric").str.starts_with("cos_"))
     rc, which = _select_task(rc, ctx, "relative_contribution", by_task)
     data = rc.select("model", "task", pl.col("metric").str.strip_prefix("cos_").alias("series"), "layer", "value")
-    mean = data.group_by("model", "task", "layer").agg(pl.col("value").mean())
-    # A facet needs one data source: the mean rides along as series 'mean' and is drawn as a line.
-    frame = pl.concat([data.with_columns(mark=pl.lit("bar")), mean.with_columns(series=pl.lit("mean c̄"), mark=pl.lit("line"))], how="diagonal_relaxed")
-    width, height = _size(ctx)
-    base = alt.Chart(frame)
-    n_max = _n_layers_max(data)
-    bars = base.transform_filter(alt.datum.mark == "bar").mark_bar().encode(
-        x=alt.X("layer:O", axis=_layer_axis("layer", n_max)),
-        y=alt.Y("value:Q", title="cosine with the residual"),
-        color=alt.Color("series:N", title="contribution", legend=alt.Legend(orient="top")),
-        xOffset="series:N",
-        tooltip=["model:N", "task:N", "series:N", "layer:O", alt.Tooltip("value:Q", format=".3f")],
-    )
-    line = base.transform_filter(alt.datum.mark == "line").mark_line(color="black", strokeWidth=1.2).encode(
-        x="layer:O", y="value:Q", tooltip=["model:N", "task:N", "layer:O", alt.Tooltip("value:Q", title="mean cosine c̄", format=".3f")]
-    )
-    zero = base.transform_aggregate(rows="count()").mark_rule(color="#888888", strokeWidth=0.5).encode(y=alt.datum(0))
-    layered = alt.layer(bars, line, zero).properties(width=width, height=height)
+    mean = data.group_by("model", "task", "layer").agg(pl.col("value").mean()).with_columns(series=pl.lit("mean c̄"))
+    zero = data.select("model", "task").unique().with_columns(value=pl.lit(0.0), series=pl.lit("zero"))
+    layered = _bars(data, ctx, "cosine with the residual", "contribution", _n_layers_max(data), rule=zero, line=mean)
     label = "F8" if by_task else "F1"
     return _panels(layered, ctx, data, by_task).resolve_scale(x="independent").properties(
         title=_title(
@@ -361,7 +369,7 @@ def skip_map_chart(tables: Tables, ctx: Context, by_task: bool = False, kind: st
     )
     width, _ = _size(ctx)
     n_max = max(_n_layers_max(data), _n_layers_max(data, "skipped_layer"))
-    chart = alt.Chart(data).mark_rect().encode(
+    chart = _drawn(data).mark_rect().encode(
         x=alt.X("skipped_layer:O", axis=_layer_axis("layer skipped", n_max)),
         y=alt.Y("layer:O", axis=_layer_axis("effect at layer", n_max), sort="descending"),
         color=alt.Color("relative:Q", title="Δ / panel max", scale=alt.Scale(scheme="viridis", domain=[0, 1])),
@@ -401,31 +409,20 @@ def _map_frame(tables: Tables, analysis: str, metric: str) -> pl.DataFrame:
         f"{p:>2} {_clean_token(t)}" if (t is not None and n <= 80) else str(p)
         for p, t, n in data.select("position", "token", "n").iter_rows()
     ]
-    return data.with_columns(
-        label=pl.Series(labels, dtype=pl.Utf8), panel=pl.format("{} · {}", pl.col("model"), pl.col("task"))
-    ).drop("n")
-
-
-def _panel_order(data: pl.DataFrame, ctx: Context) -> list[str]:
-    models, tasks = _models(ctx, data), _tasks(ctx, data)
-    pairs = data.select("model", "task").unique()
-    present = set(pairs.iter_rows())
-    return [f"{m} · {t}" for m in models for t in tasks if (m, t) in present]
+    return data.with_columns(label=pl.Series(labels, dtype=pl.Utf8)).drop("n")
 
 
 def _token_heatmap(data: pl.DataFrame, ctx: Context, color: alt.Color, tooltip_title: str) -> alt.FacetChart:
     width, height = _size(ctx)
     n_max = _n_layers_max(data)
-    chart = alt.Chart(data).mark_rect().encode(
+    chart = _drawn(data).mark_rect().encode(
         x=alt.X("label:O", sort=alt.EncodingSortField("position", order="ascending"), title="token",
                 axis=alt.Axis(labelAngle=-60, labelFontSize=8, labelLimit=60)),
         y=alt.Y("layer:O", axis=_layer_axis("layer", n_max), sort="descending"),
         color=color,
         tooltip=["model:N", "task:N", "layer:O", "position:O", "token:N", alt.Tooltip("value:Q", title=tooltip_title, format=".4f")],
     ).properties(width=max(width, 9 * int(data["position"].max() + 1)), height=max(height, 4 * n_max))
-    return chart.facet(
-        facet=alt.Facet("panel:N", sort=_panel_order(data, ctx), title=None), columns=min(_columns(ctx), max(1, data["panel"].n_unique()))
-    ).resolve_scale(x="independent", y="independent")
+    return _grid(chart, _models(ctx, data), _tasks(ctx, data)).resolve_scale(x="independent", y="independent")
 
 
 def erasure_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
@@ -490,7 +487,7 @@ def relative_contribution_chart(tables: Tables, ctx: Context) -> alt.TopLevelMix
         "model", "task", pl.col("metric").str.strip_prefix("rc_").alias("sublayer"), "layer", "value"
     )
     width, height = _size(ctx)
-    chart = alt.Chart(data).mark_line(point=alt.OverlayMarkDef(size=10)).encode(
+    chart = _drawn(data).mark_line(point=alt.OverlayMarkDef(size=10)).encode(
         x=alt.X("layer:Q", title="layer"),
         y=alt.Y("value:Q", title="‖contribution‖ / ‖residual‖", scale=alt.Scale(type="log")),
         color=alt.Color("sublayer:N", title="contribution", legend=alt.Legend(orient="top")),
@@ -537,8 +534,8 @@ def effective_depth_table_chart(tables: Tables, ctx: Context) -> alt.TopLevelMix
         return message_chart("T1 · Effective depth", ["No effective-depth estimate was computed (no analysis configured for it)."])
     integer = ~pl.col("estimator").str.starts_with("depth_score")
     texts = [
-        _ci_text(e, lo, hi, is_int)
-        for e, lo, hi, is_int in ed.select("ed", "ci_low", "ci_high", integer.alias("i")).iter_rows()
+        _ci_text(e, lo, hi, r, is_int)
+        for e, lo, hi, r, is_int in ed.select("ed", "ci_low", "ci_high", "ratio", integer.alias("i")).iter_rows()
     ]
     data = ed.with_columns(
         text=pl.Series(texts, dtype=pl.Utf8),
@@ -560,10 +557,10 @@ def effective_depth_table_chart(tables: Tables, ctx: Context) -> alt.TopLevelMix
                         legend=alt.Legend(orient="bottom", gradientLength=200))
     )
     text = base.mark_text(fontSize=10).encode(text="text:N")
-    table = alt.layer(cells, text).properties(width=118 * len(columns), height=20 * len(models))
+    table = alt.layer(cells, text).properties(width=132 * len(columns), height=20 * len(models))
     return table.facet(row=alt.Row("task:N", sort=tasks, title=None, header=alt.Header(labelAngle=0, labelAlign="left", labelFontSize=12))).properties(
         title=_title(
-            "T1 · Effective depth per model and task: ED [95 % bootstrap interval], colour = ratio (ED + 1) / L",
+            "T1 · Effective depth per model and task: ED [95 % bootstrap interval] · ratio (ED + 1) / L (also the colour)",
             "ED_cos: last negative→non-negative crossing of the mean cosine · ED_KL / ED_overlap: first layer past the "
             "threshold (paper) or from which the condition holds to the end (robust) · skip CoM: centre of mass of the "
             "layer-skip effect (method paper) · — : no solution (reason in the tooltip / CSV)",
@@ -583,24 +580,29 @@ def _headline_ed(tables: Tables, ctx: Context) -> pl.DataFrame:
     ).filter(pl.col("value").is_not_null())
 
 
-def _points_with_intervals(x: alt.X, color: alt.Color, extra: dict[str, Any] | None = None, line_detail: list[str] | None = None,
-                           tooltip: list[Any] | None = None) -> list[Callable[[alt.Chart], alt.Chart]]:
-    """Layers (point, error bar, optional connecting line) as functions of a base chart."""
-    extra = extra or {}
-    tooltip = tooltip or []
+def _jitter(frame: pl.DataFrame, column: str, by: str, order: list[str], step: float, log: bool = False) -> pl.DataFrame:
+    """``x``: ``column`` shifted a little per value of ``by`` so estimates at the same position do not
+    hide each other's intervals (multiplicatively on a log axis); the tooltip keeps ``column``."""
+    n = max(1, len(order))
+    shift = pl.col(by).replace_strict({v: (i - (n - 1) / 2) * step for i, v in enumerate(order)}, default=0.0, return_dtype=pl.Float64)
+    return frame.with_columns(x=pl.col(column) * shift.exp() if log else pl.col(column) + shift)
 
-    def points(base: alt.Chart) -> alt.Chart:
-        return base.mark_point(filled=True, size=45).encode(x=x, y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
-                                                            color=color, tooltip=tooltip, **extra)
 
-    def bars(base: alt.Chart) -> alt.Chart:
-        return base.mark_rule(strokeWidth=1.5, opacity=0.6).encode(x=x, y="low:Q", y2="high:Q", color=color, **{k: v for k, v in extra.items() if k == "xOffset"})
-
-    layers = [bars, points]
+def _interval_layers(base: alt.Chart, x: alt.X, color: alt.Color, tooltip: list[Any], shape: alt.Shape | None = None,
+                     x_offset: alt.XOffset | None = None, line_detail: list[str] | None = None) -> list[alt.Chart]:
+    """An estimate (``value``) with its interval (``low``–``high``): optional connecting line, error
+    bar, point."""
+    offset = {"xOffset": x_offset} if x_offset is not None else {}
+    layers = []
     if line_detail:
-        def lines(base: alt.Chart) -> alt.Chart:
-            return base.mark_line(strokeWidth=1, opacity=0.5).encode(x=x, y="value:Q", color=color, detail=line_detail)
-        layers.insert(0, lines)
+        layers.append(base.mark_line(strokeWidth=1, opacity=0.5).encode(x=x, y="value:Q", color=color, detail=line_detail))
+    layers.append(base.mark_rule(strokeWidth=1.5, opacity=0.6).encode(x=x, y="low:Q", y2="high:Q", color=color, **offset))
+    layers.append(
+        base.mark_point(filled=True, size=45).encode(
+            x=x, y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False), axis=alt.Axis(format=".3~g")), color=color, tooltip=tooltip,
+            **({"shape": shape} if shape is not None else {}), **offset,
+        )
+    )
     return layers
 
 
@@ -613,13 +615,16 @@ def q1_scale_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
         return message_chart("Q1 · Effective depth vs model size", ["No model has size_b in the config: nothing to plot."])
     width, height = _size(ctx)
     tasks = _tasks(ctx, data)
-    x = alt.X("size_b:Q", title="parameters (billions, log scale)", scale=alt.Scale(type="log", nice=False, padding=12))
+    data = _jitter(data, "size_b", "task", tasks, step=0.03, log=True)
+    sizes = sorted(set(data["size_b"].to_list()))
+    x = alt.X("x:Q", title="parameters (billions, log scale)", scale=alt.Scale(type="log", nice=False, padding=12),
+                axis=alt.Axis(values=sizes, format="~g"))
     color = alt.Color("task:N", sort=tasks, legend=alt.Legend(orient="top", columns=8))
     tooltip = ["model:N", "task:N", "label:N", "training:N", "size_b:Q", alt.Tooltip("value:Q", format=".2f"),
                alt.Tooltip("low:Q", format=".2f"), alt.Tooltip("high:Q", format=".2f")]
-    base = alt.Chart(data)
-    layers = [f(base) for f in _points_with_intervals(x, color, {"shape": alt.Shape("training:N", legend=alt.Legend(orient="top"))},
-                                                      line_detail=["task:N", "training:N"], tooltip=tooltip)]
+    base = _drawn(data, "label", "measure")
+    layers = _interval_layers(base, x, color, tooltip, shape=alt.Shape("training:N", legend=alt.Legend(orient="top")),
+                              line_detail=["task:N", "training:N"])
     chart = alt.layer(*layers).properties(width=width, height=height)
     return chart.facet(
         row=alt.Row("label:N", sort=HEADLINE, title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
@@ -679,8 +684,8 @@ def q2_training_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
                       legend=alt.Legend(orient="top"))
     tooltip = ["model:N", "task:N", "label:N", alt.Tooltip("value:Q", title="ED", format=".1f"), "low:Q", "high:Q",
                alt.Tooltip("ratio:Q", format=".2f")]
-    base = alt.Chart(data)
-    layers = [f(base) for f in _points_with_intervals(x, color, {"xOffset": alt.XOffset("role:N", sort=roles)}, tooltip=tooltip)]
+    base = _drawn(data, "label", "task")
+    layers = _interval_layers(base, x, color, tooltip, x_offset=alt.XOffset("role:N", sort=roles))
     chart = alt.layer(*layers).properties(width=max(width // 2, 40 * len(groups)), height=height)
     return chart.facet(
         row=alt.Row("label:N", sort=HEADLINE, title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
@@ -714,13 +719,15 @@ def q3_difficulty_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
     width, height = _size(ctx)
     models = _models(ctx, data)
     series = [s for s in ("benchmarks", "addition", "multiplication") if s in set(data["series"].to_list())]
-    x = alt.X("difficulty:Q", title="difficulty (benchmarks: config order; arithmetic: digits)", scale=alt.Scale(zero=False, padding=10))
+    data = _jitter(data, "difficulty", "model", models, step=0.04 * max(1.0, float(data["difficulty"].max() - data["difficulty"].min())))
+    x = alt.X("x:Q", title="difficulty (benchmarks: config order; arithmetic: digits)", scale=alt.Scale(zero=False, padding=10),
+              axis=alt.Axis(tickMinStep=1))
     color = alt.Color("model:N", sort=models, scale=alt.Scale(scheme="tableau20" if len(models) > 10 else "tableau10"),
                       legend=alt.Legend(orient="top", columns=4))
     tooltip = ["model:N", "task:N", "label:N", "difficulty:Q", alt.Tooltip("value:Q", title="ratio", format=".2f"),
                alt.Tooltip("low:Q", format=".2f"), alt.Tooltip("high:Q", format=".2f")]
-    base = alt.Chart(data)
-    layers = [f(base) for f in _points_with_intervals(x, color, line_detail=["model:N"], tooltip=tooltip)]
+    base = _drawn(data, "label", "series")
+    layers = _interval_layers(base, x, color, tooltip, line_detail=["model:N"])
     text = base.mark_text(dy=-9, fontSize=8, color="#555555").encode(x=x, y="value:Q", text="task:N").transform_filter(
         alt.datum.series == "benchmarks"
     )
@@ -745,11 +752,11 @@ def threshold_sweep_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
         "model", "task", "estimator", "form", "curve", "threshold", "ed", "ci_low", "ci_high", "solvable"
     )
     width, height = _size(ctx)
-    base = alt.Chart(data)
+    base = _drawn(data)
     color = alt.Color("estimator:N", title="estimator", legend=alt.Legend(orient="top"))
-    band = base.mark_area(opacity=0.12).encode(x="threshold:Q", y="ci_low:Q", y2="ci_high:Q", color=alt.Color("estimator:N", legend=None),
+    band = base.mark_area(opacity=0.12).encode(x="threshold:Q", y="ci_low:Q", y2="ci_high:Q", fill=alt.Fill("estimator:N", legend=None),
                                                detail="curve:N")
-    line = base.mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+    line = base.mark_line().encode(
         x=alt.X("threshold:Q", title="threshold τ"),
         y=alt.Y("ed:Q", title="ED (layer)"),
         color=color,
@@ -758,7 +765,8 @@ def threshold_sweep_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
         tooltip=["model:N", "task:N", "curve:N", "threshold:Q", "ed:Q", "ci_low:Q", "ci_high:Q",
                  alt.Tooltip("solvable:Q", format=".0%")],
     )
-    chart = alt.layer(band, line).properties(width=width, height=height)
+    points = base.mark_point(size=12, filled=True).encode(x="threshold:Q", y="ed:Q", color=color)
+    chart = alt.layer(band, line, points).properties(width=width, height=height)
     return _grid(chart, _models(ctx, data), _tasks(ctx, data)).resolve_scale(y="independent").properties(
         title=_title(
             "Threshold sweep: ED_KL and ED_overlap as the threshold τ varies (bands: 95 % bootstrap intervals)",
@@ -847,7 +855,7 @@ def model_profile_chart(tables: Tables, ctx: Context, model: str) -> alt.TopLeve
     ).with_columns(model=pl.lit(model))
     order = ["mean cosine c̄", "KL / max KL", "top-k overlap", "skip output effect / max"]
     width, height = _size(ctx)
-    base = alt.Chart(frame)
+    base = _drawn(frame, "curve", "task")
     x = alt.X("layer:Q", title="layer", scale=alt.Scale(domain=[0, max(1, (n_layers or 1) - 1)]))
     layers = [
         base.transform_filter((alt.datum.mark == "estimate") & alt.expr.isValid(alt.datum.low) & (alt.datum.form != "robust")).mark_rect(opacity=0.15, color="#e45756").encode(
@@ -961,10 +969,6 @@ def _needs(fig: Figure) -> tuple[str, ...]:
     return tuple(needed)
 
 
-def effective_depth_configured(analyses: dict[str, Any] | list[str]) -> bool:
-    return any(a in analyses for a in ED_ANALYSES)
-
-
 def available_figures(analyses: dict[str, Any] | list[str], reference_matches: bool = False) -> list[str]:
     """Figures whose inputs the configured analyses produce, in the stable order of all.pdf.
 
@@ -974,7 +978,7 @@ def available_figures(analyses: dict[str, Any] | list[str], reference_matches: b
     configured."""
     names = []
     for fig in FIGURES:
-        if any(t in ED_TABLES for t in fig.tables) and not effective_depth_configured(analyses):
+        if any(t in ED_TABLES for t in fig.tables) and not effective_depth_inputs(analyses):
             continue
         if not all(a in analyses for a in _needs(fig)):
             continue
@@ -986,6 +990,38 @@ def available_figures(analyses: dict[str, Any] | list[str], reference_matches: b
             continue
         names.append(fig.name)
     return names
+
+
+def figure_inputs(name: str, analyses: dict[str, Any], models: list[str]) -> dict[str, list[str]]:
+    """Input files of a figure: ``tables`` (results/tables/<table>.parquet) and ``tokens`` (the
+    per-(model, task) token tables of the analysis that labels its axes)."""
+    fig = FIGURE_BY_NAME[name]
+    tokens = []
+    if fig.tokens in analyses:
+        tokens = [f"results/tables/{m}/{t}/{fig.tokens}_tokens.parquet" for m in models for t in analyses[fig.tokens]["tasks"]]
+    return {"tables": [f"results/tables/{t}.parquet" for t in fig.tables], "tokens": tokens}
+
+
+def report_options(name: str) -> dict[str, Any]:
+    """caption / category / subcategory / labels of a figure for Snakemake's report()."""
+    fig = FIGURE_BY_NAME[name]
+    return {
+        "caption": f"../report/{name}.rst",
+        "category": fig.category,
+        "subcategory": fig.subcategory or "figures",
+        "labels": {"figure": fig.paper or "extra", "shows": fig.short},
+    }
+
+
+def workflow_targets(analyses: list[str]) -> list[str]:
+    """Everything the default target builds: all.pdf, the resolved config, every aggregated table and,
+    when an estimator's analysis is configured, the effective-depth tables."""
+    targets = ["results/figures/all.pdf", "results/config.resolved.yaml", *[f"results/tables/{a}.parquet" for a in analyses]]
+    if effective_depth_inputs(analyses):
+        targets += [f"results/tables/{t}.{ext}" for t, ext in (
+            ("effective_depth", "parquet"), ("effective_depth", "csv"), ("effective_depth_sweep", "parquet"),
+            ("effective_depth_reference", "parquet"), ("effective_depth_reference", "csv"))]
+    return targets
 
 
 def figure_title(name: str) -> str:

@@ -32,12 +32,9 @@ def get_logger(name: str = "effdepth", logfile: str | None = None) -> logging.Lo
 def setup_job(smk) -> logging.Logger:
     """Start of every workflow script: log to the rule's log file, use the job's threads in torch."""
     logger = get_logger("effdepth", smk.log[0] if smk.log else None)
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")  # only jobs that already use torch pay for it
+    if torch is not None:
         torch.set_num_threads(max(1, int(smk.threads)))
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
     return logger
 
 

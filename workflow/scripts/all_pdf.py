@@ -1,5 +1,5 @@
-from effdepth.figures import merge_pdfs, title_page
+from effdepth.figures import all_pdf
 from effdepth.log import setup_job
 
 setup_job(snakemake)
-merge_pdfs(title_page(snakemake.params.info), list(snakemake.input), snakemake.output[0])
+all_pdf(snakemake.params.info, list(snakemake.input), snakemake.output[0])

@@ -1,0 +1,276 @@
+"""Figures: every chart spec validates on synthetic tables in the tidy schema (including the edge
+cases: no Q2 pair, an unsolvable estimator, one model), the registry schedules what a config can
+produce, and one real render to PDF — title page + figures merged — has the pages and titles it
+should."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import polars as pl
+import pytest
+
+from effdepth import figures
+from effdepth.depth import effective_depth
+from effdepth.figures import (
+    FIGURES,
+    all_pdf,
+    available_figures,
+    build_chart,
+    figure_context,
+    q2_pairs,
+    read_tables,
+    save_chart,
+)
+
+# --- synthetic tables in the schema of effdepth.tables -----------------------------------------
+
+
+def _rows(model: str, task: str, analysis: str, **cols) -> pl.DataFrame:
+    n = len(cols["value"])
+    base = {"model": [model] * n, "task": [task] * n, "analysis": [analysis] * n, "variant": ["correct"] * n}
+    schema = {"layer": pl.Int32, "prompt": pl.Int32, "skipped_layer": pl.Int32, "position": pl.Int32, "span": pl.Int32}
+    return pl.DataFrame({**base, **cols}).with_columns([pl.col(c).cast(t) for c, t in schema.items() if c in cols])
+
+
+def _per_prompt(rng: np.random.Generator, curve: np.ndarray, n_prompts: int, noise: float) -> np.ndarray:
+    return curve[None, :] + noise * rng.standard_normal((n_prompts, curve.size))
+
+
+def synthetic_tables(
+    models: dict[str, int], tasks: list[str], n_prompts: int = 3, n_tokens: int = 12, seed: int = 0,
+    kinds: tuple[str, ...] = ("layer", "attention", "mlp"),
+) -> dict[str, pl.DataFrame]:
+    """Aggregated analysis tables (and token tables) for models {name: L} × tasks: cosines that cross
+    zero at ~0.6 L, a decreasing KL, a rising overlap, skip effects that fade with depth.  Per-prompt
+    rows re-aggregate exactly to the null-prompt rows (weighted mean, or max for max-aggregated skips)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[pl.DataFrame]] = {k: [] for k in (
+        "relative_contribution", "logit_lens", "block_influence", "layer_skip", "residual_erasure", "integrated_gradients", "tokens")}
+    for model, L in models.items():
+        layers = np.arange(L)
+        for task in tasks:
+            w = rng.integers(10, 40, n_prompts).astype(float)
+
+            def add(analysis: str, metric: str, curve: np.ndarray, noise: float, idx: dict, combine: str = "mean") -> None:
+                per = _per_prompt(rng, curve, n_prompts, noise)
+                agg = per.max(0) if combine == "max" else (w[:, None] * per).sum(0) / w.sum()
+                values = np.concatenate([agg, per.ravel()])
+                prompt = [None] * curve.size + [p for p in range(n_prompts) for _ in range(curve.size)]
+                weight = [w.sum()] * curve.size + [w[p] for p in range(n_prompts) for _ in range(curve.size)]
+                cols = {k: list(v) * (n_prompts + 1) for k, v in idx.items()}
+                out[analysis].append(_rows(model, task, analysis, metric=[metric] * values.size, prompt=prompt, value=values, weight=weight, **cols))
+
+            crossing = 0.6 * L
+            for i, m in enumerate(("attention", "mlp", "layer")):
+                add("relative_contribution", f"cos_{m}", 0.3 * np.tanh((layers - crossing) / 2) + 0.02 * i, 0.02, {"layer": layers})
+                add("relative_contribution", f"rc_{m}", 0.5 / (1 + layers) + 0.05, 0.01, {"layer": layers})
+            lens_layers = np.arange(L + 1)
+            add("logit_lens", "kl", 8.0 * np.exp(-lens_layers / (0.3 * L)), 0.05, {"layer": lens_layers})
+            add("logit_lens", "overlap", np.clip(lens_layers / L, 0, 1), 0.02, {"layer": lens_layers})
+            add("block_influence", "block_influence", 0.2 * np.exp(-layers / 5) + 0.05, 0.01, {"layer": layers})
+            for span in range(1, L + 1):
+                first = np.arange(L + 1 - span)
+                add("block_influence", "angular_distance", np.clip(0.05 * span + 0.01 * first, 0, 1), 0.0, {"layer": first, "span": [span] * first.size})
+            for kind in kinds:
+                for agg in ("max", "mean"):
+                    scale = 1.0 if agg == "max" else 0.5
+                    out_curve = scale * np.exp(-layers / (0.4 * L))
+                    base = {"kind": [kind] * L, "aggregation": [agg] * L, "skipped_layer": layers, "layer": layers}
+                    add("layer_skip", "output", out_curve, 0.01, base, combine=agg)
+                    s, j = np.triu_indices(L, k=1)
+                    fut = scale * np.exp(-s / (0.3 * L)) / (1 + 0.1 * (j - s))
+                    add("layer_skip", "future", fut, 0.01,
+                        {"kind": [kind] * s.size, "aggregation": [agg] * s.size, "skipped_layer": s, "layer": j}, combine=agg)
+            positions = np.arange(n_tokens)
+            for analysis, metric, rows_ in (("residual_erasure", "output_change", L + 1), ("integrated_gradients", "attribution", L)):
+                ll, pp = np.meshgrid(np.arange(rows_), positions, indexing="ij")
+                value = np.abs(rng.standard_normal(ll.size)) * 0.3 if metric == "output_change" else rng.standard_normal(ll.size)
+                out[analysis].append(_rows(model, task, analysis, metric=[metric] * ll.size, layer=ll.ravel(), position=pp.ravel(),
+                                           prompt=[0] * ll.size, value=value, weight=[1.0] * ll.size))
+            out["tokens"].append(pl.DataFrame({"prompt": [0] * n_tokens, "position": positions, "token": [f"Ġt{p}" for p in positions],
+                                               "model": [model] * n_tokens, "task": [task] * n_tokens}).with_columns(
+                pl.col("prompt").cast(pl.Int32), pl.col("position").cast(pl.Int32)))
+    return {k: pl.concat(v, how="diagonal_relaxed") for k, v in out.items() if v}
+
+
+def _context(models: dict[str, dict], tasks: dict[str, dict]) -> dict:
+    config = {
+        "models": models,
+        "tasks": tasks,
+        "analyses": {a: {"tasks": list(tasks), "variant": "correct"} for a in (
+            "relative_contribution", "logit_lens", "block_influence", "layer_skip", "residual_erasure", "integrated_gradients")},
+        "figures": {"width": 120, "height": 80, "columns": 3},
+        "effective_depth": {"kl_threshold": 0.5, "overlap_threshold": 0.3},
+    }
+    config["analyses"]["layer_skip"]["kinds"] = ["layer", "attention", "mlp"]
+    return figure_context(config)
+
+
+PAPER_LIKE_MODELS = {
+    "Qwen2.5-Math-1.5B": {"size_b": 1.5, "family": "qwen2.5", "training": "math-base"},
+    "DeepSeek-R1-Distill-Qwen-1.5B": {"size_b": 1.5, "family": "r1", "training": "long-cot", "base_model": "Qwen2.5-Math-1.5B"},
+    "Qwen2.5-1.5B-Instruct": {"size_b": 1.5, "family": "qwen2.5", "training": "instruct"},
+    "Qwen2.5-7B-Instruct": {"size_b": 7, "family": "qwen2.5", "training": "instruct"},
+}
+PAPER_LIKE_TASKS = {"gsm8k": {"source": "gsm8k", "difficulty": 2}, "addition_2": {"source": "addition", "digits": 2, "difficulty": 2},
+                    "addition_4": {"source": "addition", "digits": 4, "difficulty": 4}}
+
+
+@pytest.fixture(scope="module")
+def paper_like() -> tuple[dict[str, pl.DataFrame], dict]:
+    """Four models with a Q2 pair (L = 4 / 5 / 4 / 6) × three tasks, and the effective-depth tables."""
+    layers = dict(zip(PAPER_LIKE_MODELS, (4, 5, 4, 6)))
+    tables = synthetic_tables(layers, list(PAPER_LIKE_TASKS))
+    ed, sweep = effective_depth({k: tables[k] for k in ("relative_contribution", "logit_lens", "layer_skip")}, bootstrap=20, sweep=[0.3, 0.6])
+    reference = pl.DataFrame({
+        "model": ["DeepSeek-R1-Distill-Qwen-1.5B"] * 3, "task": ["gsm8k"] * 3, "estimator": ["cos", "kl", "overlap"],
+        "published_ed": [3.0, 1.0, 3.0], "ed": [3.0, 2.0, 3.0], "ci_low": [2.0, 2.0, 3.0], "ci_high": [3.0, 3.0, 4.0],
+        "n_layers": [5] * 3, "published_n_layers": [28] * 3, "form": ["paper"] * 3,
+    })
+    tables.update(effective_depth=ed, effective_depth_sweep=sweep, effective_depth_reference=reference)
+    return tables, _context(PAPER_LIKE_MODELS, PAPER_LIKE_TASKS)
+
+
+# --- specs --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [f.name for f in FIGURES] + ["models/DeepSeek-R1-Distill-Qwen-1.5B"])
+def test_every_chart_spec_validates(paper_like, name):
+    tables, ctx = paper_like
+    spec = build_chart(name, tables, ctx).to_dict(validate=True)
+    assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
+    title = spec.get("title") or spec.get("spec", {}).get("title")
+    assert title, f"{name} has no title"
+
+
+def test_figures_plot_aggregated_frames(paper_like):
+    """Charts get small frames: no figure carries per-prompt rows into the spec."""
+    tables, ctx = paper_like
+    for name in ("cosine", "skip_map_by_task", "logit_lens_kl"):
+        spec = build_chart(name, tables, ctx).to_dict()
+        (values,) = [d for d in spec["datasets"].values()]
+        n = len(values)
+        raw = {"cosine": tables["relative_contribution"], "skip_map_by_task": tables["layer_skip"], "logit_lens_kl": tables["logit_lens"]}[name]
+        assert n < raw.height / 3, (name, n, raw.height)
+
+
+def test_heatmaps_use_token_labels_and_a_symmetric_diverging_scale(paper_like):
+    tables, ctx = paper_like
+    spec = build_chart("integrated_gradients", tables, ctx).to_dict()
+    enc = spec["spec"]["encoding"]
+    assert enc["color"]["scale"]["domain"] == [-1, 1] and enc["color"]["scale"]["domainMid"] == 0
+    labels = {row["label"] for row in next(iter(spec["datasets"].values()))}
+    assert " 3 ␣t3" in labels  # position + token, BPE space marker made visible
+    assert spec["resolve"]["scale"]["x"] == "independent"
+
+
+def test_q2_pairs_long_cot_with_base_and_same_size_instruct(paper_like):
+    _, ctx = paper_like
+    pairs = q2_pairs(ctx)
+    assert set(pairs.iter_rows()) == {
+        ("1.5B", "long-CoT", "DeepSeek-R1-Distill-Qwen-1.5B"), ("1.5B", "base", "Qwen2.5-Math-1.5B"), ("1.5B", "instruct", "Qwen2.5-1.5B-Instruct"),
+    }
+
+
+def test_q2_without_pairs_says_so(paper_like):
+    tables, ctx = paper_like
+    ctx = {**ctx, "models": {m: {**v, "training": "instruct", "base_model": None} for m, v in ctx["models"].items()}}
+    spec = build_chart("q2_training", tables, ctx).to_dict()
+    text = " ".join(row["text"] for row in next(iter(spec["datasets"].values())))
+    assert "No long-CoT / base pair is configured" in text
+
+
+def test_t1_marks_an_estimate_without_solution(paper_like):
+    tables, ctx = paper_like
+    ed = tables["effective_depth"].with_columns(
+        ed=pl.when((pl.col("estimator") == "cos") & (pl.col("task") == "gsm8k")).then(None).otherwise(pl.col("ed")),
+        reason=pl.when((pl.col("estimator") == "cos") & (pl.col("task") == "gsm8k")).then(pl.lit("no crossing")).otherwise(pl.col("reason")),
+    )
+    spec = build_chart("effective_depth_table", {**tables, "effective_depth": ed}, ctx).to_dict()
+    rows = next(iter(spec["datasets"].values()))
+    cos_gsm8k = [r for r in rows if r["label"] == "ED_cos" and r["task"] == "gsm8k"]
+    assert cos_gsm8k and all(r["text"] == "—" and r["note"] == "no crossing" for r in cos_gsm8k)
+    with_ci = [r for r in rows if r["label"] == "ED_KL robust"]
+    assert all("[" in r["text"] for r in with_ci)
+
+
+def test_single_model_grids(paper_like):
+    tables, ctx = paper_like
+    one = "Qwen2.5-7B-Instruct"
+    small = {k: (v.filter(pl.col("model") == one) if "model" in v.columns else v) for k, v in tables.items()}
+    ctx = {**ctx, "models": {one: ctx["models"][one]}}
+    for name in ("cosine", "skip_map", "q1_scale", "q3_difficulty", "effective_depth_table", f"models/{one}"):
+        build_chart(name, small, ctx).to_dict(validate=True)
+
+
+# --- the registry -------------------------------------------------------------------------------
+
+
+def test_available_figures_follow_the_configured_analyses():
+    everything = {a: {"kinds": ["layer", "attention", "mlp"]} for a in figures.ED_ANALYSES + ("block_influence", "residual_erasure", "integrated_gradients")}
+    names = available_figures(everything)
+    assert names[:16] == [
+        "cosine", "skip_map", "skip_output", "logit_lens_kl", "logit_lens_overlap", "residual_erasure", "integrated_gradients",
+        "cosine_by_task", "skip_map_by_task", "skip_output_by_task", "logit_lens_kl_by_task", "logit_lens_overlap_by_task",
+        "effective_depth_table", "q1_scale", "q2_training", "q3_difficulty",
+    ]
+    assert "reference_comparison" not in names and "reference_comparison" in available_figures(everything, reference_matches=True)
+    only_lens = available_figures({"logit_lens": {}})
+    assert "logit_lens_kl" in only_lens and "effective_depth_table" in only_lens and "cosine" not in only_lens
+    assert available_figures({"residual_erasure": {}}) == ["residual_erasure"]
+    layer_only = available_figures({"layer_skip": {"kinds": ["layer"]}})
+    assert "skip_map" in layer_only and "skip_map_mlp" not in layer_only
+
+
+def test_theme_is_registered_and_uses_installed_fallback_fonts():
+    assert alt.theme.active == figures.THEME
+    assert "sans-serif" in figures.FONT  # a single missing font family makes vl-convert drop all text
+
+
+# --- one real render ----------------------------------------------------------------------------
+
+
+def test_render_and_merge_into_all_pdf(paper_like, tmp_path: Path):
+    from pypdf import PdfReader
+
+    tables, ctx = paper_like
+    pdfs = []
+    for name in ("logit_lens_kl", "effective_depth_table"):
+        out = {ext: str(tmp_path / f"{name}.{ext}") for ext in ("pdf", "svg", "html")}
+        save_chart(build_chart(name, tables, ctx), out["pdf"], out["svg"], out["html"])
+        assert Path(out["svg"]).read_text().lstrip().startswith("<svg")
+        assert "vega" in Path(out["html"]).read_text().lower()
+        pdfs.append(out["pdf"])
+    target = tmp_path / "all.pdf"
+    info = {"name": "unit", "models": list(ctx["models"]), "tasks": list(ctx["tasks"]), "variants": {"logit_lens": "correct"},
+            "config_hash": "abc123def456"}
+    all_pdf(info, pdfs, str(target))
+    reader = PdfReader(str(target))
+    assert len(reader.pages) == 3
+    first, kl, t1 = (page.extract_text() for page in reader.pages)
+    assert "Effective depth · unit" in first and "abc123def456" in first and "Contents" in first
+    flat = " ".join(first.split())
+    assert "p. 2 F4 · logit lens: KL to the final prediction" in flat and "p. 3 T1 · effective-depth table" in flat
+    assert kl.startswith("F4 · Logit lens") or "F4 · Logit lens" in kl
+    assert "T1 · Effective depth per model and task" in t1 and "ED_KL robust" in t1
+    assert [o["/Title"] for o in reader.outline] == ["F4 · logit lens: KL to the final prediction", "T1 · effective-depth table with 95 % intervals"]
+
+
+def test_read_tables_keys_by_stem(tmp_path: Path, paper_like):
+    tables, _ = paper_like
+    tables["logit_lens"].write_parquet(tmp_path / "logit_lens.parquet")
+    tables["tokens"].write_parquet(tmp_path / "a_tokens.parquet")
+    read = read_tables([str(tmp_path / "logit_lens.parquet")], [str(tmp_path / "a_tokens.parquet")])
+    assert set(read) == {"logit_lens", "tokens"} and read["tokens"].height == tables["tokens"].height
+
+
+def test_workflow_targets_include_the_effective_depth_tables_only_when_computable():
+    with_ed = figures.workflow_targets(["logit_lens", "residual_erasure"])
+    assert "results/figures/all.pdf" in with_ed and "results/tables/effective_depth.csv" in with_ed
+    assert "results/tables/effective_depth_reference.parquet" in with_ed
+    without = figures.workflow_targets(["residual_erasure"])
+    assert not [t for t in without if "effective_depth" in t] and "results/tables/residual_erasure.parquet" in without
