@@ -95,7 +95,7 @@ def read_rows(path: Path | str) -> list[dict[str, Any]]:
     raise TaskError(f"{path}: expected a .jsonl or .parquet file")
 
 
-def _load_hub(source: str, spec: dict[str, Any], n: int) -> list[dict[str, Any]]:
+def _load_hub(source: str, spec: dict[str, Any], n: int | None) -> list[dict[str, Any]]:
     import datasets
 
     hf_id, name, split = HUB_DATASETS[source]
@@ -107,14 +107,15 @@ def _load_hub(source: str, spec: dict[str, Any], n: int) -> list[dict[str, Any]]
             f"could not load {hf_id} from the Hugging Face hub ({type(exc).__name__}: {exc}); "
             f"give the task a local copy with `path:` (JSONL or Parquet)"
         ) from exc
-    return [ds[i] for i in range(min(len(ds), n))]
+    return [ds[i] for i in range(len(ds) if n is None else min(len(ds), n))]
 
 
 def build_prompts(name: str, spec: dict[str, Any], base_dir: Path | str = ".") -> pl.DataFrame:
     """All candidate prompts of a task as a frame with columns id, question, answer, text.
 
-    Named benchmarks return their first ``4 * n_prompts`` items (so a token-length filter such as
-    AIME24's 400 tokens still leaves ``n_prompts``); extraction keeps the first ``n_prompts`` that fit.
+    Named benchmarks return their first ``4 * n_prompts`` items, or every item when the task has a
+    token-length filter (AIME24's 400 tokens drops most of its 30 problems); extraction keeps the
+    first ``n_prompts`` that fit.
     """
     source, n = spec["source"], int(spec.get("n_prompts", 10))
     pairs: list[tuple[str, str]]
@@ -129,7 +130,7 @@ def build_prompts(name: str, spec: dict[str, Any], base_dir: Path | str = ".") -
         else:
             pairs = [(str(r[spec["text_field"]]), "") for r in rows]
     else:
-        want = 4 * n
+        want = None if spec.get("max_tokens") else 4 * n
         rows = read_rows(Path(base_dir) / spec["path"])[:want] if spec.get("path") else _load_hub(source, spec, want)
         pairs = [FORMATTERS[source](r) for r in rows]
     if not pairs:
@@ -201,4 +202,10 @@ def select_prompts(frame: pl.DataFrame, tokenizer, n: int, max_tokens: int | Non
             break
     if not chosen:
         raise TaskError(f"no prompt fits max_tokens={max_tokens}")
+    if len(chosen) < n:
+        from .log import get_logger
+
+        get_logger("effdepth.tasks").warning(
+            "only %d of the %d requested prompts fit max_tokens=%s (of %d candidates)", len(chosen), n, max_tokens, frame.height
+        )
     return chosen

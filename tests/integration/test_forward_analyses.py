@@ -83,15 +83,18 @@ def test_relative_contribution_matches_reference(model64, tokenizer):
 
 
 def test_relative_contribution_published_divides_by_d_model(model64, tokenizer):
-    """Published variant: each prompt's token sum / d_model, then the mean over prompts."""
+    """Published variant: each prompt's token sum / d_model, then the mean over prompts (reference loop)."""
     sequences = [tokenizer(t)["input_ids"] for t in TEXTS]
     stats, meta = stats_for(model64, sequences)
     correct = relative_contribution_table(stats, meta, "correct", model="m", task="t")
     published = relative_contribution_table(stats, meta, "published", model="m", task="t")
     d = model64.config.hidden_size
-    per_prompt = correct.filter(pl.col("prompt").is_not_null() & (pl.col("metric") == "cos_layer") & (pl.col("layer") == 1)).sort("prompt")
-    expected = sum(v * w / d for v, w in zip(per_prompt["value"], per_prompt["weight"])) / len(sequences)
-    assert headline(published, "cos_layer")[1] == pytest.approx(expected, rel=1e-9)
+    expected = 0.0
+    for ids in sequences:
+        h, a, m, _ = reference_activations(model64, ids)
+        c = h[2] - h[1]
+        expected += sum(vec_cos(c[t].tolist(), h[1][t].tolist()) for t in range(len(ids))) / d / len(sequences)
+    assert headline(published, "cos_layer")[1] == pytest.approx(expected, rel=1e-5)
     # signs (hence ED_cos) are unaffected by the normaliser
     assert [math.copysign(1, v) for v in headline(published, "cos_layer")] == [math.copysign(1, v) for v in headline(correct, "cos_layer")]
 

@@ -280,3 +280,33 @@ def test_logit_chunking_does_not_change_results(model64, tokenizer, monkeypatch)
     narrow_skip = layer_skip(model64, ids, [8, 16], ("layer",))
     torch.testing.assert_close(narrow_skip["output_max"], wide_skip["output_max"], rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(residual_erasure(model64, ids, n_answer, baseline), wide_erase, rtol=1e-9, atol=1e-12)
+
+
+def test_bos_token_is_never_skipped(model64, tokenizer):
+    """With a BOS (attention-sink) token first, the correct skip leaves position 0 as computed."""
+    from effdepth.interventions import clean_run, skipped_state
+
+    ids, _ = prompt(tokenizer)
+    ids = [tokenizer.bos_token_id, *ids]
+    clean = clean_run(model64, ids)
+    for kind in ("layer", "attention", "mlp"):
+        state = skipped_state(clean, 1, 16, kind, "correct")
+        assert torch.equal(state[0], clean.h[2][0]) and torch.equal(state[16:], clean.h[2][16:])
+        assert not torch.equal(state[1:16], clean.h[2][1:16])
+
+
+def test_known_answers_hold_in_bfloat16(arch, tokenizer):
+    """The exact-zero identities survive bf16, the GPU default (no batching noise floor)."""
+    from effdepth.interventions import clean_run
+    from effdepth.testing import tiny_model
+
+    model = tiny_model(arch, seed=3, dtype=torch.bfloat16)
+    ids, n_answer = prompt(tokenizer)
+    with torch.no_grad():
+        model.model.layers[1].self_attn.o_proj.weight.zero_()
+        model.model.layers[1].mlp.down_proj.weight.zero_()
+    skip = layer_skip(model, ids, [8, 16], ("layer", "mlp"))
+    assert skip["output_max"][:, 1].abs().max() == 0 and skip["output_max"][0, 0].max() > 0
+    t = 5
+    erased = residual_erasure(model, ids, n_answer, clean_run(model, ids).h[:, t])
+    assert erased[:, t].abs().max() == 0 and erased[:, t + 1].max() > 0

@@ -32,7 +32,8 @@ def test_gsm8k_format_on_real_data():
 
 def test_aime24_format_on_real_data():
     path = shared_file("aime24", "test.jsonl")
-    frame = build_prompts("aime24", {"source": "aime24", "n_prompts": 5, "path": str(path)})
+    frame = build_prompts("aime24", {"source": "aime24", "n_prompts": 5, "path": str(path), "max_tokens": 400})
+    assert frame.height == 30  # a token filter sees every problem, not only the first 4 x n
     first = frame.row(0, named=True)
     assert "\\boxed{[answer]}" in first["question"]
     assert first["question"].startswith("Given the following problem")
@@ -90,6 +91,6 @@ def test_tokenize_split_and_max_tokens(tokenizer):
     assert n_answer == 1 and tokenizer.decode(ids[-1:]) == "3"
     frame = pl.DataFrame({"id": [0, 1], "question": ["a" * 50, "b"], "answer": ["c", "d"], "text": ["", ""]})
     chosen = select_prompts(frame, tokenizer, n=2, max_tokens=10)
-    assert [c["id"] for c in chosen] == [1]
+    assert [c["id"] for c in chosen] == [1]  # and a warning says only 1 of 2 fit
     with pytest.raises(TaskError, match="no prompt fits"):
         select_prompts(frame, tokenizer, n=1, max_tokens=1)
