@@ -58,7 +58,6 @@ def extract_stats(
         for row in range(len(batch)):
             index = b * batch_size + row
             keep = mask[row]
-            positions = torch.nonzero(keep).squeeze(-1)
             h = torch.stack([r[row, keep] for r in resid])  # [L+1, T_p, d]
             a = torch.stack([x[row, keep] for x in capture.attn_out])  # [L, T_p, d]
             m = torch.stack([x[row, keep] for x in capture.mlp_out])

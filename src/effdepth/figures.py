@@ -27,7 +27,7 @@ import altair as alt
 import polars as pl
 
 from . import __version__
-from .depth import ED_ANALYSES, effective_depth_inputs
+from .depth import effective_depth_inputs
 
 THEME = "effdepth"
 # vl-convert draws text only in installed fonts: with a single missing family (Helvetica on most

@@ -21,7 +21,7 @@ from torch import nn
 
 from .adapters import adapter_for
 from .capture import Capture, LayerRunner, capturing, widen
-from .metrics import EPS, norm, prob_change
+from .metrics import EPS, norm
 
 SKIP_KINDS = ("layer", "attention", "mlp")
 
@@ -62,16 +62,15 @@ def skip_positions(n_tokens: int, count: int, stride: int, seed: int, prompt_ind
     return sorted(candidates[:count])
 
 
-def skipped_state(clean: CleanRun, s: int, t: int, kind: str, variant: str) -> torch.Tensor:
-    """h_{s+1} [T, d] with layer s (or one sublayer) skipped on tokens 1 … t−1.
+def skip_replacement(clean: CleanRun, s: int, kind: str, variant: str) -> torch.Tensor:
+    """What layer s outputs [T, d] when it (or one sublayer) is skipped on every token.
 
     kind = layer: output := input (h_s); attention: a_s := 0 and the MLP re-run on h_s;
-    mlp: m_s := 0.  variant = published reproduces the public code, which slices *channels*
-    1 … t−1 of every token instead of tokens.
+    mlp: m_s := 0.  It does not depend on the skip position, so it is computed once per layer.
     """
     if variant == "published" and kind != "layer":
         raise ValueError("the published code only skips whole layers; use variant 'correct' for sublayer skips")
-    h_in, h_out = clean.h[s], clean.h[s + 1]
+    h_in = clean.h[s]
     if kind == "layer":
         replacement = h_in
     elif kind == "mlp":
@@ -82,7 +81,20 @@ def skipped_state(clean: CleanRun, s: int, t: int, kind: str, variant: str) -> t
         replacement = h_in + adapter.feed_forward(layer)(adapter.feed_forward_norm(layer)(h_in.unsqueeze(0)))[0]
     else:
         raise ValueError(f"unknown skip kind {kind!r}; one of {SKIP_KINDS}")
-    state = h_out.clone()
+    return replacement
+
+
+def skipped_state(
+    clean: CleanRun, s: int, t: int, kind: str, variant: str, replacement: torch.Tensor | None = None
+) -> torch.Tensor:
+    """h_{s+1} [T, d] with layer s (or one sublayer) skipped on tokens 1 … t−1.
+
+    variant = published reproduces the public code, which slices *channels* 1 … t−1 of every
+    token instead of tokens.  ``replacement``: ``skip_replacement(clean, s, kind, variant)``.
+    """
+    if replacement is None:
+        replacement = skip_replacement(clean, s, kind, variant)
+    state = clean.h[s + 1].clone()
     if variant == "published":
         state[:, 1:t] = replacement[:, 1:t]
     else:
@@ -193,7 +205,9 @@ def layer_skip(
     future = torch.arange(n_tokens).unsqueeze(0) >= t_of_pos[row_pos].unsqueeze(1)  # [rows, T]
 
     def make_states(layer: int) -> torch.Tensor:
-        return torch.stack([skipped_state(clean, layer - 1, t, kind, variant) for kind in kinds for t in positions])
+        s = layer - 1
+        replacements = {kind: skip_replacement(clean, s, kind, variant) for kind in kinds}
+        return torch.stack([skipped_state(clean, s, t, kind, variant, replacements[kind]) for kind in kinds for t in positions])
 
     def on_layer(j: int, before: torch.Tensor, after: torch.Tensor, origin: torch.Tensor) -> None:
         rel = norm(widen(c[j] - (after - before))) / c_norm[j]  # [n, T]

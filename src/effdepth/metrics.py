@@ -71,8 +71,3 @@ def lens_token_stats(lens_logits: torch.Tensor, final_logits: torch.Tensor, k: i
     top_p = final_logits.topk(k, dim=-1).indices
     overlap = (top_q.unsqueeze(-1) == top_p.unsqueeze(-2)).any(-1).sum(-1).float() / k
     return kl, overlap
-
-
-def prob_change(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
-    """‖softmax(a) − softmax(b)‖₂ over the vocabulary.  [..., V] -> [...]"""
-    return (torch.softmax(logits_a.float(), -1) - torch.softmax(logits_b.float(), -1)).norm(dim=-1)

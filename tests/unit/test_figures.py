@@ -5,7 +5,6 @@ should."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import altair as alt
@@ -14,7 +13,7 @@ import polars as pl
 import pytest
 
 from effdepth import figures
-from effdepth.depth import effective_depth
+from effdepth.depth import ED_ANALYSES, effective_depth
 from effdepth.figures import (
     FIGURES,
     all_pdf,
@@ -211,7 +210,7 @@ def test_single_model_grids(paper_like):
 
 
 def test_available_figures_follow_the_configured_analyses():
-    everything = {a: {"kinds": ["layer", "attention", "mlp"]} for a in figures.ED_ANALYSES + ("block_influence", "residual_erasure", "integrated_gradients")}
+    everything = {a: {"kinds": ["layer", "attention", "mlp"]} for a in ED_ANALYSES + ("block_influence", "residual_erasure", "integrated_gradients")}
     names = available_figures(everything)
     assert names[:16] == [
         "cosine", "skip_map", "skip_output", "logit_lens_kl", "logit_lens_overlap", "residual_erasure", "integrated_gradients",

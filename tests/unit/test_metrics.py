@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from effdepth.metrics import EPS, LAYER_STATS, cosine, layer_token_stats, lens_token_stats, prob_change, relative
+from effdepth.metrics import EPS, LAYER_STATS, cosine, layer_token_stats, lens_token_stats, relative
 
 
 def test_cosine_known_values():
@@ -49,9 +49,3 @@ def test_lens_kl_direction_and_overlap_known_answer():
     # KL(q || p) = 0.5 log(0.5/0.25) * 2 = log 2 (the other direction would be infinite)
     assert kl.item() == pytest.approx(math.log(2), rel=1e-5)
     assert overlap.item() == 0.0  # top-1 of q is token 0, of p token 2
-
-
-def test_prob_change_is_l2_of_probabilities():
-    a = torch.tensor([[0.0, 0.0]])
-    b = torch.tensor([[math.log(3.0), 0.0]])  # probs (0.75, 0.25) vs (0.5, 0.5)
-    assert prob_change(a, b).item() == pytest.approx(math.sqrt(2) * 0.25)

@@ -29,7 +29,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900)
 def tiny_config_for(workdir: Path, models_dir: Path) -> dict:
     """config/test.yaml with absolute paths, so it works from any working directory."""
     config = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
-    for name, entry in config["models"].items():
+    for entry in config["models"].values():
         entry["path"] = str(models_dir / Path(entry["path"]).name)
     for task in config["tasks"].values():
         if "path" in task:
