@@ -4,8 +4,9 @@
     python benchmarks/bench_analyses.py --models tiny   # tiny only
     python benchmarks/bench_analyses.py --device cuda --dtype bfloat16 --models qwen2.5-1.5b-shape
 
-Prints, per (model, analysis): wall time of both, sequence-layer evaluations (decoder-layer calls
-weighted by batch size) of both, the speed ratio, and the largest difference between the results.
+Prints, per (model, analysis): wall time of both, token-layer evaluations (decoder-layer calls
+weighted by batch size × tokens) of both, the speed ratio, and the largest difference between the
+results.
 Results go to stdout and, with --out, to a CSV file.
 """
 
@@ -32,8 +33,11 @@ from tests.integration.test_forward_analyses import reference_lens, reference_rc
 from tests.integration.test_interventions import reference_erasure, reference_ig, reference_skip  # noqa: E402
 
 
+ANALYSES = ("layer_skip", "residual_erasure", "integrated_gradients", "rc_cosine+logit_lens")
+
+
 class LayerCounter:
-    """Counts sequence-layer evaluations: every decoder-layer call adds its batch size."""
+    """Counts token-layer evaluations: every decoder-layer call adds batch size × tokens."""
 
     def __init__(self, model):
         self.count = 0
@@ -43,7 +47,7 @@ class LayerCounter:
 
     def _hook(self, module, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
-        self.count += hidden.shape[0]
+        self.count += hidden.shape[0] * hidden.shape[1]
 
     def close(self):
         for h in self.handles:
@@ -104,6 +108,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--ig-steps", type=int, default=32, help="IG steps for both paths (the naive loop is slow)")
+    parser.add_argument("--analyses", nargs="+", choices=ANALYSES, default=list(ANALYSES))
     parser.add_argument("--skip-naive", action="store_true", help="time the fast paths only (large models)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -139,6 +144,8 @@ def main() -> None:
             "rc_cosine+logit_lens": (forward_fast, lambda: (reference_rc(model, sequences), reference_lens(model, sequences, 5))),
         }
         for analysis, (fast_fn, slow_fn) in cases.items():
+            if analysis not in args.analyses:
+                continue
             fast, fast_s, fast_evals = timed(model, fast_fn)
             if args.skip_naive:
                 slow_s, slow_evals, diff = float("nan"), 0, float("nan")
@@ -147,7 +154,7 @@ def main() -> None:
                 diff = max_diff(fast, slow) if analysis != "rc_cosine+logit_lens" else compare_forward(fast, slow)
             row = {"model": name, "analysis": analysis, "tokens": len(ids), "layers": n_layers,
                    "fast_s": round(fast_s, 3), "naive_s": round(slow_s, 3), "ratio": round(slow_s / fast_s, 1),
-                   "fast_layer_evals": fast_evals, "naive_layer_evals": slow_evals, "max_abs_diff": f"{diff:.2e}"}
+                   "fast_token_layers": fast_evals, "naive_token_layers": slow_evals, "max_abs_diff": f"{diff:.2e}"}
             rows.append(row)
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     if args.out:

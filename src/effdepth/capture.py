@@ -9,6 +9,7 @@ or a tuple whose first element is the hidden state (older versions).
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +128,32 @@ def _expand(value: Any, batch: int) -> Any:
     return value
 
 
+class KVPrefix:
+    """Stands in for a transformers ``Cache`` during one layer call.
+
+    The attention module hands it the keys/values of the tokens being computed (after rotary
+    embedding); it returns them behind ``keys``/``values`` of earlier tokens, and keeps what it was
+    given in ``seen`` so a caller can record a layer's keys/values.
+    """
+
+    def __init__(self, keys: torch.Tensor | None = None, values: torch.Tensor | None = None):
+        self.keys, self.values = keys, values
+        self.seen: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        self.seen = (key_states, value_states)
+        if self.keys is None or self.keys.shape[2] == 0:
+            return key_states, value_states
+        batch = key_states.shape[0]
+        keys = torch.cat([self.keys.expand(batch, -1, -1, -1), key_states], dim=2)
+        values = torch.cat([self.values.expand(batch, -1, -1, -1), value_states], dim=2)  # type: ignore[union-attr]
+        return keys, values
+
+
+# Layer keyword arguments that carry the token axis, and where: sliced for a window of tokens.
+_TOKEN_AXIS_KWARGS = {"position_ids": -1, "cache_position": 0}
+
+
 class LayerRunner:
     """Run decoder layers ``start .. L-1`` of a model on arbitrary residual states of one prompt.
 
@@ -134,6 +161,10 @@ class LayerRunner:
     captured there (causal mask, rotary embeddings, position ids) are broadcast to any batch of
     states of the same length.  This is what lets an intervention at layer s start from the
     cached residual h_s instead of re-running layers 0 .. s-1.
+
+    A call may also cover only a window of tokens ``start .. stop-1``: the keys and values of tokens
+    0 .. start-1 then come from ``prefix`` (recorded from another call with ``record=True``), which
+    is how an intervention that leaves a prefix of the prompt untouched computes only the rest.
     """
 
     def __init__(self, model: nn.Module, adapter: Adapter, capture: Capture):
@@ -142,18 +173,91 @@ class LayerRunner:
         self.layers = adapter.decoder_layers(model)
         self.n_layers = len(self.layers)
         self.kwargs = capture.layer_kwargs
+        self.n_tokens = capture.resid_pre[0].shape[1]
         for kw in self.kwargs:
             kw.pop("use_cache", None)
             kw.pop("past_key_values", None)
             kw.pop("past_key_value", None)
             kw.pop("cache", None)
+        params = inspect.signature(self.layers[0].forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self.layer_evals = 0  # sequences x layers run; benchmarks report it
 
-    def layer(self, index: int, hidden: torch.Tensor) -> torch.Tensor:
-        """Layer ``index`` applied to ``hidden`` [K, T, d] -> [K, T, d]."""
-        kwargs = {k: _expand(v, hidden.shape[0]) for k, v in self.kwargs[index].items()}
-        self.layer_evals += hidden.shape[0]
-        return _first_tensor(self.layers[index](hidden, use_cache=False, **kwargs))
+    def _window(self, index: int, start: int, stop: int, batch: int) -> dict[str, Any]:
+        """Layer ``index``'s keyword arguments for queries ``start .. stop-1`` over keys ``0 .. stop-1``."""
+        if start == 0 and stop == self.n_tokens:
+            return {k: _expand(v, batch) for k, v in self.kwargs[index].items()}
+        out: dict[str, Any] = {}
+        for key, value in self.kwargs[index].items():
+            if key == "position_embeddings":
+                value = tuple(v[:, start:stop] for v in value)
+            elif key == "attention_mask":
+                if value is None and start > 0:
+                    # SDPA's own causal flag aligns queries to the first key; spell the mask out.
+                    device = self.kwargs[index]["position_ids"].device
+                    value = torch.ones(stop - start, stop, dtype=torch.bool, device=device).tril(start)[None, None]
+                elif value is not None:
+                    value = value[..., start:stop, :stop]
+            elif key in _TOKEN_AXIS_KWARGS and isinstance(value, torch.Tensor):
+                value = value.narrow(_TOKEN_AXIS_KWARGS[key] % value.dim(), start, stop - start)
+            elif isinstance(value, torch.Tensor) and value.dim() >= 1 and self.n_tokens in value.shape:
+                raise NotImplementedError(f"cannot window the layer argument {key!r} {tuple(value.shape)} to a token range")
+            out[key] = _expand(value, batch)
+        return out
+
+    def layer(
+        self,
+        index: int,
+        hidden: torch.Tensor,
+        *,
+        start: int = 0,
+        prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
+        record: bool = False,
+    ) -> Any:
+        """Layer ``index`` applied to ``hidden`` [K, n, d], the residuals of tokens start .. start+n-1.
+
+        ``prefix``: keys/values [K or 1, H_kv, start, head_dim] of tokens 0 .. start-1 at this layer
+        (required when start > 0).  With ``record`` returns ``(output, (keys, values))`` where the
+        keys/values [K, H_kv, n, head_dim] are those of the tokens computed here.
+        """
+        batch, width = hidden.shape[0], hidden.shape[1]
+        if start > 0 and (prefix is None or prefix[0].shape[2] != start):
+            raise ValueError(f"a window starting at token {start} needs the keys/values of tokens 0 .. {start - 1}")
+        kwargs = self._window(index, start, start + width, batch)
+        self.layer_evals += batch
+        if start == 0 and prefix is None and not record:
+            return _first_tensor(self.layers[index](hidden, use_cache=False, **kwargs))
+        cache = KVPrefix(*(prefix or (None, None)))
+        out = _first_tensor(self.layers[index](hidden, use_cache=False, **{self._cache_arg: cache}, **kwargs))
+        if record:
+            assert cache.seen is not None, "the attention module did not pass its keys/values to the cache"
+            return out, cache.seen
+        if cache.seen is None:
+            raise RuntimeError("the attention module ignored the key/value prefix; windowed layer calls are unsupported")
+        return out
+
+    def layer_chunks(
+        self,
+        index: int,
+        hidden: torch.Tensor,
+        rows: int,
+        *,
+        start: int = 0,
+        prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
+        record: bool = False,
+    ) -> Any:
+        """``layer`` over ``hidden`` in chunks of ``rows`` sequences; a per-row ``prefix`` is chunked along."""
+        outs, keys, values = [], [], []
+        for i in range(0, hidden.shape[0], rows):
+            pre = None if prefix is None else tuple(p if p.shape[0] == 1 else p[i : i + rows] for p in prefix)
+            result = self.layer(index, hidden[i : i + rows], start=start, prefix=pre, record=record)  # type: ignore[arg-type]
+            if record:
+                result, (k, v) = result
+                keys.append(k)
+                values.append(v)
+            outs.append(result)
+        out = torch.cat(outs)
+        return (out, (torch.cat(keys), torch.cat(values))) if record else out
 
     def run(self, hidden: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
         """Apply layers start .. stop-1 (default: to the end) to h_start [K, T, d]; returns h_stop."""

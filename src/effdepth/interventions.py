@@ -1,11 +1,15 @@
 """Interventions: layer skip, residual erasure, integrated gradients — fast implementations.
 
-Each works on one prompt at a time (no padding) and is built on two facts:
+Each works on one prompt at a time (no padding) and is built on three facts:
 
-* prefix reuse — an intervention at layer s leaves h_0 .. h_s untouched, so it starts from the
-  cached clean residual and runs only layers s .. L-1 (``LayerRunner``);
+* prefix reuse over layers — an intervention at layer s leaves h_0 .. h_s untouched, so it starts
+  from the cached clean residual and runs only layers s .. L-1 (``LayerRunner``);
+* prefix reuse over tokens — by causality, tokens before the first changed one keep the values of
+  a run that shares that prefix, so an intervention computes only the tokens from there on,
+  attending to the recorded keys/values of the shared prefix (``LayerRunner.layer(start=...)``):
+  the clean run's for erasure, one fully skipped run per (layer, kind) for layer skip;
 * batching — all interventions that start at the same layer (skip positions × kinds, erased
-  tokens, IG interpolation steps) share one batched pass, in chunks of ``max_batch`` sequences.
+  tokens, IG interpolation steps) share batched layer calls.
 
 The obviously-correct references (one full forward per intervention) live in the tests.
 """
@@ -102,54 +106,40 @@ def skipped_state(
     return state
 
 
-def staircase(
-    runner: LayerRunner,
-    starts: list[int],
-    counts: list[int],
-    make_states: Callable[[int], torch.Tensor],
-    on_layer: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None] | None,
-    on_final: Callable[[torch.Tensor, torch.Tensor], None],
-    max_batch: int,
-    max_alive: int,
-) -> None:
-    """Run batches of interventions that enter the layer stack at different depths.
-
-    ``make_states(l)`` returns the ``counts[i]`` intervened residuals [n_l, T, d] entering layer
-    l = ``starts[i]`` (l = L: the final residual).  Layer j is applied once, in chunks of
-    ``max_batch`` sequences, to every intervention that entered at or before j — a "staircase" —
-    so a prompt costs L layer calls instead of one per (intervention, layer).  Start layers are
-    grouped into sweeps of at most ``max_alive`` sequences and built only when their sweep reaches
-    them, which bounds memory.  ``on_layer(j, before, after, origin)`` sees each layer's input and
-    output; ``on_final(h_L, origin)`` the final residuals; ``origin`` [n] holds each row's index
-    into the concatenation of all ``make_states(l)`` in ``starts`` order.
-    """
-    n_layers = runner.n_layers
-    offsets = dict(zip(starts, [sum(counts[:i]) for i in range(len(counts))]))
-    sizes = dict(zip(starts, counts))
+def plan_sweeps(starts: list[int], counts: list[int], max_alive: int) -> list[list[int]]:
+    """Group start layers (ascending) into sweeps holding at most ``max_alive`` rows (at least one
+    start layer each).  A sweep runs every intervention that enters the layer stack at one of its
+    start layers together: layer j is applied once, in batched chunks, to all rows that entered at
+    or before j — a "staircase" — and rows of later start layers are built only when the sweep
+    reaches them, which bounds memory."""
     sweeps: list[list[int]] = []
-    for layer in starts:
-        if sweeps and sum(sizes[x] for x in sweeps[-1]) + sizes[layer] <= max_alive:
+    size = 0
+    for layer, count in zip(starts, counts):
+        if sweeps and size + count <= max_alive:
             sweeps[-1].append(layer)
+            size += count
         else:
             sweeps.append([layer])
-    for sweep in sweeps:
-        states: torch.Tensor | None = None
-        origin = torch.empty(0, dtype=torch.long)
-        for j in range(sweep[0], n_layers + 1):
-            if j in sweep:
-                fresh = make_states(j)
-                rows = torch.arange(offsets[j], offsets[j] + fresh.shape[0])
-                states = fresh if states is None else torch.cat([states, fresh])
-                origin = torch.cat([origin, rows])
-            if j == n_layers:
-                break
-            assert states is not None
-            out = torch.cat([runner.layer(j, states[i : i + max_batch]) for i in range(0, states.shape[0], max_batch)])
-            if on_layer is not None:
-                on_layer(j, states, out, origin)
-            states = out
-        assert states is not None
-        on_final(states, origin)
+            size = count
+    return sweeps
+
+
+@dataclass
+class Lane:
+    """Rows of a staircase that carry the same window of tokens ``start .. start+width-1``."""
+
+    start: int
+    states: torch.Tensor | None = None
+    origin: torch.Tensor | None = None  # [n] row ids
+
+    def add(self, states: torch.Tensor, origin: torch.Tensor) -> None:
+        self.states = states if self.states is None else torch.cat([self.states, states])
+        self.origin = origin if self.origin is None else torch.cat([self.origin, origin])
+
+
+def rows_per_call(max_batch: int, n_tokens: int, width: int) -> int:
+    """Rows of ``width`` tokens per layer call: ``max_batch`` full-length rows' worth of tokens."""
+    return max(1, max_batch * n_tokens // max(1, width))
 
 
 # Largest number of logits (rows x positions x vocabulary) materialised at once: 1 GiB in float32.
@@ -196,40 +186,80 @@ def layer_skip(
     shape = (n_kinds, n_layers, n_layers, n_pos)
     result = {k: torch.zeros(shape, dtype=torch.float64) for k in ("future_max", "future_mean")}
     result.update({k: torch.zeros(shape[:2] + shape[3:], dtype=torch.float64) for k in ("output_max", "output_mean")})
-    # Row r of the staircase: skipped layer s = r // (K·P) (entering layer s+1), kind, position.
-    per_layer = n_kinds * n_pos
-    row_kind = torch.arange(per_layer).div(n_pos, rounding_mode="floor").repeat(n_layers)
-    row_pos = torch.arange(n_pos).repeat(n_kinds * n_layers)
-    row_skip = torch.arange(n_layers).repeat_interleave(per_layer)
-    t_of_pos = torch.tensor(positions, dtype=torch.long)
-    future = torch.arange(n_tokens).unsqueeze(0) >= t_of_pos[row_pos].unsqueeze(1)  # [rows, T]
+    if not positions:
+        return result
+    if min(positions) < 1 or max(positions) >= n_tokens:
+        raise ValueError(f"skip positions {positions} outside 1 .. {n_tokens - 1}")
+    # The correct skip changes tokens 1 .. t-1 only, so tokens 0 .. t-1 of every later layer equal
+    # those of the run that skips layer s on all tokens ("fully skipped", kept up to the last
+    # position) and only tokens t .. T-1 are computed, attending to its recorded keys/values.  The
+    # published variant changes channels of every token: its rows carry the whole prompt.
+    windowed = variant == "correct"
+    last = max(positions)
+    # Row id of (kind k, skipped layer s) = s*K + k, in every lane.
+    lanes = [Lane(t if windowed else 0) for t in positions]
+    full = Lane(0)
 
-    def make_states(layer: int) -> torch.Tensor:
-        s = layer - 1
-        replacements = {kind: skip_replacement(clean, s, kind, variant) for kind in kinds}
-        return torch.stack([skipped_state(clean, s, t, kind, variant, replacements[kind]) for kind in kinds for t in positions])
+    def add_rows(s: int) -> None:
+        ids = torch.arange(s * n_kinds, (s + 1) * n_kinds)
+        replacements = [skip_replacement(clean, s, kind, variant) for kind in kinds]
+        if windowed:
+            full.add(torch.stack([skipped_state(clean, s, last, kind, variant, r)[:last] for kind, r in zip(kinds, replacements)]), ids)
+        for lane, t in zip(lanes, positions):
+            if windowed:  # tokens >= t enter layer s+1 untouched
+                states = clean.h[s + 1, t:].unsqueeze(0).expand(n_kinds, -1, -1).clone()
+            else:
+                states = torch.stack([skipped_state(clean, s, t, kind, variant, r) for kind, r in zip(kinds, replacements)])
+            lane.add(states, ids)
 
-    def on_layer(j: int, before: torch.Tensor, after: torch.Tensor, origin: torch.Tensor) -> None:
-        rel = norm(widen(c[j] - (after - before))) / c_norm[j]  # [n, T]
-        worst, mean = _masked_max_mean(rel.cpu().double(), future[origin])
-        index = (row_kind[origin], row_skip[origin], torch.full_like(origin, j), row_pos[origin])
-        result["future_max"].index_put_(index, worst)
-        result["future_mean"].index_put_(index, mean)
+    def record(p: int, key: str, origin: torch.Tensor, values: torch.Tensor, j: int | None = None) -> None:
+        worst, mean = values.amax(-1).cpu().double(), values.mean(-1).cpu().double()
+        kind, skipped = origin % n_kinds, origin.div(n_kinds, rounding_mode="floor")
+        index = (kind, skipped) if j is None else (kind, skipped, torch.full_like(origin, j))
+        result[f"{key}_max"].index_put_((*index, torch.full_like(origin, p)), worst)
+        result[f"{key}_mean"].index_put_((*index, torch.full_like(origin, p)), mean)
 
-    def on_final(final: torch.Tensor, origin: torch.Tensor) -> None:
-        first = min(positions)
-        step = logit_rows(n_tokens - first, probs.shape[-1], max_batch)
-        for i in range(0, final.shape[0], step):
-            rows = origin[i : i + step]
-            change = (torch.softmax(runner.logits(final[i : i + step, first:]), -1) - probs[first:]).norm(dim=-1)
-            worst, mean = _masked_max_mean(change.cpu().double(), future[rows][:, first:])
-            index = (row_kind[rows], row_skip[rows], row_pos[rows])
-            result["output_max"].index_put_(index, worst)
-            result["output_mean"].index_put_(index, mean)
-
-    starts = list(range(1, n_layers + 1))
-    staircase(runner, starts, [per_layer] * n_layers, make_states, on_layer, on_final, max_batch, max(max_alive, per_layer))
+    per_start = n_kinds * (n_pos + int(windowed))
+    for sweep in plan_sweeps(list(range(1, n_layers + 1)), [per_start] * n_layers, max(max_alive, per_start)):
+        for j in range(sweep[0], n_layers):
+            if j in sweep:
+                add_rows(j - 1)
+            prefix = None
+            if windowed:
+                assert full.states is not None
+                full.states, prefix = runner.layer_chunks(j, full.states, rows_per_call(max_batch, n_tokens, last), record=True)
+            for p, (lane, t) in enumerate(zip(lanes, positions)):
+                assert lane.states is not None and lane.origin is not None
+                before = lane.states
+                width = before.shape[1]
+                window = None if prefix is None else (prefix[0][:, :, :t], prefix[1][:, :, :t])
+                lane.states = runner.layer_chunks(j, before, rows_per_call(max_batch, n_tokens, width), start=lane.start, prefix=window)
+                skip_in = t - lane.start  # first column at a token >= t
+                changed = lane.states[:, skip_in:] - before[:, skip_in:]
+                record(p, "future", lane.origin, norm(widen(c[j, t:] - changed)) / c_norm[j, t:], j)
+        if n_layers in sweep:  # skipping the last layer: its output is the final residual
+            add_rows(n_layers - 1)
+        for p, (lane, t) in enumerate(zip(lanes, positions)):
+            assert lane.states is not None and lane.origin is not None
+            final = lane.states[:, t - lane.start :]
+            step = logit_rows(n_tokens - t, probs.shape[-1], max_batch)
+            for i in range(0, final.shape[0], step):
+                change = (torch.softmax(runner.logits(final[i : i + step]), -1) - probs[t:]).norm(dim=-1)
+                record(p, "output", lane.origin[i : i + step], change)
+            lane.states = lane.origin = None
+        full.states = full.origin = None
     return result
+
+
+# Windows of erased tokens per prompt (see ``residual_erasure``).
+ERASURE_BUCKETS = 8
+
+
+def bucket_starts(n_tokens: int, buckets: int) -> list[int]:
+    """First tokens of up to ``buckets`` near-equal windows covering 0 .. n_tokens-1."""
+    if buckets < 1:
+        raise ValueError(f"buckets must be >= 1, got {buckets}")
+    return sorted({(i * n_tokens) // buckets for i in range(min(buckets, n_tokens))})
 
 
 def answer_positions(n_tokens: int, n_answer: int) -> torch.Tensor:
@@ -247,11 +277,14 @@ def residual_erasure(
     baseline: torch.Tensor,
     max_batch: int = 64,
     max_alive: int = 4096,
+    buckets: int = ERASURE_BUCKETS,
 ) -> torch.Tensor:
     """E(l, t) = max_i ‖p(·|i) − p̃(·|i)‖ after setting h_l[t] := baseline[l].  Returns [L+1, T].
 
     baseline: [L+1, d] erasure values (token means of a baseline task).  Only the answer positions'
-    logits are computed; all (layer, token) erasures share one staircase of batched layer calls.
+    logits are computed; all (layer, token) erasures share a staircase of batched layer calls, one
+    per layer and window of erased tokens (``buckets`` windows: more windows compute fewer clean
+    tokens, in more calls).
     """
     clean = clean_run(model, input_ids)
     runner, n_layers = clean.runner, clean.runner.n_layers
@@ -259,23 +292,47 @@ def residual_erasure(
     answer = answer_positions(n_tokens, n_answer).to(clean.h.device)
     clean_probs = torch.softmax(clean.logits[answer], -1)
     baseline = baseline.to(clean.h.device, clean.h.dtype)
-    result = torch.zeros((n_layers + 1) * n_tokens, dtype=torch.float64)
-    diagonal = torch.arange(n_tokens)
+    # Erasing token t changes nothing before t, and nothing reaches an answer position from the
+    # last token: E(l, T-1) = 0.  A row erasing t carries tokens b .. T-2 for a bucket start b <= t
+    # (tokens b .. t-1 stay clean) and attends to the clean keys/values of tokens 0 .. b-1.
+    stop = int(answer[-1]) + 1
+    result = torch.zeros(n_layers + 1, n_tokens, dtype=torch.float64)
+    bounds = bucket_starts(stop, buckets)
+    kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def make_states(layer: int) -> torch.Tensor:
-        states = clean.h[layer].unsqueeze(0).repeat(n_tokens, 1, 1)
-        states[diagonal, diagonal] = baseline[layer]
-        return states
+    def clean_prefix(j: int, b: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if b == 0:
+            return None
+        if j not in kv:
+            kv[j] = runner.layer(j, clean.h[j, :stop].unsqueeze(0), record=True)[1]
+        keys, values = kv[j]
+        return keys[:, :, :b], values[:, :, :b]
 
-    def on_final(final: torch.Tensor, origin: torch.Tensor) -> None:
-        step = logit_rows(len(answer), clean_probs.shape[-1], max_batch)
-        for i in range(0, final.shape[0], step):
-            probs = torch.softmax(runner.logits(final[i : i + step, answer]), -1)
-            result[origin[i : i + step]] = (probs - clean_probs).norm(dim=-1).amax(-1).cpu().double()
-
-    starts = list(range(n_layers + 1))
-    staircase(runner, starts, [n_tokens] * len(starts), make_states, None, on_final, max_batch, max(max_alive, n_tokens))
-    return result.view(n_layers + 1, n_tokens)
+    for sweep in plan_sweeps(list(range(n_layers + 1)), [stop] * (n_layers + 1), max(max_alive, stop)):
+        lanes = [Lane(b) for b in bounds]
+        for j in range(sweep[0], n_layers + 1):
+            if j in sweep:
+                for lane, end in zip(lanes, [*bounds[1:], stop]):
+                    erased = torch.arange(lane.start, end)
+                    states = clean.h[j, lane.start : stop].unsqueeze(0).repeat(len(erased), 1, 1)
+                    states[torch.arange(len(erased)), erased - lane.start] = baseline[j]
+                    lane.add(states, j * n_tokens + erased)
+            if j == n_layers:
+                break
+            for lane in lanes:
+                assert lane.states is not None
+                rows = rows_per_call(max_batch, n_tokens, lane.states.shape[1])
+                lane.states = runner.layer_chunks(j, lane.states, rows, start=lane.start, prefix=clean_prefix(j, lane.start))
+        for lane in lanes:
+            assert lane.states is not None and lane.origin is not None
+            step = logit_rows(len(answer), clean_probs.shape[-1], max_batch)
+            seen = answer >= lane.start  # earlier answer positions precede every erased token here
+            columns = answer[seen] - lane.start
+            for i in range(0, lane.states.shape[0], step):
+                probs = torch.softmax(runner.logits(lane.states[i : i + step, columns]), -1)
+                change = (probs - clean_probs[seen]).norm(dim=-1).amax(-1)
+                result.view(-1)[lane.origin[i : i + step]] = change.cpu().double()
+    return result
 
 
 def ig_baseline(x: torch.Tensor, variant: str = "correct") -> torch.Tensor:

@@ -6,6 +6,7 @@ import torch
 from effdepth.adapters import ADAPTERS, UnsupportedArchitecture, adapter_for
 from effdepth.cache import CacheError, load_tensors, save_tensors
 from effdepth.capture import run_captured
+from effdepth.interventions import clean_run
 from effdepth.extract import extract_stats
 from effdepth.testing import tiny_config
 
@@ -52,6 +53,35 @@ def test_final_residual_is_not_hf_hidden_state(model64, tokenizer):
     torch.testing.assert_close(out.hidden_states[0], capture.resid_pre[0])
     torch.testing.assert_close(out.hidden_states[-1], model64.model.norm(capture.resid_final))
     assert not torch.allclose(out.hidden_states[-1], capture.resid_final)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_windowed_layer_call_equals_full_call(arch, attn, tokenizer):
+    """A layer run on tokens start .. stop-1 with the recorded keys/values of 0 .. start-1 gives
+    those tokens' rows of the full call — for the causal masks of both attention implementations."""
+    from effdepth.testing import tiny_model
+
+    dtype = torch.float64 if attn == "sdpa" else torch.float32  # eager's softmax runs in float32
+    tol = {"rtol": 1e-10, "atol": 1e-10} if attn == "sdpa" else {"rtol": 1e-5, "atol": 1e-5}
+    model = tiny_model(arch, seed=3, dtype=dtype, attn_implementation=attn)
+    clean = clean_run(model, ids(tokenizer)[2])
+    runner, n_tokens = clean.runner, clean.h.shape[1]
+    for j in (0, runner.n_layers - 1):
+        full, (keys, values) = runner.layer(j, clean.h[j].unsqueeze(0), record=True)
+        torch.testing.assert_close(full[0], clean.h[j + 1], **tol)
+        assert keys.shape[2] == values.shape[2] == n_tokens
+        for start, stop in ((0, 5), (1, n_tokens), (9, 20), (n_tokens - 1, n_tokens)):
+            states = clean.h[j, start:stop].unsqueeze(0).repeat(3, 1, 1)
+            prefix = (keys[:, :, :start], values[:, :, :start]) if start else None
+            out = runner.layer(j, states, start=start, prefix=prefix)
+            for row in out:
+                torch.testing.assert_close(row, clean.h[j + 1, start:stop], **tol)
+        # per-row prefixes: each row attends to its own keys/values
+        per_row = (keys.repeat(2, 1, 1, 1)[:, :, :7], values.repeat(2, 1, 1, 1)[:, :, :7])
+        out = runner.layer_chunks(j, clean.h[j, 7:].unsqueeze(0).repeat(2, 1, 1), 1, start=7, prefix=per_row)
+        torch.testing.assert_close(out[1], clean.h[j + 1, 7:], **tol)
+    with pytest.raises(ValueError, match="keys/values of tokens 0 .. 3"):
+        runner.layer(0, clean.h[0, 4:].unsqueeze(0), start=4)
 
 
 def test_batched_equals_single(model32, tokenizer):

@@ -102,6 +102,22 @@ def test_layer_skip_matches_reference(model64, tokenizer):
     assert fast["output_max"][0, :-1].min() > 0  # the test can fail: skipping does something
 
 
+def test_layer_skip_edge_positions(model64, tokenizer):
+    """Positions next to both ends of the prompt (t = 1 skips nothing but token 0 is kept; t = T-1
+    measures one token), one position alone, and an empty position list."""
+    ids, _ = prompt(tokenizer)
+    kinds = ("layer", "attention")
+    for positions in ([1, len(ids) - 1], [len(ids) // 2]):
+        fast = layer_skip(model64, ids, positions, kinds, max_batch=3, max_alive=1)
+        slow = reference_skip(model64, ids, positions, kinds)
+        for key in slow:
+            torch.testing.assert_close(fast[key], slow[key], rtol=1e-6, atol=1e-9, msg=f"{positions} {key}")
+    assert layer_skip(model64, ids, [1], kinds)["output_max"].abs().max() < 1e-12  # t = 1: nothing skipped
+    assert layer_skip(model64, ids, [], kinds)["future_max"].shape[-1] == 0
+    with pytest.raises(ValueError, match="outside"):
+        layer_skip(model64, ids, [len(ids)], kinds)
+
+
 def test_layer_skip_published_slices_channels(model64, tokenizer):
     ids, _ = prompt(tokenizer)
     fast = layer_skip(model64, ids, [8, 16], ("layer",), variant="published")
@@ -188,6 +204,9 @@ def test_residual_erasure_matches_reference(model64, tokenizer):
     swept = residual_erasure(model64, ids, n_answer, baseline, max_batch=7, max_alive=2 * len(ids))  # several sweeps
     torch.testing.assert_close(swept, slow, rtol=1e-6, atol=1e-10)
     assert fast[:, -1].abs().max() < 1e-12  # the last token predicts nothing that is measured
+    for buckets in (1, 3, len(ids)):  # one window (whole prompt) … one window per token
+        windows = residual_erasure(model64, ids, n_answer, baseline, max_batch=5, buckets=buckets)
+        torch.testing.assert_close(windows, slow, rtol=1e-6, atol=1e-10, msg=f"buckets={buckets}")
     assert fast.max() > 1e-3
 
 
