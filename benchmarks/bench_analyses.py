@@ -37,21 +37,54 @@ ANALYSES = ("layer_skip", "residual_erasure", "integrated_gradients", "rc_cosine
 
 
 class LayerCounter:
-    """Counts token-layer evaluations: every decoder-layer call adds batch size × tokens."""
+    """Counts token-layer evaluations (every decoder-layer call adds batch size × tokens) and the
+    tokens that go through the unembedding, from which ``flops`` estimates the arithmetic."""
 
     def __init__(self, model):
         self.count = 0
-        self.handles = [
-            layer.register_forward_pre_hook(self._hook, with_kwargs=True) for layer in adapter_for(model).decoder_layers(model)
-        ]
+        self.unembedded = 0
+        adapter = adapter_for(model)
+        self.handles = [layer.register_forward_pre_hook(self._hook, with_kwargs=True) for layer in adapter.decoder_layers(model)]
+        self.handles.append(adapter.unembedding(model).register_forward_pre_hook(self._unembed))
 
     def _hook(self, module, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
         self.count += hidden.shape[0] * hidden.shape[1]
 
+    def _unembed(self, module, args):
+        self.unembedded += args[0].numel() // args[0].shape[-1]
+
     def close(self):
         for h in self.handles:
             h.remove()
+
+
+def flops(model, token_layers: int, unembedded: int) -> float:
+    """Matmul FLOPs: 2 × (one layer's weights) per token-layer + 2 × d × V per unembedded token.
+    Attention scores (2 × T × d per token-layer) are left out: under 3 % at these prompt lengths."""
+    layer = adapter_for(model).decoder_layers(model)[0]
+    per_layer = sum(p.numel() for p in layer.parameters() if p.dim() == 2)
+    unembed = adapter_for(model).unembedding(model).weight.numel()
+    return 2.0 * (per_layer * token_layers + unembed * unembedded)
+
+
+def matmul_peak(model, device: str, dtype: torch.dtype) -> float:
+    """GFLOP/s of one large matmul with the model's MLP shape: what this machine can do at best."""
+    d = model.config.hidden_size
+    x = torch.randn(2048, d, device=device, dtype=dtype)
+    w = torch.randn(model.config.intermediate_size, d, device=device, dtype=dtype)
+    torch.nn.functional.linear(x, w)
+    best = float("inf")
+    for _ in range(5):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(5):
+            torch.nn.functional.linear(x, w)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - start) / 5)
+    return 2 * x.shape[0] * d * w.shape[0] / best / 1e9
 
 
 def timed(model, fn):
@@ -65,7 +98,25 @@ def timed(model, fn):
             torch.cuda.synchronize()
     finally:
         counter.close()
-    return result, time.perf_counter() - start, counter.count
+    return result, time.perf_counter() - start, (counter.count, counter.unembedded)
+
+
+def interleaved(model, fast_fn, slow_fn, repeat: int, skip_naive: bool):
+    """Run the fast and the naive path alternately ``repeat`` times (so both see the same machine
+    load) and return, per path, (last result, median wall time, evaluation count)."""
+    fast_runs, slow_runs = [], []
+    for _ in range(max(1, repeat)):
+        fast_runs.append(timed(model, fast_fn))
+        if not skip_naive:
+            slow_runs.append(timed(model, slow_fn))
+
+    def summary(runs):
+        if not runs:
+            return None, float("nan"), (0, 0)
+        times = sorted(r[1] for r in runs)
+        return runs[-1][0], times[len(times) // 2], runs[-1][2]
+
+    return summary(fast_runs), summary(slow_runs)
 
 
 def load(name: str, dtype: torch.dtype, device: str):
@@ -109,6 +160,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--ig-steps", type=int, default=32, help="IG steps for both paths (the naive loop is slow)")
     parser.add_argument("--analyses", nargs="+", choices=ANALYSES, default=list(ANALYSES))
+    parser.add_argument("--repeat", type=int, default=1, help="run both paths N times, alternately, and report median wall times")
     parser.add_argument("--skip-naive", action="store_true", help="time the fast paths only (large models)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -126,6 +178,8 @@ def main() -> None:
         n_layers, d = model.config.num_hidden_layers, model.config.hidden_size
         positions = skip_positions(len(ids), 4, 8, 0, 0) or [len(ids) // 2]
         baseline = torch.randn(n_layers + 1, d, dtype=dtype, device=args.device)
+        peak = matmul_peak(model, args.device, dtype)
+        print(f"model={name} matmul_peak_gflops={peak:.0f}", flush=True)
         meta = {"n_prompts": str(len(sequences)), "n_layers": str(n_layers), "d_model": str(d)}
 
         def forward_fast():
@@ -146,15 +200,18 @@ def main() -> None:
         for analysis, (fast_fn, slow_fn) in cases.items():
             if analysis not in args.analyses:
                 continue
-            fast, fast_s, fast_evals = timed(model, fast_fn)
+            (fast, fast_s, fast_evals), (slow, slow_s, slow_evals) = interleaved(model, fast_fn, slow_fn, args.repeat, args.skip_naive)
             if args.skip_naive:
-                slow_s, slow_evals, diff = float("nan"), 0, float("nan")
+                diff = float("nan")
             else:
-                slow, slow_s, slow_evals = timed(model, slow_fn)
                 diff = max_diff(fast, slow) if analysis != "rc_cosine+logit_lens" else compare_forward(fast, slow)
+            fast_flop, slow_flop = flops(model, *fast_evals), flops(model, *slow_evals)
             row = {"model": name, "analysis": analysis, "tokens": len(ids), "layers": n_layers,
                    "fast_s": round(fast_s, 3), "naive_s": round(slow_s, 3), "ratio": round(slow_s / fast_s, 1),
-                   "fast_token_layers": fast_evals, "naive_token_layers": slow_evals, "max_abs_diff": f"{diff:.2e}"}
+                   "fast_token_layers": fast_evals[0], "naive_token_layers": slow_evals[0],
+                   "work_ratio": round(slow_flop / fast_flop, 2) if slow_flop else float("nan"),
+                   "fast_gflops": round(fast_flop / fast_s / 1e9, 1), "naive_gflops": round(slow_flop / slow_s / 1e9, 1),
+                   "peak_gflops": round(peak), "max_abs_diff": f"{diff:.2e}"}
             rows.append(row)
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     if args.out:

@@ -150,6 +150,9 @@ class KVPrefix:
         return keys, values
 
 
+# Attention implementations whose masks LayerRunner can window (see LayerRunner.windows).
+WINDOWED_ATTENTION = ("sdpa", "eager")
+
 # Layer keyword arguments that carry the token axis, and where: sliced for a window of tokens.
 _TOKEN_AXIS_KWARGS = {"position_ids": -1, "cache_position": 0}
 
@@ -183,7 +186,13 @@ class LayerRunner:
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self.layer_evals = 0  # sequences x layers run; benchmarks report it
 
-    def _window(self, index: int, start: int, stop: int, batch: int) -> dict[str, Any]:
+    @property
+    def windows(self) -> bool:
+        """Whether layer calls over a window of tokens are supported: the causal masks of the SDPA
+        and eager attention are built here; other kernels (flash attention) take full rows."""
+        return getattr(self.model.config, "_attn_implementation", None) in WINDOWED_ATTENTION
+
+    def _window(self, index: int, start: int, stop: int, batch: int, device: torch.device) -> dict[str, Any]:
         """Layer ``index``'s keyword arguments for queries ``start .. stop-1`` over keys ``0 .. stop-1``."""
         if start == 0 and stop == self.n_tokens:
             return {k: _expand(v, batch) for k, v in self.kwargs[index].items()}
@@ -194,7 +203,6 @@ class LayerRunner:
             elif key == "attention_mask":
                 if value is None and start > 0:
                     # SDPA's own causal flag aligns queries to the first key; spell the mask out.
-                    device = self.kwargs[index]["position_ids"].device
                     value = torch.ones(stop - start, stop, dtype=torch.bool, device=device).tril(start)[None, None]
                 elif value is not None:
                     value = value[..., start:stop, :stop]
@@ -221,9 +229,11 @@ class LayerRunner:
         keys/values [K, H_kv, n, head_dim] are those of the tokens computed here.
         """
         batch, width = hidden.shape[0], hidden.shape[1]
+        if start > 0 and not self.windows:
+            raise NotImplementedError(f"windowed layer calls need attention {WINDOWED_ATTENTION}, not {self.model.config._attn_implementation!r}")
         if start > 0 and (prefix is None or prefix[0].shape[2] != start):
             raise ValueError(f"a window starting at token {start} needs the keys/values of tokens 0 .. {start - 1}")
-        kwargs = self._window(index, start, start + width, batch)
+        kwargs = self._window(index, start, start + width, batch, hidden.device)
         self.layer_evals += batch
         if start == 0 and prefix is None and not record:
             return _first_tensor(self.layers[index](hidden, use_cache=False, **kwargs))

@@ -194,7 +194,7 @@ def layer_skip(
     # those of the run that skips layer s on all tokens ("fully skipped", kept up to the last
     # position) and only tokens t .. T-1 are computed, attending to its recorded keys/values.  The
     # published variant changes channels of every token: its rows carry the whole prompt.
-    windowed = variant == "correct"
+    windowed = variant == "correct" and runner.windows
     last = max(positions)
     # Row id of (kind k, skipped layer s) = s*K + k, in every lane.
     lanes = [Lane(t if windowed else 0) for t in positions]
@@ -297,7 +297,7 @@ def residual_erasure(
     # (tokens b .. t-1 stay clean) and attends to the clean keys/values of tokens 0 .. b-1.
     stop = int(answer[-1]) + 1
     result = torch.zeros(n_layers + 1, n_tokens, dtype=torch.float64)
-    bounds = bucket_starts(stop, buckets)
+    bounds = bucket_starts(stop, buckets if runner.windows else 1)
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def clean_prefix(j: int, b: int) -> tuple[torch.Tensor, torch.Tensor] | None:

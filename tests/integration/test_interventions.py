@@ -102,6 +102,21 @@ def test_layer_skip_matches_reference(model64, tokenizer):
     assert fast["output_max"][0, :-1].min() > 0  # the test can fail: skipping does something
 
 
+def test_full_rows_without_windowed_attention(model64, tokenizer, monkeypatch):
+    """Attention kernels whose masks cannot be windowed (flash attention) run full rows: same results."""
+    from effdepth.capture import LayerRunner
+
+    ids, n_answer = prompt(tokenizer)
+    monkeypatch.setattr(LayerRunner, "windows", property(lambda self: False))
+    skip = layer_skip(model64, ids, [8, 24], ("layer", "mlp"))
+    reference = reference_skip(model64, ids, [8, 24], ("layer", "mlp"))
+    for key in reference:
+        torch.testing.assert_close(skip[key], reference[key], rtol=1e-6, atol=1e-9, msg=key)
+    baseline = torch.zeros(model64.config.num_hidden_layers + 1, model64.config.hidden_size, dtype=torch.float64)
+    torch.testing.assert_close(residual_erasure(model64, ids, n_answer, baseline), reference_erasure(model64, ids, n_answer, baseline),
+                               rtol=1e-6, atol=1e-10)
+
+
 def test_layer_skip_edge_positions(model64, tokenizer):
     """Positions next to both ends of the prompt (t = 1 skips nothing but token 0 is kept; t = T-1
     measures one token), one position alone, and an empty position list."""
