@@ -155,6 +155,15 @@ WINDOWED_ATTENTION = ("sdpa", "eager")
 
 # Layer keyword arguments that carry the token axis, and where: sliced for a window of tokens.
 _TOKEN_AXIS_KWARGS = {"position_ids": -1, "cache_position": 0}
+_WINDOWED_KWARGS = {"attention_mask", "position_embeddings", *_TOKEN_AXIS_KWARGS}
+
+
+def _has_tensor(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return any(_has_tensor(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_tensor(v) for v in value.values())
+    return isinstance(value, torch.Tensor)
 
 
 class LayerRunner:
@@ -183,16 +192,22 @@ class LayerRunner:
             kw.pop("past_key_value", None)
             kw.pop("cache", None)
         params = inspect.signature(self.layers[0].forward).parameters
-        self._cache_arg = "cache" if "cache" in params else "past_key_values"
-        self.layer_evals = 0  # sequences x layers run; benchmarks report it
+        self._cache_arg = next((name for name in ("cache", "past_key_values") if name in params), None)
+        self._windowable = (
+            getattr(model.config, "_attn_implementation", None) in WINDOWED_ATTENTION
+            and self._cache_arg is not None
+            and all(key in _WINDOWED_KWARGS or not _has_tensor(value) for kw in self.kwargs for key, value in kw.items())
+        )
 
     @property
     def windows(self) -> bool:
-        """Whether layer calls over a window of tokens are supported: the causal masks of the SDPA
-        and eager attention are built here; other kernels (flash attention) take full rows."""
-        return getattr(self.model.config, "_attn_implementation", None) in WINDOWED_ATTENTION
+        """Whether layer calls over a window of tokens are supported: the attention is SDPA or eager
+        (whose causal masks are built here; other kernels such as flash attention take full rows),
+        the layer takes a key/value cache argument, and every captured layer argument is one this
+        class knows how to window."""
+        return self._windowable
 
-    def _window(self, index: int, start: int, stop: int, batch: int, device: torch.device) -> dict[str, Any]:
+    def _window(self, index: int, start: int, stop: int, batch: int, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
         """Layer ``index``'s keyword arguments for queries ``start .. stop-1`` over keys ``0 .. stop-1``."""
         if start == 0 and stop == self.n_tokens:
             return {k: _expand(v, batch) for k, v in self.kwargs[index].items()}
@@ -203,13 +218,17 @@ class LayerRunner:
             elif key == "attention_mask":
                 if value is None and start > 0:
                     # SDPA's own causal flag aligns queries to the first key; spell the mask out.
-                    value = torch.ones(stop - start, stop, dtype=torch.bool, device=device).tril(start)[None, None]
+                    allowed = torch.ones(stop - start, stop, dtype=torch.bool, device=device).tril(start)[None, None]
+                    if self.model.config._attn_implementation == "eager":  # eager adds its mask to the scores
+                        value = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+                    else:
+                        value = allowed
                 elif value is not None:
                     value = value[..., start:stop, :stop]
             elif key in _TOKEN_AXIS_KWARGS and isinstance(value, torch.Tensor):
                 value = value.narrow(_TOKEN_AXIS_KWARGS[key] % value.dim(), start, stop - start)
-            elif isinstance(value, torch.Tensor) and value.dim() >= 1 and self.n_tokens in value.shape:
-                raise NotImplementedError(f"cannot window the layer argument {key!r} {tuple(value.shape)} to a token range")
+            elif _has_tensor(value):
+                raise NotImplementedError(f"cannot window the layer argument {key!r} to a token range")
             out[key] = _expand(value, batch)
         return out
 
@@ -229,22 +248,27 @@ class LayerRunner:
         keys/values [K, H_kv, n, head_dim] are those of the tokens computed here.
         """
         batch, width = hidden.shape[0], hidden.shape[1]
-        if start > 0 and not self.windows:
-            raise NotImplementedError(f"windowed layer calls need attention {WINDOWED_ATTENTION}, not {self.model.config._attn_implementation!r}")
+        if (start > 0 or prefix is not None or record) and not self.windows:
+            raise NotImplementedError(
+                f"windowed layer calls need attention {WINDOWED_ATTENTION} (this model: "
+                f"{self.model.config._attn_implementation!r}) and a layer that takes a key/value cache"
+            )
         if start > 0 and (prefix is None or prefix[0].shape[2] != start):
             raise ValueError(f"a window starting at token {start} needs the keys/values of tokens 0 .. {start - 1}")
-        kwargs = self._window(index, start, start + width, batch, hidden.device)
-        self.layer_evals += batch
+        kwargs = self._window(index, start, start + width, batch, hidden.device, hidden.dtype)
         if start == 0 and prefix is None and not record:
             return _first_tensor(self.layers[index](hidden, use_cache=False, **kwargs))
         cache = KVPrefix(*(prefix or (None, None)))
-        out = _first_tensor(self.layers[index](hidden, use_cache=False, **{self._cache_arg: cache}, **kwargs))
-        if record:
-            assert cache.seen is not None, "the attention module did not pass its keys/values to the cache"
-            return out, cache.seen
+        ignored = "the attention module ignored the key/value cache; windowed layer calls are unsupported for this model"
+        try:
+            out = _first_tensor(self.layers[index](hidden, use_cache=False, **{self._cache_arg: cache}, **kwargs))
+        except RuntimeError as error:  # typically a mask/key length mismatch
+            if cache.seen is None:
+                raise RuntimeError(ignored) from error
+            raise
         if cache.seen is None:
-            raise RuntimeError("the attention module ignored the key/value prefix; windowed layer calls are unsupported")
-        return out
+            raise RuntimeError(ignored)
+        return (out, cache.seen) if record else out
 
     def layer_chunks(
         self,

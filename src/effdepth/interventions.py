@@ -137,9 +137,11 @@ class Lane:
         self.origin = origin if self.origin is None else torch.cat([self.origin, origin])
 
 
-def rows_per_call(max_batch: int, n_tokens: int, width: int) -> int:
-    """Rows of ``width`` tokens per layer call: ``max_batch`` full-length rows' worth of tokens."""
-    return max(1, max_batch * n_tokens // max(1, width))
+def rows_per_call(max_batch: int, n_tokens: int, width: int, start: int = 0) -> int:
+    """Rows of tokens ``start .. start+width-1`` per layer call: ``max_batch`` full-length rows'
+    worth of tokens, where a key of the attended prefix counts a quarter of a computed token (its
+    keys/values and attention scores against the MLP activations of a computed one)."""
+    return max(1, max_batch * n_tokens // max(1, width, (start + width) // 4))
 
 
 # Largest number of logits (rows x positions x vocabulary) materialised at once: 1 GiB in float32.
@@ -233,7 +235,8 @@ def layer_skip(
                 before = lane.states
                 width = before.shape[1]
                 window = None if prefix is None else (prefix[0][:, :, :t], prefix[1][:, :, :t])
-                lane.states = runner.layer_chunks(j, before, rows_per_call(max_batch, n_tokens, width), start=lane.start, prefix=window)
+                rows = rows_per_call(max_batch, n_tokens, width, lane.start)
+                lane.states = runner.layer_chunks(j, before, rows, start=lane.start, prefix=window)
                 skip_in = t - lane.start  # first column at a token >= t
                 changed = lane.states[:, skip_in:] - before[:, skip_in:]
                 record(p, "future", lane.origin, norm(widen(c[j, t:] - changed)) / c_norm[j, t:], j)
@@ -259,7 +262,9 @@ def bucket_starts(n_tokens: int, buckets: int) -> list[int]:
     """First tokens of up to ``buckets`` near-equal windows covering 0 .. n_tokens-1."""
     if buckets < 1:
         raise ValueError(f"buckets must be >= 1, got {buckets}")
-    return sorted({(i * n_tokens) // buckets for i in range(min(buckets, n_tokens))})
+    if buckets >= n_tokens:
+        return list(range(n_tokens))
+    return [(i * n_tokens) // buckets for i in range(buckets)]
 
 
 def answer_positions(n_tokens: int, n_answer: int) -> torch.Tensor:
@@ -321,7 +326,7 @@ def residual_erasure(
                 break
             for lane in lanes:
                 assert lane.states is not None
-                rows = rows_per_call(max_batch, n_tokens, lane.states.shape[1])
+                rows = rows_per_call(max_batch, n_tokens, lane.states.shape[1], lane.start)
                 lane.states = runner.layer_chunks(j, lane.states, rows, start=lane.start, prefix=clean_prefix(j, lane.start))
         for lane in lanes:
             assert lane.states is not None and lane.origin is not None

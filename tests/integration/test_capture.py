@@ -76,12 +76,57 @@ def test_windowed_layer_call_equals_full_call(arch, attn, tokenizer):
             out = runner.layer(j, states, start=start, prefix=prefix)
             for row in out:
                 torch.testing.assert_close(row, clean.h[j + 1, start:stop], **tol)
-        # per-row prefixes: each row attends to its own keys/values
-        per_row = (keys.repeat(2, 1, 1, 1)[:, :, :7], values.repeat(2, 1, 1, 1)[:, :, :7])
-        out = runner.layer_chunks(j, clean.h[j, 7:].unsqueeze(0).repeat(2, 1, 1), 1, start=7, prefix=per_row)
-        torch.testing.assert_close(out[1], clean.h[j + 1, 7:], **tol)
+        # per-row prefixes, split over chunks of 2 rows: each row attends to its own keys/values
+        # (rows 1 and 3 get a perturbed prefix, so a row paired with the wrong prefix would show)
+        per_row = [k.repeat(4, 1, 1, 1)[:, :, :7].clone() for k in (keys, values)]
+        per_row[1][1::2] += 1.0
+        out = runner.layer_chunks(j, clean.h[j, 7:].unsqueeze(0).repeat(4, 1, 1), 2, start=7, prefix=tuple(per_row))
+        for row in (0, 2):
+            torch.testing.assert_close(out[row], clean.h[j + 1, 7:], **tol)
+        for row in (1, 3):
+            assert not torch.allclose(out[row], clean.h[j + 1, 7:])
+            torch.testing.assert_close(out[row], out[1])
     with pytest.raises(ValueError, match="keys/values of tokens 0 .. 3"):
         runner.layer(0, clean.h[0, 4:].unsqueeze(0), start=4)
+    with pytest.raises(ValueError, match="keys/values of tokens 0 .. 3"):
+        runner.layer(0, clean.h[0, 4:].unsqueeze(0), start=4, prefix=(keys[:, :, :3], values[:, :, :3]))
+
+
+def test_windowed_calls_refuse_what_they_cannot_do(model64, tokenizer, monkeypatch):
+    """No silent wrong answers: an attention kernel without a windowable mask, an attention module
+    that ignores the key/value cache, and an unknown token-axis layer argument are errors."""
+    from effdepth.capture import LayerRunner
+
+    clean = clean_run(model64, ids(tokenizer)[0])
+    runner = clean.runner
+    _, (keys, values) = runner.layer(0, clean.h[0].unsqueeze(0), record=True)
+    prefix = (keys[:, :, :4], values[:, :, :4])
+    runner._cache_arg = "unused_cache"  # reaches the attention as an ignored keyword
+    with pytest.raises(RuntimeError, match="ignored the key/value cache"):
+        runner.layer(0, clean.h[0, 4:].unsqueeze(0), start=4, prefix=prefix)
+    runner = clean_run(model64, ids(tokenizer)[0]).runner
+    runner.kwargs[0]["token_bias"] = torch.zeros(1, clean.h.shape[1])
+    with pytest.raises(NotImplementedError, match="token_bias"):
+        runner._window(0, 4, clean.h.shape[1], 1, clean.h.device, clean.h.dtype)
+    assert not LayerRunner(model64, runner.adapter, _capture_with(runner)).windows
+    fresh = clean_run(model64, ids(tokenizer)[0]).runner
+    assert fresh.windows
+    monkeypatch.setattr("effdepth.capture.WINDOWED_ATTENTION", ("flash_attention_2",))  # as if the model ran flash
+    other_kernel = LayerRunner(model64, fresh.adapter, _capture_with(fresh))
+    assert not other_kernel.windows
+    with pytest.raises(NotImplementedError, match="windowed layer calls need attention"):
+        other_kernel.layer(0, clean.h[0, 4:].unsqueeze(0), start=4, prefix=prefix)
+    other_kernel.layer(0, clean.h[0].unsqueeze(0))  # full rows still run
+
+
+def _capture_with(runner):
+    """A Capture carrying ``runner``'s layer arguments (to build another LayerRunner from them)."""
+    from effdepth.capture import Capture
+
+    capture = Capture()
+    capture.layer_kwargs = [dict(kw) for kw in runner.kwargs]
+    capture.resid_pre = [torch.zeros(1, runner.n_tokens, 1)]
+    return capture
 
 
 def test_batched_equals_single(model32, tokenizer):

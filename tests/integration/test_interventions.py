@@ -117,6 +117,46 @@ def test_full_rows_without_windowed_attention(model64, tokenizer, monkeypatch):
                                rtol=1e-6, atol=1e-10)
 
 
+@pytest.mark.parametrize("setting", ["eager-float32", "sliding-window"])
+def test_windowed_interventions_other_masks(setting, tokenizer):
+    """The windowed skip and erasure also match the references when the captured mask is a tensor:
+    eager attention's additive float mask, and an SDPA mask with a sliding window shorter than T."""
+    from effdepth.testing import tiny_model
+
+    if setting == "eager-float32":  # eager's softmax runs in float32
+        model = tiny_model("llama", seed=3, dtype=torch.float32, attn_implementation="eager")
+        tol = {"rtol": 1e-4, "atol": 1e-5}
+    else:
+        model = tiny_model("qwen2", seed=3, dtype=torch.float64, use_sliding_window=True, sliding_window=6, max_window_layers=0)
+        tol = {"rtol": 1e-6, "atol": 1e-9}
+    ids, n_answer = prompt(tokenizer)
+    kinds = ("layer", "attention")
+    fast = layer_skip(model, ids, [8, 24], kinds, max_batch=3)
+    slow = reference_skip(model, ids, [8, 24], kinds)
+    for key in slow:
+        torch.testing.assert_close(fast[key], slow[key].to(fast[key].dtype), **tol, msg=key)
+    torch.manual_seed(0)
+    baseline = torch.randn(model.config.num_hidden_layers + 1, model.config.hidden_size, dtype=model.dtype)
+    torch.testing.assert_close(residual_erasure(model, ids, n_answer, baseline, max_batch=5),
+                               reference_erasure(model, ids, n_answer, baseline), **tol)
+
+
+def test_staircase_planning():
+    from effdepth.interventions import bucket_starts, plan_sweeps, rows_per_call
+
+    assert plan_sweeps([1, 2, 3, 4], [5, 5, 5, 5], 10) == [[1, 2], [3, 4]]
+    assert plan_sweeps([1, 2, 3], [5, 5, 5], 4) == [[1], [2], [3]]  # a start layer never splits
+    assert plan_sweeps([0, 1, 2], [3, 3, 3], 100) == [[0, 1, 2]]
+    assert rows_per_call(8, 100, 100) == 8  # full rows: max_batch
+    assert rows_per_call(8, 100, 25, start=75) == 32  # same tokens in narrower rows
+    assert rows_per_call(8, 100, 5, start=995) == 3  # a long attended prefix counts a quarter per key
+    assert bucket_starts(22, 8) == [0, 2, 5, 8, 11, 13, 16, 19]
+    assert bucket_starts(5, 8) == bucket_starts(5, 5) == [0, 1, 2, 3, 4]
+    assert bucket_starts(5, 1) == [0]
+    with pytest.raises(ValueError, match="buckets"):
+        bucket_starts(5, 0)
+
+
 def test_layer_skip_edge_positions(model64, tokenizer):
     """Positions next to both ends of the prompt (t = 1 skips nothing but token 0 is kept; t = T-1
     measures one token), one position alone, and an empty position list."""
