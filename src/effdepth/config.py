@@ -70,6 +70,9 @@ def _semantic_errors(config: dict[str, Any]) -> list[str]:
         for task in (options or {}).get("tasks", []):
             if task not in config["tasks"]:
                 errors.append(f"analyses.{analysis}.tasks: unknown task {task!r} (configured: {', '.join(config['tasks'])})")
+    primary = (config.get("figures") or {}).get("primary_task")
+    if primary is not None and primary not in config["tasks"]:
+        errors.append(f"figures.primary_task: unknown task {primary!r} (configured: {', '.join(config['tasks'])})")
     erasure = (config.get("analyses") or {}).get("residual_erasure")
     if erasure is not None:
         baseline = (erasure or {}).get("baseline_task", "gsm8k")

@@ -100,9 +100,13 @@ def _tasks(ctx: Context, *frames: pl.DataFrame) -> list[str]:
 
 
 def _primary_task(table: pl.DataFrame, ctx: Context, analysis: str) -> str:
-    """The task of the per-model grids (F1–F7): the first configured task of the analysis present."""
+    """The task of the per-model grids (F1–F7): ``figures.primary_task`` when the analysis ran on it,
+    else the first configured task of the analysis present."""
     configured = ctx.get("analyses", {}).get(analysis, {}).get("tasks") or list(ctx.get("tasks", {}))
     present = table["task"].unique(maintain_order=True).to_list()
+    chosen = ctx.get("figures", {}).get("primary_task")
+    if chosen in present:
+        return chosen
     for task in configured:
         if task in present:
             return task

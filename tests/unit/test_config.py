@@ -101,6 +101,12 @@ def test_erasure_baseline_task_must_exist():
     check(config, "analyses.residual_erasure.baseline_task: task 'gsm8k' is not configured")
 
 
+def test_figures_primary_task_must_exist():
+    config = minimal()
+    config["figures"] = {"primary_task": "gsm9k"}
+    check(config, "figures.primary_task: unknown task 'gsm9k'")
+
+
 def test_arithmetic_needs_digits():
     config = minimal()
     del config["tasks"]["add"]["digits"]

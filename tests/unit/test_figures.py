@@ -206,6 +206,19 @@ def test_single_model_grids(paper_like):
         build_chart(name, small, ctx).to_dict(validate=True)
 
 
+def test_primary_task_chooses_the_per_model_grids_task(paper_like):
+    tables, ctx = paper_like
+    rc = figures._headline(tables["relative_contribution"])
+    assert figures._select_task(rc, ctx, "relative_contribution", False)[1] == "task gsm8k"  # first configured
+    chosen = {**ctx, "figures": {**ctx["figures"], "primary_task": "addition_4"}}
+    data, label = figures._select_task(rc, chosen, "relative_contribution", False)
+    assert label == "task addition_4" and data["task"].unique().to_list() == ["addition_4"]
+    # an analysis that did not run on the chosen task keeps its own first task
+    only_gsm8k = rc.filter(pl.col("task") == "gsm8k")
+    assert figures._select_task(only_gsm8k, chosen, "relative_contribution", False)[1] == "task gsm8k"
+    assert "task addition_4" in str(build_chart("cosine", tables, chosen).to_dict())
+
+
 # --- the registry -------------------------------------------------------------------------------
 
 
