@@ -13,6 +13,7 @@ Results go to stdout and, with --out, to a CSV file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import sys
 import time
@@ -25,6 +26,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "src"))
 
 from effdepth.adapters import adapter_for  # noqa: E402
+from effdepth.capture import LayerRunner  # noqa: E402
 from effdepth.extract import extract_stats  # noqa: E402
 from effdepth.interventions import integrated_gradients, layer_skip, residual_erasure, skip_positions  # noqa: E402
 from effdepth.tables import logit_lens_table, relative_contribution_table  # noqa: E402
@@ -147,6 +149,17 @@ def load(name: str, dtype: torch.dtype, device: str):
     raise SystemExit(f"unknown model {name!r}")
 
 
+@contextlib.contextmanager
+def full_rows():
+    """Interventions run full-length rows (no token windows) inside the block."""
+    original = LayerRunner.windows
+    LayerRunner.windows = property(lambda self: False)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        LayerRunner.windows = original  # type: ignore[method-assign]
+
+
 def max_diff(fast, slow) -> float:
     if isinstance(fast, dict):
         return max(max_diff(fast[k], slow[k]) for k in slow)
@@ -161,6 +174,8 @@ def main() -> None:
     parser.add_argument("--ig-steps", type=int, default=32, help="IG steps for both paths (the naive loop is slow)")
     parser.add_argument("--analyses", nargs="+", choices=ANALYSES, default=list(ANALYSES))
     parser.add_argument("--repeat", type=int, default=1, help="run both paths N times, alternately, and report median wall times")
+    parser.add_argument("--check-windows", action="store_true",
+                        help="also run skip and erasure with full rows instead of token windows and report the largest difference")
     parser.add_argument("--skip-naive", action="store_true", help="time the fast paths only (large models)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -200,7 +215,14 @@ def main() -> None:
         for analysis, (fast_fn, slow_fn) in cases.items():
             if analysis not in args.analyses:
                 continue
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
             (fast, fast_s, fast_evals), (slow, slow_s, slow_evals) = interleaved(model, fast_fn, slow_fn, args.repeat, args.skip_naive)
+            fast_peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+            window_diff = float("nan")
+            if args.check_windows and analysis in ("layer_skip", "residual_erasure"):
+                with full_rows():
+                    window_diff = max_diff(fast, fast_fn())
             if args.skip_naive:
                 diff = float("nan")
             else:
@@ -211,7 +233,8 @@ def main() -> None:
                    "fast_token_layers": fast_evals[0], "naive_token_layers": slow_evals[0],
                    "work_ratio": round(slow_flop / fast_flop, 2) if slow_flop else float("nan"),
                    "fast_gflops": round(fast_flop / fast_s / 1e9, 1), "naive_gflops": round(slow_flop / slow_s / 1e9, 1),
-                   "peak_gflops": round(peak), "max_abs_diff": f"{diff:.2e}"}
+                   "peak_gflops": round(peak), "max_abs_diff": f"{diff:.2e}", "window_diff": f"{window_diff:.2e}",
+                   "peak_mem_gib": round(fast_peak, 2)}
             rows.append(row)
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     if args.out:

@@ -24,7 +24,7 @@ def reference_activations(model, ids):
         handles.append(layer.mlp.register_forward_hook(lambda mod, args, out, i=i: store["m"].__setitem__(i, out[0])))
     try:
         with torch.no_grad():
-            logits = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
+            logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0]
     finally:
         for h in handles:
             h.remove()

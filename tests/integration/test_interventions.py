@@ -36,7 +36,7 @@ def forward_with(model, ids, hooks):
     for module, hook, kind in hooks:
         handles.insert(0, module.register_forward_pre_hook(hook, with_kwargs=True) if kind == "pre" else module.register_forward_hook(hook))
     try:
-        logits = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
+        logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0]
     finally:
         for h in handles:
             h.remove()
@@ -310,7 +310,7 @@ def reference_ig(model, ids, n_answer, steps, variant="correct"):
             target = sum(torch.softmax(logits[i], -1)[ids[i + 1]] for i in answer)
             (grad,) = torch.autograd.grad(target, point)
             total += grad
-        out[l] = ((x - x0) * total).sum(-1) / steps
+        out[l] = (((x - x0) * total).sum(-1) / steps).cpu()
     return out
 
 
