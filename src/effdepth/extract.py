@@ -35,6 +35,21 @@ from .metrics import LAYER_STATS, layer_token_stats, lens_token_stats
 log = get_logger("effdepth.extract")
 
 
+def plan_batches(lengths: list[int], batch_size: int, max_batch_tokens: int | None = None) -> list[list[int]]:
+    """Consecutive prompt indices in batches of at most ``batch_size`` prompts and, if set, at most
+    ``max_batch_tokens`` prompts × longest prompt (left padding); a prompt over the cap runs alone."""
+    batches: list[list[int]] = []
+    for index, length in enumerate(lengths):
+        if batches:
+            current = batches[-1]
+            longest = max(length, *(lengths[i] for i in current))
+            if len(current) < batch_size and (max_batch_tokens is None or (len(current) + 1) * longest <= max_batch_tokens):
+                current.append(index)
+                continue
+        batches.append([index])
+    return batches
+
+
 @torch.inference_mode()
 def extract_stats(
     model,
@@ -42,21 +57,25 @@ def extract_stats(
     pad_id: int,
     *,
     batch_size: int = 4,
+    max_batch_tokens: int | None = None,
     top_k: int = 5,
     store_activations: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Run ``prompts`` (dicts with ``input_ids``) in left-padded batches and reduce to statistics."""
+    """Run ``prompts`` (dicts with ``input_ids``) in left-padded batches and reduce to statistics.
+
+    Batches hold up to ``batch_size`` consecutive prompts and, when ``max_batch_tokens`` is set, at
+    most that many prompts × padded length (a longer prompt still runs, alone)."""
     adapter = adapter_for(model)
     out: dict[str, list[torch.Tensor]] = {k: [] for k in ("layer_stats", "lens_kl", "lens_overlap", "token_prompt", "token_position", "resid_sum", "resid_count", "resid_last")}
     raw: dict[str, torch.Tensor] = {}
-    batches = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
-    for b, batch in enumerate(progress(batches, len(batches), "extraction batches", log)):
+    batches = plan_batches([len(p["input_ids"]) for p in prompts], batch_size, max_batch_tokens)
+    for first, batch in progress([(b[0], [prompts[i] for i in b]) for b in batches], len(batches), "extraction batches", log):
         capture, mask = run_captured(model, adapter, [p["input_ids"] for p in batch], pad_id)
         resid = capture.residuals()  # L+1 tensors [B, T, d]
         final_logits = capture.logits
         n_layers = len(capture.resid_pre)
         for row in range(len(batch)):
-            index = b * batch_size + row
+            index = first + row
             keep = mask[row]
             h = torch.stack([r[row, keep] for r in resid])  # [L+1, T_p, d]
             a = torch.stack([x[row, keep] for x in capture.attn_out])  # [L, T_p, d]
@@ -103,13 +122,15 @@ def run_extraction(
     metadata: dict[str, Any],
     *,
     batch_size: int = 4,
+    max_batch_tokens: int | None = None,
     top_k: int = 5,
     store_activations: bool = False,
 ) -> None:
     from .models import pad_token_id
 
     tensors = extract_stats(
-        model, prompts, pad_token_id(tokenizer), batch_size=batch_size, top_k=top_k, store_activations=store_activations
+        model, prompts, pad_token_id(tokenizer), batch_size=batch_size, max_batch_tokens=max_batch_tokens, top_k=top_k,
+        store_activations=store_activations,
     )
     meta = {
         **metadata,

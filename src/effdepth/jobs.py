@@ -62,14 +62,14 @@ def _provenance(model: str, entry: dict[str, Any], task: str, digest: str) -> di
 
 
 def extract(model: str, entry: dict[str, Any], model_dir: str, task: str, task_spec: dict[str, Any], prompts: str,
-            output: str, batch_size: int, top_k: int, store_activations: bool) -> None:
+            output: str, batch_size: int, top_k: int, store_activations: bool, max_batch_tokens: int | None = None) -> None:
     from .extract import run_extraction
 
     net, tokenizer = _load(model_dir, entry)
     chosen, digest = _prompts(prompts, tokenizer, task_spec)
     log.info("%s / %s: %d prompts, %d tokens", model, task, len(chosen), sum(len(p["input_ids"]) for p in chosen))
     run_extraction(net, tokenizer, chosen, output, _provenance(model, entry, task, digest),
-                   batch_size=batch_size, top_k=top_k, store_activations=store_activations)
+                   batch_size=batch_size, max_batch_tokens=max_batch_tokens, top_k=top_k, store_activations=store_activations)
 
 
 def forward_table(analysis: str, stats: str, output: str, variant: str, model: str, task: str) -> None:

@@ -114,7 +114,8 @@ def build_prompts(name: str, spec: dict[str, Any], base_dir: Path | str = ".") -
     """All candidate prompts of a task as a frame with columns id, question, answer, text.
 
     Named benchmarks return their first ``4 * n_prompts`` items, or every item when the task has a
-    token-length filter (AIME24's 400 tokens drops most of its 30 problems); extraction keeps the
+    token-length filter (AIME24's prompts carry their full solutions: a 1024-token cap keeps about a
+    third of its 30 problems); extraction keeps the
     first ``n_prompts`` that fit.
     """
     source, n = spec["source"], int(spec.get("n_prompts", 10))

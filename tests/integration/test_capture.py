@@ -134,8 +134,18 @@ def test_batched_equals_single(model32, tokenizer):
     sequences = ids(tokenizer)
     batched = extract_stats(model32, [{"input_ids": s, "id": i} for i, s in enumerate(sequences)], 0, batch_size=3)
     single = extract_stats(model32, [{"input_ids": s, "id": i} for i, s in enumerate(sequences)], 0, batch_size=1)
+    capped = extract_stats(model32, [{"input_ids": s, "id": i} for i, s in enumerate(sequences)], 0, batch_size=3, max_batch_tokens=60)
     for key in batched:
         torch.testing.assert_close(batched[key], single[key], rtol=1e-4, atol=1e-4, msg=key)
+        torch.testing.assert_close(capped[key], single[key], rtol=1e-4, atol=1e-4, msg=key)
+
+
+def test_extraction_batches_respect_the_token_cap():
+    from effdepth.extract import plan_batches
+
+    assert plan_batches([10, 10, 10, 10, 10], 4) == [[0, 1, 2, 3], [4]]
+    assert plan_batches([10, 10, 30, 10], 4, max_batch_tokens=60) == [[0, 1], [2, 3]]  # 3 prompts x 30 (padded) > 60
+    assert plan_batches([100, 5, 5], 4, max_batch_tokens=60) == [[0], [1, 2]]  # over the cap: alone
 
 
 def test_store_activations(model32, tokenizer):

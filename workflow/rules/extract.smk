@@ -11,6 +11,7 @@ rule extract:
         entry=lambda w: config["models"][w.model],
         task_spec=lambda w: config["tasks"][w.task],
         batch_size=config["extraction"]["batch_size"],
+        max_batch_tokens=config["extraction"]["max_batch_tokens"],
         store_activations=config["extraction"]["store_activations"],
         top_k=ANALYSES.get("logit_lens", {}).get("top_k", 5),
     threads: 4
