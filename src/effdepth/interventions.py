@@ -17,7 +17,6 @@ The obviously-correct references (one full forward per intervention) live in the
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
