@@ -204,7 +204,7 @@ def layer_skip(
     def add_rows(s: int) -> None:
         ids = torch.arange(s * n_kinds, (s + 1) * n_kinds)
         replacements = [skip_replacement(clean, s, kind, variant) for kind in kinds]
-        if windowed:
+        if windowed and s < n_layers - 1:  # no later layer needs the last layer's prefix
             full.add(torch.stack([skipped_state(clean, s, last, kind, variant, r)[:last] for kind, r in zip(kinds, replacements)]), ids)
         for lane, t in zip(lanes, positions):
             if windowed:  # tokens >= t enter layer s+1 untouched
