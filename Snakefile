@@ -31,8 +31,8 @@ include: "workflow/rules/download.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/analyses.smk"
 include: "workflow/rules/aggregate.smk"
-include: "workflow/rules/figures.smk"
 include: "workflow/rules/depth.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

@@ -22,17 +22,18 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "src"))
 
 from effdepth.adapters import adapter_for  # noqa: E402
 from effdepth.capture import LayerRunner  # noqa: E402
 from effdepth.extract import extract_stats  # noqa: E402
-from effdepth.interventions import integrated_gradients, layer_skip, residual_erasure, skip_positions  # noqa: E402
-from effdepth.tables import logit_lens_table, relative_contribution_table  # noqa: E402
+from effdepth.analyses.integrated_gradients import integrated_gradients  # noqa: E402
+from effdepth.analyses.layer_skip import layer_skip, skip_positions  # noqa: E402
+from effdepth.analyses.residual_erasure import residual_erasure  # noqa: E402
+from effdepth.analyses.logit_lens import table as logit_lens_table  # noqa: E402
+from effdepth.analyses.relative_contribution import table as relative_contribution_table  # noqa: E402
 from effdepth.testing import char_tokenizer, tiny_model  # noqa: E402
-from tests.integration.test_forward_analyses import reference_lens, reference_rc  # noqa: E402
-from tests.integration.test_interventions import reference_erasure, reference_ig, reference_skip  # noqa: E402
+from effdepth.reference import reference_erasure, reference_ig, reference_lens, reference_rc, reference_skip  # noqa: E402
 
 
 ANALYSES = ("layer_skip", "residual_erasure", "integrated_gradients", "rc_cosine+logit_lens")
@@ -133,7 +134,7 @@ def load(name: str, dtype: torch.dtype, device: str):
         model, tokenizer = load_model(target, {"device": device, "dtype": str(dtype).replace("torch.", "")})
         return model, tokenizer
     if name.startswith("qwen2.5-") and name.endswith("-shape"):
-        # Random init with the published Qwen2.5 shapes: same cost as the real model (NOTES.md).
+        # Random init with the published Qwen2.5 shapes: same cost as the real model (the models' published config.json).
         from transformers import AutoModelForCausalLM, Qwen2Config
 
         from effdepth.testing import char_tokenizer as tok

@@ -13,10 +13,12 @@ from jsonschema.exceptions import ValidationError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
-FORWARD_ANALYSES = ("relative_contribution", "logit_lens", "block_influence")
-INTERVENTION_ANALYSES = ("layer_skip", "residual_erasure", "integrated_gradients")
-ANALYSES = FORWARD_ANALYSES + INTERVENTION_ANALYSES
 ARITHMETIC_SOURCES = ("addition", "multiplication")
+# Keys no job computes with: read only by figures (grouping, axes, Q2 pairs) and resource requests.
+# The workflow passes every other key of a model or task entry to the jobs that use the entry, so
+# editing one of these reruns no extraction or analysis.
+MODEL_METADATA = ("family", "size_b", "training", "base_model")
+TASK_METADATA = ("difficulty",)
 
 
 class ConfigError(ValueError):
@@ -75,7 +77,7 @@ def _semantic_errors(config: dict[str, Any]) -> list[str]:
         errors.append(f"figures.primary_task: unknown task {primary!r} (configured: {', '.join(config['tasks'])})")
     erasure = (config.get("analyses") or {}).get("residual_erasure")
     if erasure is not None:
-        baseline = (erasure or {}).get("baseline_task", "gsm8k")
+        baseline = erasure["baseline_task"]
         if baseline not in config["tasks"]:
             errors.append(
                 f"analyses.residual_erasure.baseline_task: task {baseline!r} is not configured "
@@ -93,11 +95,12 @@ def validate_config(config: dict[str, Any], schema_path: Path | str = DEFAULT_SC
     validator = Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     messages = [_describe(e) for e in errors]
-    if not messages:
-        messages = _semantic_errors(config)
+    filled = None if messages else fill_defaults(config, schema)
+    if filled is not None:
+        messages = _semantic_errors(filled)
     if messages:
         raise ConfigError(f"{source} is invalid:\n" + "\n".join(f"  - {m}" for m in messages))
-    return fill_defaults(config, schema)
+    return filled
 
 
 def fill_defaults(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -125,9 +128,20 @@ def fill_defaults(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, A
     out["analyses"] = analyses
     for block in ("extraction", "effective_depth", "figures", "execution"):
         out[block] = {**defaults(defs[block]), **(out.get(block) or {})}
-    if "residual_erasure" in analyses:
-        analyses["residual_erasure"].setdefault("baseline_task", "gsm8k")
     return out
+
+
+def schema_default(analysis: str, key: str, schema_path: Path | str = DEFAULT_SCHEMA) -> Any:
+    """The schema's default of ``analyses.<analysis>.<key>`` (for options read even when the
+    analysis itself is not configured, e.g. the logit lens's ``top_k`` at extraction)."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    return schema["$defs"]["analyses"]["properties"][analysis]["properties"][key]["default"]
+
+
+def job_entry(entry: dict[str, Any], metadata: tuple[str, ...]) -> dict[str, Any]:
+    """A model or task entry without the keys in ``metadata`` (MODEL_METADATA / TASK_METADATA):
+    what the jobs that use the entry receive, so a metadata edit reruns none of them."""
+    return {k: v for k, v in entry.items() if k not in metadata}
 
 
 def load_config(path: Path | str, schema_path: Path | str = DEFAULT_SCHEMA) -> dict[str, Any]:

@@ -109,14 +109,14 @@ def ed_cosine(mean_cos: np.ndarray) -> np.ndarray:
     return _last_true((mean_cos[:, :-1] < 0) & (mean_cos[:, 1:] >= 0))
 
 
-def ed_kl(kl: np.ndarray, tau: float = 0.5, robust: bool = False) -> np.ndarray:
+def ed_kl(kl: np.ndarray, tau: float, robust: bool = False) -> np.ndarray:
     """First l with KL(l) < τ·max_l KL (robust: and for every later layer).  kl: [B, L], l = 0 .. L-1."""
     kl = np.atleast_2d(kl)
     cond = kl < tau * kl.max(axis=1, keepdims=True)
     return _first_true(_holds_to_end(cond) if robust else cond)
 
 
-def ed_overlap(overlap: np.ndarray, tau: float = 0.3, robust: bool = False) -> np.ndarray:
+def ed_overlap(overlap: np.ndarray, tau: float, robust: bool = False) -> np.ndarray:
     """First l with overlap(l) > τ (robust: and for every later layer).  overlap: [B, L]."""
     cond = np.atleast_2d(overlap) > tau
     return _first_true(_holds_to_end(cond) if robust else cond)
@@ -227,17 +227,12 @@ def _matrix(rows: pl.DataFrame, feature: pl.Expr, n_features: int) -> tuple[np.n
 
 
 def _n_layers(tables: dict[str, pl.DataFrame], model: str) -> int | None:
-    """L of a model: relative_contribution max(layer)+1, else layer_skip max(skipped_layer)+1, else
-    logit_lens (max(layer) for the correct variant, which includes h_L; +1 for published)."""
-    rc = tables.get("relative_contribution")
-    if rc is not None and (m := rc.filter(pl.col("model") == model)).height:
-        return int(m["layer"].max()) + 1
-    skip = tables.get("layer_skip")
-    if skip is not None and (m := skip.filter(pl.col("model") == model)).height:
-        return int(m["skipped_layer"].max()) + 1
-    lens = tables.get("logit_lens")
-    if lens is not None and (m := lens.filter(pl.col("model") == model)).height:
-        return int(m["layer"].max()) + (1 if m["variant"][0] == "published" else 0)
+    """L of a model, from the ``n_layers`` column every analysis table carries (recorded at
+    extraction or when the intervention job loaded the model)."""
+    for table in tables.values():
+        rows = table.filter(pl.col("model") == model)
+        if rows.height:
+            return int(rows["n_layers"][0])
     return None
 
 
@@ -388,9 +383,9 @@ def _pairs(tables: dict[str, pl.DataFrame]) -> list[tuple[str, str]]:
 
 def effective_depth(
     tables: dict[str, pl.DataFrame],
-    kl_threshold: float = 0.5,
-    overlap_threshold: float = 0.3,
-    bootstrap: int = 1000,
+    kl_threshold: float,
+    overlap_threshold: float,
+    bootstrap: int,
     seed: int = 0,
     sweep: Iterable[float] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -487,10 +482,10 @@ def run(
             tables[str(t["analysis"][0])] = t
     table, sweep = effective_depth(
         tables,
-        kl_threshold=options.get("kl_threshold", 0.5),
-        overlap_threshold=options.get("overlap_threshold", 0.3),
-        bootstrap=options.get("bootstrap", 1000),
-        seed=options.get("seed", 0),
+        kl_threshold=options["kl_threshold"],
+        overlap_threshold=options["overlap_threshold"],
+        bootstrap=options["bootstrap"],
+        seed=options["seed"],
         sweep=options.get("sweep"),
     )
     reference = read_reference(reference_path) if reference_path else None

@@ -27,6 +27,7 @@ import altair as alt
 import polars as pl
 
 from . import __version__
+from .analyses import REGISTRY
 from .depth import effective_depth_inputs
 
 THEME = "effdepth"
@@ -71,7 +72,7 @@ ESTIMATOR_LABELS = {
     ("depth_score_future", "centre_of_mass", "mean"): "skip CoM future",
 }
 # The estimators the question summaries (Q1–Q3) use: the cosine crossing, the robust threshold forms
-# (the paper's first-crossing forms are artefact-prone, see NOTES.md) and the skip centre of mass.
+# (the paper's first-crossing forms are artefact-prone, see docs/methods.md#effective-depth) and the skip centre of mass.
 HEADLINE = ["ED_cos", "ED_KL robust", "ED_overlap robust", "skip CoM output"]
 
 
@@ -316,7 +317,7 @@ def _lens(tables: Tables, ctx: Context, metric: str, by_task: bool) -> tuple[pl.
 
 def kl_chart(tables: Tables, ctx: Context, by_task: bool = False) -> alt.TopLevelMixin:
     """F4 / F11: KL(logit lens of h_l ‖ final output) per layer, with the ED_KL threshold τ·max KL."""
-    tau = float(ctx.get("effective_depth", {}).get("kl_threshold", 0.5))
+    tau = float(ctx["effective_depth"]["kl_threshold"])
     data, which = _lens(tables, ctx, "kl", by_task)
     n_layers = _n_layers(tables)
     inputs = data.join(n_layers, on="model", how="left").filter(pl.col("n_layers").is_null() | (pl.col("layer") < pl.col("n_layers")))
@@ -334,7 +335,7 @@ def kl_chart(tables: Tables, ctx: Context, by_task: bool = False) -> alt.TopLeve
 
 def overlap_chart(tables: Tables, ctx: Context, by_task: bool = False) -> alt.TopLevelMixin:
     """F5 / F12: top-k overlap of the logit lens with the final prediction, with the threshold τ."""
-    tau = float(ctx.get("effective_depth", {}).get("overlap_threshold", 0.3))
+    tau = float(ctx["effective_depth"]["overlap_threshold"])
     data, which = _lens(tables, ctx, "overlap", by_task)
     rule = data.select("model", "task").unique().with_columns(value=pl.lit(tau), series=pl.lit(f"τ = {tau:g}"))
     chart = _bars(data, ctx, "top-k overlap with the output", "", _n_layers_max(data), rule=rule, y_scale=alt.Scale(domain=[0, 1]))
@@ -348,14 +349,11 @@ def overlap_chart(tables: Tables, ctx: Context, by_task: bool = False) -> alt.To
 
 
 def _n_layers(tables: Tables) -> pl.DataFrame:
-    """model -> L from whichever table has it (relative_contribution, layer_skip)."""
-    if "relative_contribution" in tables:
-        return tables["relative_contribution"].group_by("model").agg((pl.col("layer").max() + 1).alias("n_layers"))
-    if "layer_skip" in tables:
-        return tables["layer_skip"].group_by("model").agg((pl.col("skipped_layer").max() + 1).alias("n_layers"))
-    if "effective_depth" in tables and tables["effective_depth"].height:
-        return tables["effective_depth"].group_by("model").agg(pl.col("n_layers").first().cast(pl.Int32))
-    return pl.DataFrame(schema={"model": pl.Utf8, "n_layers": pl.Int32})
+    """model -> L, from the ``n_layers`` column every analysis table carries."""
+    frames = [t.select("model", pl.col("n_layers").cast(pl.Int32)) for t in tables.values() if "n_layers" in t.columns]
+    if not frames:
+        return pl.DataFrame(schema={"model": pl.Utf8, "n_layers": pl.Int32})
+    return pl.concat(frames).unique("model", keep="first", maintain_order=True)
 
 
 # --- heatmaps: F2 / F9 (skip), F6 (erasure), F7 (integrated gradients), angular distance ----------
@@ -818,8 +816,8 @@ def reference_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
 def model_profile_chart(tables: Tables, ctx: Context, model: str) -> alt.TopLevelMixin:
     """One model: every ED curve per task with its threshold, the estimate (paper: solid, robust:
     dashed) and the 95 % interval (band) — how each number in the table is read off a curve."""
-    tau_kl = float(ctx.get("effective_depth", {}).get("kl_threshold", 0.5))
-    tau_ov = float(ctx.get("effective_depth", {}).get("overlap_threshold", 0.3))
+    tau_kl = float(ctx["effective_depth"]["kl_threshold"])
+    tau_ov = float(ctx["effective_depth"]["overlap_threshold"])
     ed = tables["effective_depth"].filter(pl.col("model") == model)
     n_layers = int(ed["n_layers"].max()) if ed.height else None
     curves: list[pl.DataFrame] = []
@@ -973,10 +971,12 @@ def _needs(fig: Figure) -> tuple[str, ...]:
     return tuple(needed)
 
 
-def available_figures(analyses: dict[str, Any] | list[str], reference_matches: bool = False) -> list[str]:
+def available_figures(analyses: dict[str, Any], reference_matches: bool = False) -> list[str]:
     """Figures whose inputs the configured analyses produce, in the stable order of all.pdf.
 
-    ``analyses``: the config's analyses block (a list of names is accepted: every kind assumed).
+    ``analyses``: the validated config's analyses block.  A figure of intervention kinds (the
+    attention- and MLP-only skip maps) is listed only when the configured job produces those kinds
+    (``effdepth.analyses.Analysis.kinds``: the published layer skip produces whole-layer skips only).
     The comparison with the paper is listed only when ``reference_matches`` (some configured model
     and task are in the published table); Q2 is always listed and says on its page when no pair is
     configured."""
@@ -986,9 +986,9 @@ def available_figures(analyses: dict[str, Any] | list[str], reference_matches: b
             continue
         if not all(a in analyses for a in _needs(fig)):
             continue
-        if fig.kinds and isinstance(analyses, dict):
-            kinds = (analyses.get("layer_skip") or {}).get("kinds", ["layer", "attention", "mlp"])
-            if not all(k in kinds for k in fig.kinds):
+        if fig.kinds:
+            produced = REGISTRY["layer_skip"].kinds(analyses["layer_skip"])
+            if not all(k in produced for k in fig.kinds):
                 continue
         if fig.name == "reference_comparison" and not reference_matches:
             continue
@@ -996,36 +996,15 @@ def available_figures(analyses: dict[str, Any] | list[str], reference_matches: b
     return names
 
 
-def figure_inputs(name: str, analyses: dict[str, Any], models: list[str]) -> dict[str, list[str]]:
-    """Input files of a figure: ``tables`` (results/tables/<table>.parquet) and ``tokens`` (the
-    per-(model, task) token tables of the analysis that labels its axes)."""
-    fig = FIGURE_BY_NAME[name]
-    tokens = []
-    if fig.tokens in analyses:
-        tokens = [f"results/tables/{m}/{t}/{fig.tokens}_tokens.parquet" for m in models for t in analyses[fig.tokens]["tasks"]]
-    return {"tables": [f"results/tables/{t}.parquet" for t in fig.tables], "tokens": tokens}
-
-
 def report_options(name: str) -> dict[str, Any]:
-    """caption / category / subcategory / labels of a figure for Snakemake's report()."""
+    """category / subcategory / labels of a figure for Snakemake's report() (the caption file is the
+    workflow's: workflow/report/<name>.rst)."""
     fig = FIGURE_BY_NAME[name]
     return {
-        "caption": f"../report/{name}.rst",
         "category": fig.category,
         "subcategory": fig.subcategory or "figures",
         "labels": {"figure": fig.paper or "extra", "shows": fig.short},
     }
-
-
-def workflow_targets(analyses: list[str]) -> list[str]:
-    """Everything the default target builds: all.pdf, the resolved config, every aggregated table and,
-    when an estimator's analysis is configured, the effective-depth tables."""
-    targets = ["results/figures/all.pdf", "results/config.resolved.yaml", *[f"results/tables/{a}.parquet" for a in analyses]]
-    if effective_depth_inputs(analyses):
-        targets += [f"results/tables/{t}.{ext}" for t, ext in (
-            ("effective_depth", "parquet"), ("effective_depth", "csv"), ("effective_depth_sweep", "parquet"),
-            ("effective_depth_reference", "parquet"), ("effective_depth_reference", "csv"))]
-    return targets
 
 
 def figure_title(name: str) -> str:

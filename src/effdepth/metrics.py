@@ -1,6 +1,6 @@
 """Per-token metrics on residual-stream tensors.  Pure functions, any leading shape.
 
-Norms are L2 over the last axis; every denominator is clamped at ``EPS`` (NOTES.md).
+Norms are L2 over the last axis; every denominator is clamped at ``EPS`` (docs/methods.md#numerics).
 """
 
 from __future__ import annotations

@@ -16,11 +16,11 @@ from typing import Any
 import polars as pl
 import torch
 
-from .metrics import LAYER_STATS
 
 BASE_SCHEMA = {
     "model": pl.Utf8,
     "task": pl.Utf8,
+    "n_layers": pl.Int32,
     "analysis": pl.Utf8,
     "variant": pl.Utf8,
     "metric": pl.Utf8,
@@ -48,7 +48,7 @@ def frame(rows: dict[str, list[Any]], **constants: Any) -> pl.DataFrame:
     return pl.DataFrame({k: data[k] for k in schema}, schema=schema)
 
 
-def _per_prompt_sums(values: torch.Tensor, token_prompt: torch.Tensor, n_prompts: int) -> tuple[torch.Tensor, torch.Tensor]:
+def per_prompt_sums(values: torch.Tensor, token_prompt: torch.Tensor, n_prompts: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Σ over each prompt's tokens of ``values`` [N, ...] -> ([P, ...] sums, [P] counts), float64."""
     sums = torch.zeros((n_prompts, *values.shape[1:]), dtype=torch.float64)
     sums.index_add_(0, token_prompt.long(), values.double())
@@ -56,7 +56,7 @@ def _per_prompt_sums(values: torch.Tensor, token_prompt: torch.Tensor, n_prompts
     return sums, counts
 
 
-def _mean_rows(
+def mean_rows(
     sums: torch.Tensor, counts: torch.Tensor, metrics: list[str], variant: str, d_model: int, layers: int
 ) -> dict[str, list[Any]]:
     """Rows for per-prompt means and the all-prompt aggregate of [P, layers, metrics] sums.
@@ -84,89 +84,6 @@ def _mean_rows(
                 rows["value"].append(float(value))
                 rows["weight"].append(float(weights.sum() if p is None else weights[p]))
     return rows
-
-
-def relative_contribution_table(stats: dict[str, torch.Tensor], meta: dict[str, str], variant: str, **ids: str) -> pl.DataFrame:
-    """RC and cosine per layer (metrics rc_*/cos_* of metrics.LAYER_STATS, without cos_in_out)."""
-    names = [m for m in LAYER_STATS if m != "cos_in_out"]
-    cols = [LAYER_STATS.index(m) for m in names]
-    n_prompts, n_layers = int(meta["n_prompts"]), int(meta["n_layers"])
-    sums, counts = _per_prompt_sums(stats["layer_stats"][:, :, cols], stats["token_prompt"], n_prompts)
-    rows = _mean_rows(sums, counts, names, variant, int(meta["d_model"]), n_layers)
-    return frame(rows, analysis="relative_contribution", variant=variant, **ids)
-
-
-def logit_lens_table(stats: dict[str, torch.Tensor], meta: dict[str, str], variant: str, **ids: str) -> pl.DataFrame:
-    """KL(lens ‖ final) and top-k overlap for h_0 .. h_L (published: h_0 .. h_{L-1}, the layer inputs)."""
-    n_prompts, n_layers = int(meta["n_prompts"]), int(meta["n_layers"])
-    layers = n_layers if variant == "published" else n_layers + 1
-    values = torch.stack([stats["lens_kl"], stats["lens_overlap"]], -1)[:, :layers]
-    sums, counts = _per_prompt_sums(values, stats["token_prompt"], n_prompts)
-    # The published code's lens averages over tokens correctly; only the layer range differs.
-    rows = _mean_rows(sums, counts, ["kl", "overlap"], "correct", int(meta["d_model"]), layers)
-    return frame(rows, analysis="logit_lens", variant=variant, **ids)
-
-
-def block_influence_table(stats: dict[str, torch.Tensor], meta: dict[str, str], variant: str, **ids: str) -> pl.DataFrame:
-    """ShortGPT block influence 1 − mean_t cos(h_l, h_{l+1}) and Gromov et al.'s angular distance
-    arccos(cos(h_l[T−1], h_{l+n}[T−1])) / π of the last token (metric angular_distance, column span = n)."""
-    n_prompts, n_layers = int(meta["n_prompts"]), int(meta["n_layers"])
-    col = LAYER_STATS.index("cos_in_out")
-    sums, counts = _per_prompt_sums(1.0 - stats["layer_stats"][:, :, col : col + 1], stats["token_prompt"], n_prompts)
-    influence = frame(_mean_rows(sums, counts, ["block_influence"], "correct", 0, n_layers), analysis="block_influence", variant=variant, **ids)
-    last = stats["resid_last"].double()  # [P, L+1, d]
-    unit = last / last.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-    rows: dict[str, list[Any]] = {"metric": [], "layer": [], "span": [], "prompt": [], "value": [], "weight": []}
-    for span in range(1, n_layers + 1):
-        for layer in range(0, n_layers + 1 - span):
-            cos = (unit[:, layer] * unit[:, layer + span]).sum(-1).clamp(-1, 1)
-            dist = torch.arccos(cos) / torch.pi
-            for p in [None, *range(n_prompts)]:
-                rows["metric"].append("angular_distance")
-                rows["layer"].append(layer)
-                rows["span"].append(span)
-                rows["prompt"].append(p)
-                rows["value"].append(float(dist.mean() if p is None else dist[p]))
-                rows["weight"].append(float(n_prompts if p is None else 1))
-    return pl.concat([influence, frame(rows, analysis="block_influence", variant=variant, **ids)], how="diagonal_relaxed")
-
-
-FORWARD_TABLES = {
-    "relative_contribution": relative_contribution_table,
-    "logit_lens": logit_lens_table,
-    "block_influence": block_influence_table,
-}
-
-
-def layer_skip_table(results: list[dict[str, torch.Tensor]], positions: list[list[int]], kinds: list[str], variant: str, **ids: str) -> pl.DataFrame:
-    """Skip effects: metric ``future`` (layer = effect layer j, skipped_layer = s) and ``output``
-    (layer = skipped layer), each with aggregation max (the paper) and mean, over positions and
-    prompts.  Per-prompt rows aggregate that prompt's positions."""
-    rows: dict[str, list[Any]] = {k: [] for k in ("metric", "kind", "aggregation", "skipped_layer", "layer", "prompt", "value", "weight")}
-
-    def add(metric, kind, agg, s, j, p, value, weight):
-        for key, v in zip(rows, (metric, kind, agg, s, j, p, value, weight)):
-            rows[key].append(v)
-
-    valid = [i for i, pos in enumerate(positions) if pos]
-    if not valid:
-        raise ValueError("no prompt is long enough for a skip position (need T > stride + 4 tokens)")
-    n_layers = results[valid[0]]["output_max"].shape[1]
-    for ki, kind in enumerate(kinds):
-        for agg in ("max", "mean"):
-            per_prompt_future = [results[i][f"future_{agg}"][ki] for i in valid]  # [L, L, P_i]
-            per_prompt_output = [results[i][f"output_{agg}"][ki] for i in valid]  # [L, P_i]
-            reduce = (lambda x: x.amax(-1)) if agg == "max" else (lambda x: x.mean(-1))
-            all_future = reduce(torch.cat(per_prompt_future, -1))
-            all_output = reduce(torch.cat(per_prompt_output, -1))
-            for s in range(n_layers):
-                for p in [None, *valid]:
-                    out = all_output[s] if p is None else reduce(per_prompt_output[valid.index(p)])[s]
-                    add("output", kind, agg, s, s, p, float(out), float(len(positions[p]) if p is not None else sum(map(len, positions))))
-                    fut = all_future[s] if p is None else reduce(per_prompt_future[valid.index(p)])[s]
-                    for j in range(s + 1, n_layers):
-                        add("future", kind, agg, s, j, p, float(fut[j]), float(len(positions[p]) if p is not None else sum(map(len, positions))))
-    return frame(rows, analysis="layer_skip", variant=variant, **ids)
 
 
 def map_table(maps: list[torch.Tensor], metric: str, analysis: str, variant: str, **ids: str) -> pl.DataFrame:

@@ -6,7 +6,7 @@ import torch
 from effdepth.adapters import ADAPTERS, UnsupportedArchitecture, adapter_for
 from effdepth.cache import CacheError, load_tensors, save_tensors
 from effdepth.capture import run_captured
-from effdepth.interventions import clean_run
+from effdepth.staircase import clean_run
 from effdepth.extract import extract_stats
 from effdepth.testing import tiny_config
 

@@ -8,57 +8,12 @@ import pytest
 import torch
 
 from effdepth.extract import extract_stats
-from effdepth.tables import block_influence_table, logit_lens_table, relative_contribution_table
+from effdepth.analyses.block_influence import table as block_influence_table
+from effdepth.analyses.logit_lens import table as logit_lens_table
+from effdepth.analyses.relative_contribution import table as relative_contribution_table
+from effdepth.reference import reference_activations, reference_lens, reference_rc, vec_cos
 
 TEXTS = ["The cat sat on the mat today.", "2 + 2 = 4", "Once upon a time, in a land far away."]
-
-
-def reference_activations(model, ids):
-    """Batch-1 forward with hooks registered here (independent of effdepth.capture)."""
-    layers = model.model.layers
-    store = {"h": [None] * len(layers), "a": [None] * len(layers), "m": [None] * len(layers)}
-    handles = []
-    for i, layer in enumerate(layers):
-        handles.append(layer.register_forward_pre_hook(lambda mod, args, kw, i=i: store["h"].__setitem__(i, (args[0] if args else kw["hidden_states"])[0]), with_kwargs=True))
-        handles.append(layer.self_attn.register_forward_hook(lambda mod, args, out, i=i: store["a"].__setitem__(i, out[0][0])))
-        handles.append(layer.mlp.register_forward_hook(lambda mod, args, out, i=i: store["m"].__setitem__(i, out[0])))
-    try:
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0]
-    finally:
-        for h in handles:
-            h.remove()
-    h_last = store["h"][-1] + store["a"][-1] + store["m"][-1]
-    return store["h"] + [h_last], store["a"], store["m"], logits
-
-
-def vec_norm(v):
-    return math.sqrt(sum(float(x) ** 2 for x in v))
-
-
-def vec_cos(x, y):
-    return sum(float(a) * float(b) for a, b in zip(x, y)) / max(vec_norm(x) * vec_norm(y), 1e-6)
-
-
-def reference_rc(model, sequences):
-    """Token-count mean over all tokens of all prompts, computed token by token."""
-    n_layers = model.config.num_hidden_layers
-    sums = {k: [0.0] * n_layers for k in ("rc_attention", "rc_mlp", "rc_layer", "cos_attention", "cos_mlp", "cos_layer")}
-    for ids in sequences:
-        h, a, m, _ = reference_activations(model, ids)
-        for t in range(len(ids)):
-            for l in range(n_layers):
-                hl, al, ml = h[l][t].tolist(), a[l][t].tolist(), m[l][t].tolist()
-                mid = [x + y for x, y in zip(hl, al)]
-                c = [x + y for x, y in zip(al, ml)]
-                sums["rc_attention"][l] += vec_norm(al) / max(vec_norm(hl), 1e-6)
-                sums["rc_mlp"][l] += vec_norm(ml) / max(vec_norm(mid), 1e-6)
-                sums["rc_layer"][l] += vec_norm(c) / max(vec_norm(hl), 1e-6)
-                sums["cos_attention"][l] += vec_cos(al, hl)
-                sums["cos_mlp"][l] += vec_cos(ml, mid)
-                sums["cos_layer"][l] += vec_cos(c, hl)
-    tokens = sum(len(s) for s in sequences)
-    return {k: [v / tokens for v in vals] for k, vals in sums.items()}
 
 
 def stats_for(model, sequences, top_k=5):
@@ -110,25 +65,6 @@ def test_published_normaliser_hand_computed():
     published = relative_contribution_table(stats, meta, "published", model="m", task="t")
     assert headline(correct, "rc_layer") == [pytest.approx(7 / 4)]
     assert headline(published, "rc_layer") == [pytest.approx((1 / 4 + 6 / 4) / 2)]
-
-
-def reference_lens(model, sequences, k):
-    n_layers = model.config.num_hidden_layers
-    kl = [0.0] * (n_layers + 1)
-    overlap = [0.0] * (n_layers + 1)
-    for ids in sequences:
-        h, _, _, logits = reference_activations(model, ids)
-        for l in range(n_layers + 1):
-            lens = model.lm_head(model.model.norm(h[l]))
-            for t in range(len(ids)):
-                q = torch.softmax(lens[t], -1).tolist()
-                p = torch.softmax(logits[t], -1).tolist()
-                kl[l] += sum(qi * (math.log(qi) - math.log(pi)) for qi, pi in zip(q, p) if qi > 0)
-                top_q = set(sorted(range(len(q)), key=lambda i: -q[i])[:k])
-                top_p = set(sorted(range(len(p)), key=lambda i: -p[i])[:k])
-                overlap[l] += len(top_q & top_p) / k
-    tokens = sum(len(s) for s in sequences)
-    return [x / tokens for x in kl], [x / tokens for x in overlap]
 
 
 def test_logit_lens_matches_reference(model64, tokenizer):

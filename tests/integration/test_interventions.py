@@ -4,15 +4,11 @@ per intervention, batch size 1, hooks written here — on tiny float64 Qwen2 and
 import pytest
 import torch
 
-from effdepth.interventions import (
-    answer_positions,
-    erasure_baseline,
-    ig_baseline,
-    integrated_gradients,
-    layer_skip,
-    residual_erasure,
-    skip_positions,
-)
+from effdepth.analyses.integrated_gradients import ig_baseline, integrated_gradients
+from effdepth.analyses.layer_skip import layer_skip, skip_positions
+from effdepth.analyses.residual_erasure import erasure_baseline, residual_erasure
+from effdepth.reference import forward_with, reference_erasure, reference_ig, reference_skip
+from effdepth.staircase import answer_positions
 
 TEXT = "Give the answer directly: 123 + 456 = "
 ANSWER = "579"
@@ -24,69 +20,7 @@ def prompt(tokenizer):
     return q + a, len(a)
 
 
-def forward_with(model, ids, hooks):
-    """Full forward, batch 1, with (module, hook, kind) registered; returns logits [T, V] and
-    every layer's (input, output) pair."""
-    layers = model.model.layers
-    seen = [None] * len(layers)
-    handles = [
-        layer.register_forward_hook(lambda mod, args, kw, out, i=i: seen.__setitem__(i, (args[0] if args else kw["hidden_states"], out)), with_kwargs=True)
-        for i, layer in enumerate(layers)
-    ]
-    for module, hook, kind in hooks:
-        handles.insert(0, module.register_forward_pre_hook(hook, with_kwargs=True) if kind == "pre" else module.register_forward_hook(hook))
-    try:
-        logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0]
-    finally:
-        for h in handles:
-            h.remove()
-    return logits, [(i[0], o[0]) for i, o in seen]
-
-
 # ---------------------------------------------------------------- layer skip
-
-
-def reference_skip(model, ids, positions, kinds, variant="correct"):
-    layers = model.model.layers
-    n_layers = len(layers)
-    with torch.no_grad():
-        clean_logits, clean = forward_with(model, ids, [])
-        clean_c = [o - i for i, o in clean]
-        clean_p = torch.softmax(clean_logits, -1)
-        out = {k: torch.zeros(len(kinds), n_layers, n_layers, len(positions), dtype=torch.float64) for k in ("future_max", "future_mean")}
-        out.update({k: torch.zeros(len(kinds), n_layers, len(positions), dtype=torch.float64) for k in ("output_max", "output_mean")})
-        for ki, kind in enumerate(kinds):
-            for s in range(n_layers):
-                for pi, t in enumerate(positions):
-                    if kind == "layer":
-                        def hook(mod, args, output, t=t):
-                            new = output.clone()
-                            if variant == "published":
-                                new[0, :, 1:t] = args[0][0, :, 1:t] if args else None
-                            else:
-                                new[0, 1:t] = args[0][0, 1:t]
-                            return new
-                        hooks = [(layers[s], hook, "post")]
-                    else:
-                        sub = layers[s].self_attn if kind == "attention" else layers[s].mlp
-                        def hook(mod, args, output, t=t, kind=kind):
-                            if kind == "attention":
-                                value = output[0].clone()
-                                value[0, 1:t] = 0
-                                return (value, *output[1:])
-                            value = output.clone()
-                            value[0, 1:t] = 0
-                            return value
-                        hooks = [(sub, hook, "post")]
-                    logits, run = forward_with(model, ids, hooks)
-                    for j in range(s + 1, n_layers):
-                        rel = [float((clean_c[j][tau] - (run[j][1] - run[j][0])[tau]).norm() / clean_c[j][tau].norm().clamp_min(1e-6)) for tau in range(t, len(ids))]
-                        out["future_max"][ki, s, j, pi] = max(rel)
-                        out["future_mean"][ki, s, j, pi] = sum(rel) / len(rel)
-                    change = [float((torch.softmax(logits[tau], -1) - clean_p[tau]).norm()) for tau in range(t, len(ids))]
-                    out["output_max"][ki, s, pi] = max(change)
-                    out["output_mean"][ki, s, pi] = sum(change) / len(change)
-    return out
 
 
 def test_layer_skip_matches_reference(model64, tokenizer):
@@ -142,7 +76,8 @@ def test_windowed_interventions_other_masks(setting, tokenizer):
 
 
 def test_staircase_planning():
-    from effdepth.interventions import bucket_starts, plan_sweeps, rows_per_call
+    from effdepth.analyses.residual_erasure import bucket_starts
+    from effdepth.staircase import plan_sweeps, rows_per_call
 
     assert plan_sweeps([1, 2, 3, 4], [5, 5, 5, 5], 10) == [[1, 2], [3, 4]]
     assert plan_sweeps([1, 2, 3], [5, 5, 5], 4) == [[1], [2], [3]]  # a start layer never splits
@@ -187,7 +122,7 @@ def test_published_skip_hand_computed():
     """Channels 1..t-1 of every token take the layer input; token axis untouched otherwise."""
     from types import SimpleNamespace
 
-    from effdepth.interventions import skipped_state
+    from effdepth.analyses.layer_skip import skipped_state
 
     h_in = torch.arange(12.0).view(3, 4)
     h_out = -torch.ones(3, 4)
@@ -223,32 +158,6 @@ def test_skip_positions_are_seeded_and_in_range():
 # ---------------------------------------------------------------- residual erasure
 
 
-def reference_erasure(model, ids, n_answer, baseline):
-    layers = model.model.layers
-    n_layers = len(layers)
-    answer = list(range(len(ids) - n_answer - 1, len(ids) - 1))
-    out = torch.zeros(n_layers + 1, len(ids), dtype=torch.float64)
-    with torch.no_grad():
-        clean_logits, _ = forward_with(model, ids, [])
-        for l in range(n_layers + 1):
-            for t in range(len(ids)):
-                if l < n_layers:
-                    def hook(mod, args, kwargs, l=l, t=t):
-                        hidden = (args[0] if args else kwargs["hidden_states"]).clone()
-                        hidden[0, t] = baseline[l]
-                        return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
-                    hooks = [(layers[l], hook, "pre")]
-                else:
-                    def hook(mod, args, output, t=t):
-                        new = output.clone()
-                        new[0, t] = baseline[n_layers]
-                        return new
-                    hooks = [(layers[-1], hook, "post")]
-                logits, _ = forward_with(model, ids, hooks)
-                out[l, t] = max(float((torch.softmax(logits[i], -1) - torch.softmax(clean_logits[i], -1)).norm()) for i in answer)
-    return out
-
-
 def test_residual_erasure_matches_reference(model64, tokenizer):
     ids, n_answer = prompt(tokenizer)
     torch.manual_seed(0)
@@ -266,7 +175,7 @@ def test_residual_erasure_matches_reference(model64, tokenizer):
 
 
 def test_erasing_with_own_value_changes_nothing(model64, tokenizer):
-    from effdepth.interventions import clean_run
+    from effdepth.staircase import clean_run
 
     ids, n_answer = prompt(tokenizer)
     t = 5
@@ -291,27 +200,6 @@ def test_answer_positions():
 
 
 # ---------------------------------------------------------------- integrated gradients
-
-
-def reference_ig(model, ids, n_answer, steps, variant="correct"):
-    layers = model.model.layers
-    answer = list(range(len(ids) - n_answer - 1, len(ids) - 1))
-    with torch.no_grad():
-        _, clean = forward_with(model, ids, [])
-    out = torch.zeros(len(layers), len(ids), dtype=torch.float64)
-    for l in range(len(layers)):
-        x = clean[l][1].detach()
-        x0 = x.mean(-1, keepdim=True).expand_as(x) if variant == "published" else x.mean(0, keepdim=True).expand_as(x)
-        total = torch.zeros_like(x)
-        for k in range(steps):
-            point = (x0 + (k / steps) * (x - x0)).clone().requires_grad_(True)
-            hooks = [(layers[l], lambda mod, args, output, point=point: point.unsqueeze(0), "post")]
-            logits, _ = forward_with(model, ids, hooks)
-            target = sum(torch.softmax(logits[i], -1)[ids[i + 1]] for i in answer)
-            (grad,) = torch.autograd.grad(target, point)
-            total += grad
-        out[l] = (((x - x0) * total).sum(-1) / steps).cpu()
-    return out
 
 
 @pytest.mark.parametrize("variant", ["correct", "published"])
@@ -343,14 +231,14 @@ def test_ig_baseline_variants_hand_computed():
 
 def test_logit_chunking_does_not_change_results(model64, tokenizer, monkeypatch):
     """With a one-element logit budget every sequence's logits are computed alone."""
-    import effdepth.interventions as interventions
+    import effdepth.staircase as staircase
 
     ids, n_answer = prompt(tokenizer)
     baseline = torch.zeros(model64.config.num_hidden_layers + 1, model64.config.hidden_size, dtype=torch.float64)
     wide_skip = layer_skip(model64, ids, [8, 16], ("layer",))
     wide_erase = residual_erasure(model64, ids, n_answer, baseline)
-    monkeypatch.setattr(interventions, "LOGIT_BUDGET", 1)
-    assert interventions.logit_rows(10, 100, 64) == 1
+    monkeypatch.setattr(staircase, "LOGIT_BUDGET", 1)
+    assert staircase.logit_rows(10, 100, 64) == 1
     narrow_skip = layer_skip(model64, ids, [8, 16], ("layer",))
     torch.testing.assert_close(narrow_skip["output_max"], wide_skip["output_max"], rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(residual_erasure(model64, ids, n_answer, baseline), wide_erase, rtol=1e-9, atol=1e-12)
@@ -358,7 +246,8 @@ def test_logit_chunking_does_not_change_results(model64, tokenizer, monkeypatch)
 
 def test_bos_token_is_never_skipped(model64, tokenizer):
     """With a BOS (attention-sink) token first, the correct skip leaves position 0 as computed."""
-    from effdepth.interventions import clean_run, skipped_state
+    from effdepth.analyses.layer_skip import skipped_state
+    from effdepth.staircase import clean_run
 
     ids, _ = prompt(tokenizer)
     ids = [tokenizer.bos_token_id, *ids]
@@ -371,7 +260,7 @@ def test_bos_token_is_never_skipped(model64, tokenizer):
 
 def test_known_answers_hold_in_bfloat16(arch, tokenizer):
     """The exact-zero identities survive bf16, the GPU default (no batching noise floor)."""
-    from effdepth.interventions import clean_run
+    from effdepth.staircase import clean_run
     from effdepth.testing import tiny_model
 
     model = tiny_model(arch, seed=3, dtype=torch.bfloat16)

@@ -99,11 +99,15 @@ def test_resample_counts_are_seeded_multiplicities():
     assert not np.array_equal(a, resample_counts(10, 200, 0, "model", "other"))
 
 
+# The paper's thresholds (config.yaml: effective_depth).
+PAPER = {"kl_threshold": 0.5, "overlap_threshold": 0.3}
+
+
 # --- tables ---------------------------------------------------------------------------------------
 
 
 def _table(analysis: str, model: str, task: str, metrics: dict[str, np.ndarray], weights: np.ndarray, variant: str = "correct",
-           combine: str = "mean", extra: dict | None = None) -> pl.DataFrame:
+           combine: str = "mean", extra: dict | None = None, n_layers: int = 8) -> pl.DataFrame:
     """Rows of one analysis: per-prompt curves [P, n] per metric, plus the aggregate row (weighted mean
     or max over prompts), like effdepth.tables builds them."""
     rows = []
@@ -114,7 +118,8 @@ def _table(analysis: str, model: str, task: str, metrics: dict[str, np.ndarray],
             rows += [{"metric": metric, "layer": layer, "prompt": p, "value": float(per[p, layer]), "weight": float(weights[p])}
                      for p in range(per.shape[0])]
     frame = pl.DataFrame(rows, schema={"metric": pl.Utf8, "layer": pl.Int32, "prompt": pl.Int32, "value": pl.Float64, "weight": pl.Float64})
-    frame = frame.with_columns(model=pl.lit(model), task=pl.lit(task), analysis=pl.lit(analysis), variant=pl.lit(variant))
+    frame = frame.with_columns(model=pl.lit(model), task=pl.lit(task), analysis=pl.lit(analysis), variant=pl.lit(variant),
+                               n_layers=pl.lit(n_layers, pl.Int32))
     for key, value in (extra or {}).items():
         frame = frame.with_columns(value.alias(key) if isinstance(value, pl.Expr) else pl.lit(value).alias(key))
     return frame
@@ -170,7 +175,7 @@ def _pick(table: pl.DataFrame, model: str, estimator: str, form: str, aggregatio
 
 
 def test_effective_depth_table_known_answers_and_intervals(tables):
-    table, _ = effective_depth(tables, bootstrap=200, seed=0)
+    table, _ = effective_depth(tables, **PAPER, bootstrap=200, seed=0)
     assert table.schema == pl.Schema(SCHEMA)
     cos = _pick(table, "good", "cos", "paper")
     assert cos["ed"] == 4 and cos["ratio"] == pytest.approx(5 / 8) and cos["n_layers"] == 8 and cos["n_prompts"] == 10
@@ -188,7 +193,7 @@ def test_effective_depth_table_known_answers_and_intervals(tables):
 
 
 def test_depth_scores_match_their_definition(tables):
-    table, _ = effective_depth(tables, bootstrap=0)
+    table, _ = effective_depth(tables, **PAPER, bootstrap=0)
     skip = tables["layer_skip"].filter(pl.col("prompt").is_null() & (pl.col("aggregation") == "mean"))
     out = skip.filter(pl.col("metric") == "output").sort("skipped_layer")["value"].to_numpy()
     assert _pick(table, "good", "depth_score_output", "centre_of_mass")["ed"] == pytest.approx((np.arange(8) * out).sum() / out.sum())
@@ -199,7 +204,7 @@ def test_depth_scores_match_their_definition(tables):
 
 
 def test_no_crossing_is_a_null_with_a_reason(tables):
-    table, _ = effective_depth(tables, bootstrap=50)
+    table, _ = effective_depth(tables, **PAPER, bootstrap=50)
     row = _pick(table, "flat", "cos", "paper")
     assert row["ed"] is None and row["ratio"] is None
     assert row["reason"] == "no negative-to-non-negative crossing of the mean cosine"
@@ -209,9 +214,9 @@ def test_no_crossing_is_a_null_with_a_reason(tables):
 
 
 def test_bootstrap_is_seeded(tables):
-    a, _ = effective_depth(tables, bootstrap=100, seed=3)
-    b, _ = effective_depth(tables, bootstrap=100, seed=3)
-    c, _ = effective_depth(tables, bootstrap=100, seed=4)
+    a, _ = effective_depth(tables, **PAPER, bootstrap=100, seed=3)
+    b, _ = effective_depth(tables, **PAPER, bootstrap=100, seed=3)
+    c, _ = effective_depth(tables, **PAPER, bootstrap=100, seed=4)
     assert a.equals(b)
     cols = ["ci_low", "ci_high"]
     ds = pl.col("estimator").str.starts_with("depth_score")
@@ -233,26 +238,26 @@ def test_resampling_all_prompts_once_reproduces_the_aggregate(tables):
 
 def test_no_per_prompt_rows_means_no_interval(tables):
     aggregate_only = {a: t.filter(pl.col("prompt").is_null()) for a, t in tables.items()}
-    table, _ = effective_depth(aggregate_only, bootstrap=100)
+    table, _ = effective_depth(aggregate_only, **PAPER, bootstrap=100)
     row = _pick(table, "good", "cos", "paper")
     assert row["ed"] == 4 and row["ci_low"] is None and row["n_prompts"] == 0 and row["n_resamples"] == 0
 
 
 def test_sweep_table_shape(tables):
-    _, sweep = effective_depth(tables, bootstrap=20, sweep=[0.2, 0.5, 0.8])
+    _, sweep = effective_depth(tables, **PAPER, bootstrap=20, sweep=[0.2, 0.5, 0.8])
     assert sweep.schema == pl.Schema(SCHEMA)
     # 2 models × 3 thresholds × (kl, overlap) × (paper, robust)
     assert sweep.height == 2 * 3 * 2 * 2
     assert sorted(sweep["threshold"].unique().to_list()) == [0.2, 0.5, 0.8]
     kl = sweep.filter((pl.col("model") == "good") & (pl.col("estimator") == "kl") & (pl.col("form") == "paper")).sort("threshold")
     assert kl["ed"].to_list() == sorted(kl["ed"].to_list(), reverse=True)  # a lower τ needs a deeper layer
-    _, default = effective_depth(tables, bootstrap=0)
+    _, default = effective_depth(tables, **PAPER, bootstrap=0)
     assert default["threshold"].n_unique() == len(depth.DEFAULT_SWEEP)
 
 
 def test_published_variant_logit_lens_has_no_final_layer_row(tables):
     lens = tables["logit_lens"].filter(pl.col("layer") < 8).with_columns(variant=pl.lit("published"))
-    table, _ = effective_depth({"logit_lens": lens}, bootstrap=0)
+    table, _ = effective_depth({"logit_lens": lens}, **PAPER, bootstrap=0)
     row = _pick(table, "good", "kl", "paper")
     assert row["n_layers"] == 8 and row["ed"] == 2 and row["variant"] == "published"
 

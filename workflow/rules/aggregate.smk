@@ -5,7 +5,7 @@ rule aggregate:
     input:
         lambda w: table_paths(w.analysis),
     output:
-        "results/tables/{analysis}.parquet",
+        AGGREGATED,
     wildcard_constraints:
         analysis=_alternatives(list(ANALYSES)),
     log:
@@ -19,7 +19,7 @@ rule aggregate:
 
 rule resolved_config:
     output:
-        "results/config.resolved.yaml",
+        RESOLVED_CONFIG,
     params:
         config=config,
     log:

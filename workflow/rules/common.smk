@@ -6,12 +6,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the package, when not pip-installed
 
+from effdepth.analyses import FORWARD_ANALYSES, INTERVENTION_ANALYSES, REGISTRY
 from effdepth.config import (
+    MODEL_METADATA,
+    TASK_METADATA,
     ConfigError,
-    FORWARD_ANALYSES,
-    INTERVENTION_ANALYSES,
+    job_entry,
+    schema_default,
     validate_config,
 )
+from effdepth.depth import ED_ANALYSES, REFERENCE_PATH, reference_pairs
+from effdepth.figures import ED_CAT, PROFILE_CATEGORY
 
 _config_files = [str(f) for f in (workflow.overwrite_configfiles or workflow.configfiles or ["config"])]
 try:
@@ -64,17 +69,98 @@ def task_files(wildcards):
     return []
 
 
+# --- the path grammar (Snakefile header): every path of the workflow is composed here -------------
+
+PROMPTS = "resources/prompts/{task}.parquet"
+CACHE = "results/cache/{model}/{task}/stats.safetensors"
+TABLE = "results/tables/{model}/{task}/{analysis}.parquet"
+TOKENS = "results/tables/{model}/{task}/{analysis}_tokens.parquet"
+AGGREGATED = "results/tables/{analysis}.parquet"
+ED_TABLES = {
+    "table": "results/tables/effective_depth.parquet",
+    "csv": "results/tables/effective_depth.csv",
+    "sweep": "results/tables/effective_depth_sweep.parquet",
+    "reference": "results/tables/effective_depth_reference.parquet",
+    "reference_csv": "results/tables/effective_depth_reference.csv",
+}
+FIGURE = "results/figures/{figure}.{ext}"
+PROFILE = "results/figures/models/{model}.{ext}"
+ALL_PDF = "results/figures/all.pdf"
+RESOLVED_CONFIG = "results/config.resolved.yaml"
+CAPTION = "../report/{name}.rst"  # relative to workflow/rules/
+
+
 def analysis_tasks(analysis):
     return ANALYSES[analysis]["tasks"] if analysis in ANALYSES else []
 
 
 def table_paths(analysis):
-    return expand(
-        "results/tables/{model}/{task}/{analysis}.parquet",
-        model=MODELS,
-        task=analysis_tasks(analysis),
-        analysis=analysis,
-    )
+    return expand(TABLE, model=MODELS, task=analysis_tasks(analysis), analysis=analysis)
+
+
+def token_paths(analysis):
+    return expand(TOKENS, model=MODELS, task=analysis_tasks(analysis), analysis=analysis)
+
+
+# The effective-depth estimators' inputs, and the paper's published values (shipped with the
+# workflow, not the working directory, which may be elsewhere).
+ED_CONFIGURED = [a for a in ED_ANALYSES if a in ANALYSES]
+REFERENCE_FILE = str(Path(workflow.basedir) / REFERENCE_PATH)
+REFERENCE_MATCHES = any(
+    (m, t) in reference_pairs(REFERENCE_FILE)
+    for m in MODELS
+    for a in ED_CONFIGURED
+    for t in analysis_tasks(a)
+)
+
+
+# --- params: each job receives exactly the configuration it reads ---------------------------------
+# (the `params` rerun trigger then reruns exactly the jobs an edit affects)
+
+
+def model_options(wildcards):
+    """The model's entry without metadata (family, size_b, training, base_model)."""
+    return job_entry(config["models"][wildcards.model], MODEL_METADATA)
+
+
+def prompt_options(wildcards):
+    """What a job reads of a task besides its frozen prompts file: how many prompts, how long."""
+    spec = config["tasks"][wildcards.task]
+    return {k: spec[k] for k in ("n_prompts", "max_tokens") if k in spec}
+
+
+def task_options(wildcards):
+    """The task's entry without metadata (difficulty): what builds its prompts."""
+    return job_entry(config["tasks"][wildcards.task], TASK_METADATA)
+
+
+def analysis_options(wildcards):
+    """The keys of analyses.<analysis> its job reads (effdepth.analyses.REGISTRY)."""
+    return REGISTRY[wildcards.analysis].job_options(ANALYSES[wildcards.analysis])
+
+
+def extraction_options():
+    """config `extraction` plus the logit lens's top_k (the lens statistics are extracted)."""
+    lens = ANALYSES.get("logit_lens") or {"top_k": schema_default("logit_lens", "top_k")}
+    return {**config["extraction"], "top_k": lens["top_k"]}
+
+
+def intervention_inputs(wildcards):
+    """Model, prompts and, for an analysis with a baseline task, that task's extraction cache."""
+    inputs = {"model": model_dir(wildcards), "prompts": PROMPTS.format(task=wildcards.task)}
+    option = REGISTRY[wildcards.analysis].baseline
+    if option:
+        inputs["baseline"] = CACHE.format(model=wildcards.model, task=ANALYSES[wildcards.analysis][option])
+    return inputs
+
+
+def all_targets():
+    """Everything the default target builds: all.pdf, the resolved config, every aggregated table
+    and, when an estimator's analysis is configured, the effective-depth tables."""
+    targets = [ALL_PDF, RESOLVED_CONFIG, *expand(AGGREGATED, analysis=list(ANALYSES))]
+    if ED_CONFIGURED:
+        targets += list(ED_TABLES.values())
+    return targets
 
 
 # --- resources: GPU jobs are sized from the model's parameter count (size_b) --------------------
@@ -102,14 +188,6 @@ def config_hash():
     import json
 
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def _intervention_params(analysis):
-    return dict(
-        entry=lambda w: config["models"][w.model],
-        task_spec=lambda w: config["tasks"][w.task],
-        options=ANALYSES.get(analysis, {}),
-    )
 
 
 # --- cluster execution (profiles/slurm, README "Running on a cluster") ----------------------------

@@ -1,27 +1,26 @@
 # Effective depth with bootstrap intervals, the threshold sweep, and the comparison with the paper's
 # published values (resources/reference/, part of the repository).  The comparison table is always
 # written; it is empty (with its columns) when no configured model and task is in the paper's table.
-# ED_ANALYSES, REFERENCE_FILE and ED_CAT come from figures.smk (included before this file).
 
 
 rule effective_depth:
     input:
-        tables=expand("results/tables/{analysis}.parquet", analysis=ED_ANALYSES),
+        tables=expand(AGGREGATED, analysis=ED_CONFIGURED),
         reference=REFERENCE_FILE,
     output:
-        table="results/tables/effective_depth.parquet",
+        table=ED_TABLES["table"],
         csv=report(
-            "results/tables/effective_depth.csv",
-            caption="../report/effective_depth.rst",
+            ED_TABLES["csv"],
+            caption=CAPTION.format(name="effective_depth"),
             category=ED_CAT,
             subcategory="tables",
             labels={"figure": "table", "shows": "effective depth with 95 % intervals"},
         ),
-        sweep="results/tables/effective_depth_sweep.parquet",
-        reference="results/tables/effective_depth_reference.parquet",
+        sweep=ED_TABLES["sweep"],
+        reference=ED_TABLES["reference"],
         reference_csv=report(
-            "results/tables/effective_depth_reference.csv",
-            caption="../report/effective_depth_reference.rst",
+            ED_TABLES["reference_csv"],
+            caption=CAPTION.format(name="effective_depth_reference"),
             category=ED_CAT,
             subcategory="tables",
             labels={"figure": "table", "shows": "comparison with the published values"},

@@ -38,9 +38,9 @@ rule prepare_prompts:
     input:
         task_files,
     output:
-        "resources/prompts/{task}.parquet",
+        PROMPTS,
     params:
-        spec=lambda w: config["tasks"][w.task],
+        spec=task_options,
     log:
         "logs/prepare_prompts/{task}.log",
     retries: 2

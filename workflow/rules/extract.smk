@@ -4,16 +4,13 @@
 rule extract:
     input:
         model=model_dir,
-        prompts="resources/prompts/{task}.parquet",
+        prompts=PROMPTS,
     output:
-        "results/cache/{model}/{task}/stats.safetensors",
+        CACHE,
     params:
-        entry=lambda w: config["models"][w.model],
-        task_spec=lambda w: config["tasks"][w.task],
-        batch_size=config["extraction"]["batch_size"],
-        max_batch_tokens=config["extraction"]["max_batch_tokens"],
-        store_activations=config["extraction"]["store_activations"],
-        top_k=ANALYSES.get("logit_lens", {}).get("top_k", 5),
+        model_options=model_options,
+        prompt_options=prompt_options,
+        options=extraction_options(),
     threads: 4
     resources:
         gpu=gpu_count,

@@ -1,0 +1,85 @@
+"""The analyses: one module each (algorithm, table, job entry point) and one registry.
+
+A *forward* analysis reads the extraction cache of a (model, task) and builds its table with
+``table(stats, meta, variant, **ids)``.  An *intervention* analysis loads the model and runs
+``run(subject, options)`` on the prompts of a (model, task), returning its table.  The registry
+below is the one place that says which analyses exist, what kind each is, which configuration
+keys its job reads and what it produces: the workflow's scheduling and parameters
+(``workflow/rules/common.smk``), the figure planner (``effdepth.figures.registry``) and the tests
+of the configuration schema all read it.
+
+Adding an analysis: write ``effdepth/analyses/<name>.py``, add one ``Analysis`` line here, its
+options to ``workflow/schemas/config.schema.yaml``, and its figures to ``effdepth.figures``.
+This module imports nothing heavy: Snakemake reads it while parsing the workflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+FORWARD = "forward"
+INTERVENTION = "intervention"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One analysis.
+
+    name          its key under ``analyses:`` in the config, its module and its table's name
+    kind          FORWARD (reads the extraction cache) or INTERVENTION (loads the model)
+    options       keys of ``analyses.<name>`` its job reads — exactly these reach the job, so an
+                  edit of any other key reruns nothing (``variant`` is always read)
+    metrics       values of the ``metric`` column of its table
+    kinds         for analyses with intervention kinds (layer skip): the option listing them and
+                  the kinds its ``published`` variant is restricted to
+    baseline      the option naming a task whose extraction cache the job also reads
+    """
+
+    name: str
+    kind: str
+    options: tuple[str, ...]
+    metrics: tuple[str, ...]
+    kinds_option: str | None = None
+    published_kinds: tuple[str, ...] | None = None
+    baseline: str | None = None
+
+    def module(self) -> ModuleType:
+        return importlib.import_module(f"effdepth.analyses.{self.name}")
+
+    def job_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The validated ``analyses.<name>`` block narrowed to what the job reads."""
+        return {key: options[key] for key in ("variant", *self.options) if key in options}
+
+    def kinds(self, options: dict[str, Any]) -> tuple[str, ...]:
+        """Intervention kinds the configured job produces (empty for analyses without kinds)."""
+        if self.kinds_option is None:
+            return ()
+        if options.get("variant") == "published" and self.published_kinds is not None:
+            return self.published_kinds
+        return tuple(options[self.kinds_option])
+
+
+_STAIRCASE = ("max_batch", "max_batch_tokens", "max_alive_tokens")
+
+REGISTRY: dict[str, Analysis] = {
+    a.name: a
+    for a in (
+        Analysis("relative_contribution", FORWARD, (),
+                 ("rc_attention", "rc_mlp", "rc_layer", "cos_attention", "cos_mlp", "cos_layer")),
+        Analysis("logit_lens", FORWARD, (), ("kl", "overlap")),
+        Analysis("block_influence", FORWARD, (), ("block_influence", "angular_distance")),
+        Analysis("layer_skip", INTERVENTION,
+                 ("positions_per_prompt", "n_prompts", "position_stride", "seed", "kinds", *_STAIRCASE),
+                 ("future", "output"), kinds_option="kinds", published_kinds=("layer",)),
+        Analysis("residual_erasure", INTERVENTION, ("n_prompts", *_STAIRCASE), ("output_change",),
+                 baseline="baseline_task"),
+        Analysis("integrated_gradients", INTERVENTION, ("steps", "n_prompts", "max_batch", "max_batch_tokens"),
+                 ("attribution", "f_input", "f_baseline", "attribution_sum")),
+    )
+}
+
+FORWARD_ANALYSES = tuple(n for n, a in REGISTRY.items() if a.kind == FORWARD)
+INTERVENTION_ANALYSES = tuple(n for n, a in REGISTRY.items() if a.kind == INTERVENTION)

@@ -1,0 +1,21 @@
+"""Relative contribution and cosine of each layer's attention, MLP and whole-layer contribution
+with the residual stream, token-weighted means (docs/methods.md#relative-contribution;
+Csordás, Manning & Potts 2025, arXiv 2505.13898)."""
+
+from __future__ import annotations
+
+import polars as pl
+import torch
+
+from ..metrics import LAYER_STATS
+from ..tables import frame, mean_rows, per_prompt_sums
+
+
+def table(stats: dict[str, torch.Tensor], meta: dict[str, str], variant: str, **ids: str) -> pl.DataFrame:
+    """RC and cosine per layer (metrics rc_*/cos_* of metrics.LAYER_STATS, without cos_in_out)."""
+    names = [m for m in LAYER_STATS if m != "cos_in_out"]
+    cols = [LAYER_STATS.index(m) for m in names]
+    n_prompts, n_layers = int(meta["n_prompts"]), int(meta["n_layers"])
+    sums, counts = per_prompt_sums(stats["layer_stats"][:, :, cols], stats["token_prompt"], n_prompts)
+    rows = mean_rows(sums, counts, names, variant, int(meta["d_model"]), n_layers)
+    return frame(rows, analysis="relative_contribution", variant=variant, **ids)
