@@ -1,7 +1,7 @@
 """Safetensors caches with provenance metadata and a checksum per tensor.
 
 Layout of the safetensors metadata: a single entry ``effdepth`` holding canonical JSON (sorted
-keys) ``{"metadata": {...}, "sha256": {tensor name: digest}}``.  One entry because safetensors
+keys) ``{"metadata": {...}, "sha256": {tensor name: digest}, "check": digest of the other two}``.  One entry because safetensors
 stores its metadata map in hash order, which differs from run to run: with several entries two
 identical caches had different bytes and Snakemake reran every consumer of a rebuilt cache.
 
@@ -51,6 +51,14 @@ def _stringify(metadata: dict[str, Any]) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in metadata.items()}
 
 
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _record_check(record: dict[str, Any]) -> str:
+    return hashlib.sha256(_canonical({"metadata": record["metadata"], "sha256": record["sha256"]}).encode()).hexdigest()
+
+
 def save_tensors(
     path: Path | str,
     tensors: dict[str, torch.Tensor],
@@ -75,8 +83,9 @@ def save_tensors(
     if missing:
         raise CacheError(f"cache metadata lacks {missing}")
     cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    record = {"metadata": meta, "sha256": {k: tensor_digest(v) for k, v in cpu.items()}}
-    header = {METADATA_KEY: json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)}
+    record: dict[str, Any] = {"metadata": meta, "sha256": {k: tensor_digest(v) for k, v in cpu.items()}}
+    record["check"] = _record_check(record)
+    header = {METADATA_KEY: _canonical(record)}
     atomic_write(path, lambda tmp: save_file(cpu, str(tmp), metadata=header))
 
 
@@ -88,6 +97,8 @@ def _record(path: Path, raw: dict[str, str] | None) -> dict[str, Any]:
         record = json.loads(text)
         if not isinstance(record.get("metadata"), dict) or not isinstance(record.get("sha256"), dict):
             raise ValueError("metadata or sha256 missing")
+        if record.get("check") != _record_check(record):
+            raise ValueError("checksum mismatch of the metadata")
     except (ValueError, AttributeError) as exc:
         raise CacheError(f"{path} has damaged metadata ({exc}); {rebuild_hint(path)}") from exc
     return record
