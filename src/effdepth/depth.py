@@ -156,6 +156,7 @@ class Curves:
     to_curve: Callable[[np.ndarray], np.ndarray]
     n_layers: int
     variant: str
+    problem: str | None = None  # why no estimate may be read from these curves (non-finite values)
 
     @property
     def n_prompts(self) -> int:
@@ -332,23 +333,64 @@ def curves_for(rows: dict[str, pl.DataFrame], n_layers: int) -> dict[str, Curves
             for agg in ("max", "mean"):
                 if (effect, agg) in present:
                     out[f"skip_{effect}_{agg}"] = skip_curves(skip, effect, agg, n_layers)
+    mark_nonfinite(rows, out)
     return out
+
+
+# Which curve sources an analysis table feeds: a non-finite value anywhere in the table's rows of a
+# (model, task) means the activations behind all of them were non-finite.
+_SOURCES_OF = {"relative_contribution": ("cos",), "logit_lens": ("kl", "overlap"), "layer_skip": ("skip_",)}
+_LABELS = {"relative_contribution": "relative-contribution", "logit_lens": "logit-lens", "layer_skip": "layer-skip"}
+
+
+def nonfinite_reason(rows: pl.DataFrame, analysis: str) -> str | None:
+    """Why no estimate may be read from ``rows`` (one analysis, one model and task), or None.
+
+    Any NaN or ±inf ``value`` — of any metric, prompt or aggregate row — makes every curve of that
+    analysis untrustworthy, not only the metric that shows it: NaN logits give NaN KL but a finite,
+    meaningless top-k overlap (docs/methods.md, "Numerical checks").  The reason names the metrics
+    and layers affected (the skipped layer for layer_skip) and the usual cause.
+    """
+    bad = rows.filter(~pl.col("value").is_finite())
+    if bad.height == 0:
+        return None
+    layer_col = "skipped_layer" if analysis == "layer_skip" and "skipped_layer" in bad.columns else "layer"
+    layers = sorted({int(v) for v in bad[layer_col].drop_nulls().to_list()})
+    metrics = sorted(set(bad["metric"].drop_nulls().to_list()))
+    shown = ", ".join(map(str, layers[:12])) + (f", … ({len(layers)} layers)" if len(layers) > 12 else "")
+    return (f"non-finite values in the {_LABELS.get(analysis, analysis)} curve at layers {shown} "
+            f"(metrics {', '.join(metrics)}): the activations overflowed or the weights hold NaN; rerun extraction "
+            "with `dtype: bfloat16` or `dtype: float32` for this model")
+
+
+def mark_nonfinite(rows: dict[str, pl.DataFrame], curves: dict[str, Curves]) -> None:
+    """Set ``Curves.problem`` on every curve fed by an analysis whose rows hold a non-finite value."""
+    for analysis, table in rows.items():
+        reason = nonfinite_reason(table, analysis)
+        if reason is None:
+            continue
+        for name, c in curves.items():
+            if any(name == src or (src.endswith("_") and name.startswith(src)) for src in _SOURCES_OF.get(analysis, ())):
+                c.problem = reason
 
 
 def _row(model: str, task: str, est: Estimator, curves: Curves, boot: np.ndarray | None, n_resamples: int) -> dict[str, Any]:
     L = curves.n_layers
-    value = est.read(curves.point_curve())[0] if L >= 2 else np.nan
+    usable = curves.problem is None  # estimators never read non-finite values
+    value = est.read(curves.point_curve())[0] if L >= 2 and usable else np.nan
     ed = None if np.isnan(value) else float(value)
     reason = None
     if L < 2:
         reason = "fewer than 2 layers"
+    elif not usable:
+        reason = curves.problem
     elif np.isnan(curves.point).any():
         reason = "missing layers in the table"
         ed = None
     elif ed is None:
         reason = est.no_solution
     low = high = solvable = None
-    if boot is not None and boot.size:
+    if boot is not None and boot.size and usable:
         low, high, solvable = percentile_interval(est.read(boot))
     return {
         "model": model,
@@ -407,7 +449,7 @@ def effective_depth(
         sources = curves_for({a: p[(model, task)] for a, p in parts.items() if (model, task) in p}, n_layers)
         boots: dict[str, np.ndarray | None] = {}
         for name, curves in sources.items():
-            if bootstrap > 0 and curves.n_prompts > 0:
+            if bootstrap > 0 and curves.n_prompts > 0 and curves.problem is None:
                 counts = resample_counts(curves.n_prompts, bootstrap, seed, model, task)
                 boots[name] = curves.resampled_curves(counts)
             else:

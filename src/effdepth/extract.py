@@ -31,6 +31,7 @@ from .cache import save_tensors
 from .capture import run_captured
 from .log import get_logger, progress
 from .metrics import LAYER_STATS, layer_token_stats, lens_token_stats
+from .numerics import check_finite, check_layer_captures, check_tensors, check_weights
 
 log = get_logger("effdepth.extract")
 
@@ -60,31 +61,46 @@ def extract_stats(
     max_batch_tokens: int | None = None,
     top_k: int = 5,
     store_activations: bool = False,
+    model_name: str | None = None,
+    task: str | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Run ``prompts`` (dicts with ``input_ids``) in left-padded batches and reduce to statistics.
+    """Run ``prompts`` (dicts with ``input_ids`` and optionally ``id``) in left-padded batches and
+    reduce to statistics (tensors and shapes: the module docstring).
 
     Batches hold up to ``batch_size`` consecutive prompts and, when ``max_batch_tokens`` is set, at
-    most that many prompts × padded length (a longer prompt still runs, alone)."""
+    most that many prompts × padded length (a longer prompt still runs, alone).
+
+    Every prompt's captured activations (h_l, a_l, m_l over its non-padding tokens), the final
+    logits and each logit-lens output are checked for NaN/±inf as they are produced; the first
+    non-finite value raises ``numerics.NonFiniteError`` naming ``model_name``, ``task``, the prompt,
+    layer and sublayer (docs/methods.md, "Numerical checks")."""
     adapter = adapter_for(model)
     out: dict[str, list[torch.Tensor]] = {k: [] for k in ("layer_stats", "lens_kl", "lens_overlap", "token_prompt", "token_position", "resid_sum", "resid_count", "resid_last")}
     raw: dict[str, torch.Tensor] = {}
     batches = plan_batches([len(p["input_ids"]) for p in prompts], batch_size, max_batch_tokens)
-    for first, batch in progress([(b[0], [prompts[i] for i in b]) for b in batches], len(batches), "extraction batches", log):
+    sizes = [sum(len(prompts[i]["input_ids"]) for i in b) for b in batches]
+    label = f"extraction {model_name or 'model'}/{task or 'task'} batches"
+    for first, batch in progress([(b[0], [prompts[i] for i in b]) for b in batches], len(batches), label, log, sizes=sizes, unit="tokens"):
         capture, mask = run_captured(model, adapter, [p["input_ids"] for p in batch], pad_id)
         resid = capture.residuals()  # L+1 tensors [B, T, d]
         final_logits = capture.logits
         n_layers = len(capture.resid_pre)
         for row in range(len(batch)):
             index = first + row
+            where = {"model": model_name, "task": task, "prompt": batch[row].get("id", index)}
             keep = mask[row]
             h = torch.stack([r[row, keep] for r in resid])  # [L+1, T_p, d]
             a = torch.stack([x[row, keep] for x in capture.attn_out])  # [L, T_p, d]
             m = torch.stack([x[row, keep] for x in capture.mlp_out])
+            check_layer_captures(h, a, m, **where)
             out["layer_stats"].append(layer_token_stats(h[:-1], a, m).transpose(0, 1).cpu())  # [T_p, L, 7]
             z = final_logits[row, keep]
+            check_finite(z, **where, layer=n_layers, sublayer="output logits")
             kls, overlaps = [], []
             for layer in range(n_layers + 1):
-                kl, ov = lens_token_stats(adapter.logits(model, h[layer]), z, top_k)
+                lens = adapter.logits(model, h[layer])
+                check_finite(lens, **where, layer=layer, sublayer="logit lens of h_l")
+                kl, ov = lens_token_stats(lens, z, top_k)
                 kls.append(kl)
                 overlaps.append(ov)
             out["lens_kl"].append(torch.stack(kls, -1).cpu())
@@ -111,6 +127,7 @@ def extract_stats(
         "resid_count": torch.cat(out["resid_count"]),
         "resid_last": torch.stack(out["resid_last"]),
     }
+    check_tensors(stacked, model=model_name, task=task, what="extracted statistic")
     return {**stacked, **raw}
 
 
@@ -125,12 +142,27 @@ def run_extraction(
     max_batch_tokens: int | None = None,
     top_k: int = 5,
     store_activations: bool = False,
+    model_fingerprint: str | None = None,
 ) -> None:
+    """Extract statistics for ``prompts`` and write them to the cache ``output``.
+
+    metadata: provenance (``cache.REQUIRED_METADATA``; ``model`` and ``task`` also name the model and
+    task in error messages).  model_fingerprint: ``fingerprint.model_fingerprint`` of the model files;
+    if None and the model was loaded from a local directory (``model.name_or_path``), it is computed
+    from that directory.  Raises ``numerics.NonFiniteError`` for a non-finite weight or activation
+    (nothing is written then).
+    """
     from .models import pad_token_id
 
+    name, task = metadata.get("model"), metadata.get("task")
+    check_weights(model, name=name)
+    if model_fingerprint is None and Path(getattr(model, "name_or_path", "") or "\0").is_dir():
+        from .fingerprint import model_fingerprint as fingerprint_of
+
+        model_fingerprint = fingerprint_of(model.name_or_path)
     tensors = extract_stats(
         model, prompts, pad_token_id(tokenizer), batch_size=batch_size, max_batch_tokens=max_batch_tokens, top_k=top_k,
-        store_activations=store_activations,
+        store_activations=store_activations, model_name=name, task=task,
     )
     meta = {
         **metadata,
@@ -142,5 +174,5 @@ def run_extraction(
         "layer_stats_columns": ",".join(LAYER_STATS),
         "prompt_ids": ",".join(str(p["id"]) for p in prompts),
     }
-    save_tensors(output, tensors, meta)
+    save_tensors(output, tensors, meta, model_fingerprint=model_fingerprint)
     log.info("wrote %s (%d tokens, %d prompts)", output, tensors["token_prompt"].numel(), len(prompts))

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from .fileio import share_tree
 from .log import get_logger
 
 log = get_logger("effdepth.models")
@@ -54,6 +55,7 @@ def download(hf_id: str, revision: str, dest: Path | str, trust_remote_code: boo
             + "Check the network / HF_TOKEN for gated models, or point the model entry at a local directory "
             "with `path:`."
         ) from exc
+    share_tree(path)
     return Path(path)
 
 
@@ -81,6 +83,7 @@ def convert_gguf(spec: dict[str, Any], dest: Path | str) -> Path:
     tmp = dest.with_name(dest.name + ".partial")
     fresh.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    share_tree(tmp)  # safetensors writes weights 0600; give them the umask's ordinary mode
     tmp.rename(dest)
     return dest
 
