@@ -484,9 +484,26 @@ def _answer_start(tokenizer, content: list[int], offsets: list[tuple[int, int]] 
     if offsets is not None:
         return next((j for j, (_, end) in enumerate(offsets) if end > len(question)), len(content))
     decoded = _decode(tokenizer, content, added)
-    for k in range(len(content) - 1, -1, -1):
+
+    def tail(k: int) -> str | None:  # the text of content[k:], None where decoding is not prefix-stable
         head = _decode(tokenizer, content[:k], added)
-        if decoded.startswith(head) and _is_answer(decoded[len(head):], question, answer, tokenizer.unk_token):
+        return decoded[len(head):] if decoded.startswith(head) else None
+
+    # Start from the largest k whose tail is nearly as long as the answer (binary search: tails grow
+    # as k falls), then step back until the tail is longer than the answer, the question's trailing
+    # whitespace and unknown-token names allow: a few decodes, not one per token of a long prompt.
+    alone = _decode(tokenizer, list(tokenizer(answer, add_special_tokens=False)["input_ids"]), added)
+    shortest = min(len(alone), len(answer)) - 2
+    longest = (len(answer) + len(question) - len(question.rstrip())) * max(1, len(tokenizer.unk_token or ""))
+    low, high = 0, len(content)  # invariant: tail(low) is at least `shortest` long
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if len(tail(middle) or "") >= shortest else (low, middle)
+    for k in range(low, -1, -1):
+        text = tail(k)
+        if text is not None and len(text) > longest:
+            break
+        if text is not None and _is_answer(text, question, answer, tokenizer.unk_token):
             return k
     return len(content)
 

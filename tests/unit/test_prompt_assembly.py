@@ -152,3 +152,12 @@ def test_select_prompts_keeps_its_format_and_names_the_failing_prompt():
     bad = frame.with_columns(pl.Series("answer", ["46", "7</s>"]), pl.Series("text", [pairs[0][0] + "46", pairs[1][0] + "7</s>"]))
     with pytest.raises(TaskError, match="prompt 1: the text contains the end-of-sequence token"):
         select_prompts(bad, tok, n=2)
+
+
+@pytest.mark.parametrize("question, answer", PROMPTS + [("café? ", "“no” ü"), ("x" * 300 + " = ", "y " * 200)])
+def test_python_tokenizer_finds_the_same_answer_span_as_offsets(question, answer):
+    fast, slow = char_tokenizer(), python_char_tokenizer()  # the same characters, with and without offsets
+    fast_ids, fast_n = tokenize_prompt(fast, question, answer)
+    slow_ids, slow_n = tokenize_prompt(slow, question, answer)
+    assert slow_n == fast_n == len(answer)
+    assert slow.convert_ids_to_tokens(slow_ids[1:]) == fast.convert_ids_to_tokens(fast_ids)  # after the BOS
