@@ -136,8 +136,107 @@ def load_model(model_dir: Path | str, entry: dict[str, Any] | None = None):
     return model, tokenizer
 
 
-def pad_token_id(tokenizer) -> int:
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
-        if candidate is not None:
+class ModelTokenizerError(ValueError):
+    """A model's weights and its tokenizer (or a setting, or a prompt) do not fit together: ids the
+    embedding cannot look up, or more top-k tokens than the vocabulary has.  Not transient."""
+
+
+def embedding_rows(model) -> int:
+    """Rows of the model's input embedding: every token id fed to the model must be below this."""
+    return int(model.get_input_embeddings().weight.shape[0])
+
+
+def pad_token_id(tokenizer, n_embeddings: int | None = None) -> int:
+    """The id that fills left-padded positions of a batch.
+
+    Padded positions are masked out of attention and of every statistic, so any id the embedding can
+    look up serves (docs/methods.md, batching).  The tokenizer's pad id is used when it is below
+    ``n_embeddings``; otherwise EOS, then BOS, then 0 -- a pad token appended to a tokenizer after
+    training (id == embedding rows) would make the embedding lookup fail.  The choice is logged when
+    it is not the tokenizer's own pad id.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        n_embeddings: rows of the input embedding (:func:`embedding_rows`); None trusts every id.
+
+    Raises:
+        ModelTokenizerError: ``n_embeddings`` is below 1.
+    """
+    if n_embeddings is not None and n_embeddings < 1:
+        raise ModelTokenizerError(f"the input embedding has {n_embeddings} rows")
+    own = tokenizer.pad_token_id
+    for label, candidate in (("pad", own), ("eos", tokenizer.eos_token_id), ("bos", tokenizer.bos_token_id), ("id", 0)):
+        if candidate is not None and 0 <= int(candidate) < (n_embeddings if n_embeddings is not None else float("inf")):
+            if candidate != own:
+                why = "has none" if own is None else f"has pad id {own}, outside the {n_embeddings}-row embedding"
+                log.warning("padding batches with %s id %d (the tokenizer %s); padded positions are masked", label, int(candidate), why)
             return int(candidate)
     return 0
+
+
+def check_model_tokenizer(model, tokenizer, name: str, top_k: int | None = None) -> None:
+    """Check that a model and its tokenizer belong together, before the first forward pass.
+
+    Raises ModelTokenizerError naming the model and the setting at fault when
+      - the tokenizer has token ids the input embedding has no row for (other than a pad token:
+        padding uses another id, see :func:`pad_token_id`) -- a tokenizer of another checkpoint, or
+        tokens added without resizing the embedding;
+      - the tokenizer's or the model config's BOS or EOS id is outside the embedding;
+      - ``top_k`` (the logit-lens top-k overlap, docs/methods.md) is below 1 or above the size of
+        the model's output vocabulary.
+
+    Args:
+        model: a loaded causal LM.
+        tokenizer: its tokenizer.
+        name: the model's name in the config (named in the error).
+        top_k: the top-k of the analysis that will run, if any.
+    """
+    rows = embedding_rows(model)
+    problems = []
+    pad = tokenizer.pad_token_id
+    beyond = sorted(i for i in set(tokenizer.get_vocab().values()) if i >= rows and i != pad)
+    if beyond:
+        tokens = tokenizer.convert_ids_to_tokens(beyond[:5])
+        problems.append(
+            f"the tokenizer has {len(beyond)} token id(s) the {rows}-row input embedding cannot look up "
+            f"(ids {beyond[:5]}{'...' if len(beyond) > 5 else ''}, tokens {tokens}); the tokenizer belongs to "
+            "another checkpoint, or tokens were added without resizing the embedding"
+        )
+    for owner, source in (("tokenizer", tokenizer), ("model config", model.config)):
+        for role in ("bos_token_id", "eos_token_id"):
+            ids = getattr(source, role, None)
+            for value in ids if isinstance(ids, (list, tuple)) else [ids]:
+                if value is not None and not 0 <= int(value) < rows:
+                    problems.append(f"the {owner}'s {role} {value} is outside the {rows}-row input embedding")
+    if top_k is not None:
+        output = model.get_output_embeddings()
+        vocab = int(output.weight.shape[0]) if output is not None else int(model.config.vocab_size)
+        if not 1 <= int(top_k) <= vocab:
+            problems.append(f"logit_lens top_k={top_k} is outside 1..{vocab} (the size of the output vocabulary)")
+    if problems:
+        raise ModelTokenizerError(f"model {name!r}: " + "; ".join(dict.fromkeys(problems)))
+
+
+def check_prompt_ids(prompts: list[dict[str, Any]], n_embeddings: int, name: str) -> None:
+    """Check that every token id of every prompt has a row in the input embedding.
+
+    A prompt the model cannot represent must never run: out-of-range ids fail on a GPU with a
+    device-side assert or, where the lookup is not bounds-checked, read other memory.
+
+    Args:
+        prompts: selected prompts, each with ``input_ids`` (and ``id``; see tasks.select_prompts).
+        n_embeddings: rows of the input embedding (:func:`embedding_rows`).
+        name: the model's name in the config (named in the error).
+
+    Raises:
+        ModelTokenizerError: naming the model, the first prompt at fault, its ids out of range, and
+            how many prompts are affected.
+    """
+    bad = [(p.get("id", i), sorted({t for t in p["input_ids"] if not 0 <= t < n_embeddings})) for i, p in enumerate(prompts)]
+    bad = [(pid, ids) for pid, ids in bad if ids]
+    if bad:
+        pid, ids = bad[0]
+        raise ModelTokenizerError(
+            f"model {name!r}: prompt {pid} has token ids {ids[:5]} outside the {n_embeddings}-row input embedding "
+            f"({len(bad)} of {len(prompts)} prompts affected); the model cannot represent these prompts"
+        )

@@ -4,13 +4,16 @@ import polars as pl
 import pytest
 
 from effdepth.tasks import (
+    HubDownloadError,
     TaskError,
+    TaskFileError,
     arithmetic,
     build_prompts,
     read_prompts,
     select_prompts,
     task_seed,
     tokenize_prompt,
+    validate_task_file,
     write_prompts,
 )
 
@@ -89,8 +92,144 @@ def test_local_file_task_and_missing_file(tmp_path):
 def test_tokenize_split_and_max_tokens(tokenizer):
     ids, n_answer = tokenize_prompt(tokenizer, "1 + 2 = ", "3")
     assert n_answer == 1 and tokenizer.decode(ids[-1:]) == "3"
-    frame = pl.DataFrame({"id": [0, 1], "question": ["a" * 50, "b"], "answer": ["c", "d"], "text": ["", ""]})
+    questions, answers = ["a" * 50, "b"], ["c", "d"]
+    frame = pl.DataFrame({"id": [0, 1], "question": questions, "answer": answers,
+                          "text": [q + a for q, a in zip(questions, answers)]})
     chosen = select_prompts(frame, tokenizer, n=2, max_tokens=10)
     assert [c["id"] for c in chosen] == [1]  # and a warning says only 1 of 2 fit
     with pytest.raises(TaskError, match="no prompt fits"):
         select_prompts(frame, tokenizer, n=1, max_tokens=1)
+
+
+def test_select_prompts_rejects_text_that_is_not_question_plus_answer(tokenizer):
+    frame = pl.DataFrame({"id": [7], "question": ["1 + 2 = "], "answer": ["3"], "text": ["1 + 2 = 4"]})
+    with pytest.raises(TaskError, match="prompt 7: its text '1 \\+ 2 = 4' is not question \\+ answer"):
+        select_prompts(frame, tokenizer, n=1)
+
+
+# --- local task files are read strictly: every problem names file, line or row, and field ---
+
+
+def _jsonl(tmp_path, *lines: str, name: str = "task.jsonl", encoding: str = "utf-8"):
+    path = tmp_path / name
+    path.write_bytes("\n".join(lines).encode(encoding) + b"\n")
+    return path
+
+
+def _file_task(path, **fields):
+    return {"source": "file", "path": str(path), "n_prompts": 3, **(fields or {"question_field": "question", "answer_field": "answer"})}
+
+
+@pytest.mark.parametrize("field, line", [("answer", 2), ("question", 3)])
+def test_null_text_is_an_error_naming_file_line_and_field(tmp_path, field, line):
+    rows = ['{"question": "What is 2 + 2? ", "answer": "4"}', '{"question": "What is 3 + 5? ", "answer": "8"}',
+            '{"question": "What is 4 + 5? ", "answer": "9"}']
+    rows[line - 1] = rows[line - 1].replace(f'"{field}": "', f'"{field}": null, "x": "')
+    path = _jsonl(tmp_path, *rows)
+    with pytest.raises(TaskFileError, match=f"task 't': .*task.jsonl, line {line}, field '{field}': is null") as caught:
+        build_prompts("t", _file_task(path))
+    assert (caught.value.path, caught.value.row, caught.value.field) == (str(path), line, field)
+
+
+@pytest.mark.parametrize("value", ['""', '"   "', "true", "[1, 2]", '{"a": 1}'])
+def test_empty_or_non_text_values_are_errors(tmp_path, value):
+    path = _jsonl(tmp_path, '{"question": "q ", "answer": "4"}', '{"question": "q ", "answer": %s}' % value)
+    with pytest.raises(TaskFileError, match="line 2, field 'answer': is (empty|the boolean|a list|a dict)"):
+        build_prompts("t", _file_task(path))
+
+
+def test_numbers_keep_the_text_a_person_writes(tmp_path):
+    path = _jsonl(tmp_path, '{"question": 12, "answer": 4}', '{"question": "q ", "answer": 4.0}',
+                  '{"question": "q ", "answer": 0.5}', '{"question": "q ", "answer": 1e-7}', '{"question": "q ", "answer": 12345678901234567890}')
+    frame = build_prompts("t", _file_task(path))
+    assert frame["answer"].to_list() == ["4", "4", "0.5", "0.0000001", "12345678901234567890"]
+    assert frame["question"][0] == "12"
+
+
+def test_parquet_integer_column_with_a_hole_reads_as_digits_and_the_hole_is_an_error(tmp_path):
+    path = tmp_path / "task.parquet"
+    pl.DataFrame({"question": ["a ", "b "], "answer": [4.0, 5.0]}).write_parquet(path)
+    assert build_prompts("t", _file_task(path))["answer"].to_list() == ["4", "5"]
+    pl.DataFrame({"question": ["a ", "b ", "c "], "answer": [4.0, float("nan"), None]}).write_parquet(path)
+    with pytest.raises(TaskFileError, match="task.parquet, row 2, field 'answer': is nan"):
+        build_prompts("t", _file_task(path))
+
+
+def test_misspelt_field_lists_the_fields_and_the_close_match(tmp_path):
+    path = _jsonl(tmp_path, '{"question": "What is 2 + 2? ", "answer": "4"}')
+    spec = _file_task(path, question_field="question", answer_field="answr")
+    with pytest.raises(TaskFileError, match=r"task 'my_task': .*line 1, field 'answr': answer_field 'answr' is missing; "
+                                            r"the row has fields \[question, answer\]; did you mean 'answer'\?"):
+        build_prompts("my_task", spec)
+
+
+def test_utf8_with_byte_order_mark_is_read(tmp_path):
+    path = _jsonl(tmp_path, '{"question": "What is 2 + 2? ", "answer": "4"}', encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert build_prompts("t", _file_task(path))["text"].to_list() == ["What is 2 + 2? 4"]
+
+
+def test_invalid_json_and_non_utf8_name_file_and_line(tmp_path):
+    path = _jsonl(tmp_path, '{"question": "a ", "answer": "1"}', "", '{"question": "b ", "answer": "2",}')
+    with pytest.raises(TaskFileError, match=r"task.jsonl, line 3, column \d+: invalid JSON") as caught:
+        build_prompts("t", _file_task(path))
+    assert caught.value.row == 3
+    path.write_bytes(b'{"question": "a ", "answer": "1"}\n{"question": "caf\xe9 ", "answer": "2"}\n')
+    with pytest.raises(TaskFileError, match=r"task.jsonl, line 2: not UTF-8 text \(byte 0xe9 at column 18\)"):
+        build_prompts("t", _file_task(path))
+    path.write_text('{"question": "a ", "answer": NaN}\n')
+    with pytest.raises(TaskFileError, match="line 1: invalid JSON .*NaN is not JSON"):
+        build_prompts("t", _file_task(path))
+    path.write_text('["a ", "1"]\n')
+    with pytest.raises(TaskFileError, match="line 1: expected a JSON object"):
+        build_prompts("t", _file_task(path))
+    path.write_text("\n\n")
+    with pytest.raises(TaskFileError, match="has no rows"):
+        build_prompts("t", _file_task(path))
+
+
+def test_json_array_file(tmp_path):
+    path = tmp_path / "task.json"
+    path.write_text('[{"question": "a ", "answer": "1"},\n {"question": "b ", "answer": null}]')
+    with pytest.raises(TaskFileError, match="task.json, row 2, field 'answer': is null"):
+        build_prompts("t", _file_task(path))
+
+
+def test_named_benchmark_copy_and_fixed_items_are_strict(tmp_path):
+    good = '{"question": "Janet has 3 eggs.", "answer": "3 + 1 = 4\\n#### 4"}'
+    path = _jsonl(tmp_path, *[good] * 4, '{"question": "Q?", "answr": "x"}')
+    spec = {"source": "gsm8k", "n_prompts": 1, "path": str(path)}
+    frame = build_prompts("gsm8k", spec)  # the first 4 x n_prompts rows are formatted
+    assert frame.height == 4 and frame["answer"][0] == "3 + 1 = 4\nThe final answer is 4"
+    with pytest.raises(TaskFileError, match=r"line 5, field 'answer': field 'answer' is missing.*did you mean 'answr'"):
+        validate_task_file("gsm8k", spec)  # validation reads every row
+    fixed = {"source": "fixed", "items": [{"question": "5 + 7 = ", "answer": 12}, {"question": "1 + 1 = ", "answer": None}]}
+    with pytest.raises(TaskFileError, match=r"task 'f': tasks.f.items, item 2, field 'answer': is null"):
+        validate_task_file("f", fixed)
+    fixed["items"].pop()
+    assert build_prompts("f", fixed)["text"].to_list() == ["5 + 7 = 12"]
+
+
+def test_validate_task_file_checks_every_row_without_the_network(tmp_path, monkeypatch):
+    import effdepth.tasks as tasks
+
+    monkeypatch.setattr(tasks, "_load_hub", lambda *a: pytest.fail("validation must not reach the hub"))
+    path = _jsonl(tmp_path, *['{"question": "q ", "answer": "1"}'] * 5, '{"question": "q ", "answer": ""}')
+    with pytest.raises(TaskFileError, match="line 6, field 'answer': is empty"):
+        validate_task_file("t", _file_task(path))
+    assert validate_task_file("g", {"source": "gsm8k", "n_prompts": 2}) is None  # no local copy: nothing to check
+    assert validate_task_file("a", {"source": "addition", "digits": 2, "n_prompts": 2}) is None
+    assert validate_task_file("w", {"source": "file", "path": str(REPO / "tests/data/tiny_task.jsonl"),
+                                    "question_field": "question", "answer_field": "answer"}) is None
+
+
+def test_hub_failure_is_not_a_task_error(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(HubDownloadError, match="could not load openai/gsm8k") as caught:
+        build_prompts("gsm8k", {"source": "gsm8k", "n_prompts": 1})
+    assert not isinstance(caught.value, TaskError)
