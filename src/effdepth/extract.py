@@ -152,7 +152,7 @@ def run_extraction(
     from that directory.  Raises ``numerics.NonFiniteError`` for a non-finite weight or activation
     (nothing is written then).
     """
-    from .models import pad_token_id
+    from .models import embedding_rows, pad_token_id
 
     name, task = metadata.get("model"), metadata.get("task")
     check_weights(model, name=name)
@@ -161,7 +161,7 @@ def run_extraction(
 
         model_fingerprint = fingerprint_of(model.name_or_path)
     tensors = extract_stats(
-        model, prompts, pad_token_id(tokenizer), batch_size=batch_size, max_batch_tokens=max_batch_tokens, top_k=top_k,
+        model, prompts, pad_token_id(tokenizer, embedding_rows(model)), batch_size=batch_size, max_batch_tokens=max_batch_tokens, top_k=top_k,
         store_activations=store_activations, model_name=name, task=task,
     )
     meta = {

@@ -60,27 +60,37 @@ def _provenance(model: str, model_options: dict[str, Any], task: str, digest: st
     }
 
 
-def _load(model_dir: str, model_options: dict[str, Any], prompts: str, prompt_options: dict[str, Any], n: int):
-    """(model, tokenizer, chosen prompts, prompts hash)."""
-    from .models import load_model
+def _load(model: str, model_dir: str, model_options: dict[str, Any], prompts: str, prompt_options: dict[str, Any], n: int,
+          top_k: int | None = None):
+    """(model, tokenizer, chosen prompts, prompts hash), with model, tokenizer and prompts checked
+    against each other before the first forward (``effdepth.models.check_model_tokenizer``,
+    ``check_prompt_ids``)."""
+    from .models import check_model_tokenizer, check_prompt_ids, embedding_rows, load_model
     from .tasks import read_prompts, select_prompts
 
     net, tokenizer = load_model(model_dir, model_options)
+    check_model_tokenizer(net, tokenizer, model, top_k=top_k)
     frame, digest = read_prompts(prompts)
-    return net, tokenizer, select_prompts(frame, tokenizer, n, prompt_options.get("max_tokens")), digest
+    chosen = select_prompts(frame, tokenizer, n, prompt_options.get("max_tokens"))
+    check_prompt_ids(chosen, embedding_rows(net), model)
+    return net, tokenizer, chosen, digest
 
 
 def extract(model: str, task: str, model_dir: str, model_options: dict[str, Any], prompts: str,
-            prompt_options: dict[str, Any], options: dict[str, Any], output: str) -> None:
+            prompt_options: dict[str, Any], options: dict[str, Any], output: str, fingerprint: str | None = None) -> None:
     """One extraction pass over the task's prompts -> the cache ``output`` (``effdepth.extract``).
 
     ``options``: batch_size, max_batch_tokens, store_activations (config ``extraction``) and top_k
-    (``analyses.logit_lens.top_k``)."""
+    (``analyses.logit_lens.top_k``); ``fingerprint``: the model's fingerprint file
+    (``effdepth.fingerprint``), recorded in the cache metadata."""
     from .extract import run_extraction
+    from .fingerprint import read_fingerprint
 
-    net, tokenizer, chosen, digest = _load(model_dir, model_options, prompts, prompt_options, int(prompt_options["n_prompts"]))
+    net, tokenizer, chosen, digest = _load(model, model_dir, model_options, prompts, prompt_options,
+                                           int(prompt_options["n_prompts"]), options["top_k"])
     log.info("%s / %s: %d prompts, %d tokens", model, task, len(chosen), sum(len(p["input_ids"]) for p in chosen))
-    run_extraction(net, tokenizer, chosen, output, _provenance(model, model_options, task, digest), **options)
+    run_extraction(net, tokenizer, chosen, output, _provenance(model, model_options, task, digest),
+                   model_fingerprint=read_fingerprint(fingerprint) if fingerprint else None, **options)
 
 
 def forward_table(analysis: str, stats: str, output: str, variant: str, model: str, task: str) -> None:
@@ -121,9 +131,19 @@ class Subject:
         return {"model": self.model_name, "task": self.task, "n_layers": self.n_layers}
 
     def progress(self, what: str) -> Iterator[dict[str, Any]]:
+        """The prompts, logging progress (prompts and tokens done, time left) at least every 30 s."""
         from .log import progress
 
-        return progress(self.prompts, len(self.prompts), f"{what} {self.model_name}/{self.task}", self.log)
+        sizes = [len(p["input_ids"]) for p in self.prompts]
+        return progress(self.prompts, len(self.prompts), f"{what} {self.model_name}/{self.task}", self.log,
+                        sizes=sizes, unit="tokens")
+
+    def check(self, tensor: Any, what: str, prompt: int, layer_axis: int | None = 0) -> None:
+        """Stop with model, task, prompt and layer named at the first non-finite value of a result."""
+        from .numerics import check_finite
+
+        check_finite(tensor, model=self.model_name, task=self.task, prompt=self.prompts[prompt].get("id", prompt),
+                     layer_axis=layer_axis, what=what)
 
 
 def intervention(analysis: str, model: str, task: str, model_dir: str, model_options: dict[str, Any], prompts: str,
@@ -137,8 +157,11 @@ def intervention(analysis: str, model: str, task: str, model_dir: str, model_opt
     from .analyses import REGISTRY
     from .tables import tokens_table, write_table
 
+    from .numerics import check_weights
+
     n = int(options.get("n_prompts") or prompt_options["n_prompts"])
-    net, tokenizer, chosen, _ = _load(model_dir, model_options, prompts, prompt_options, n)
+    net, tokenizer, chosen, _ = _load(model, model_dir, model_options, prompts, prompt_options, n)
+    check_weights(net, name=model)
     subject = Subject(model, task, net, tokenizer, chosen, dict(inputs or {}))
     write_table(REGISTRY[analysis].module().run(subject, options), outputs["table"])
     tokens = [tokenizer.convert_ids_to_tokens(p["input_ids"]) for p in chosen]

@@ -7,18 +7,18 @@ import polars as pl
 import pytest
 
 from effdepth.depth import effective_depth, nonfinite_reason
-from tests.unit.test_depth import _table
+from tests.unit.test_depth import PAPER, _table
 
 L, P = 6, 4
 WEIGHTS = np.full(P, 10.0)
 
 
 def _lens(model: str, kl: np.ndarray, overlap: np.ndarray) -> pl.DataFrame:
-    return _table("logit_lens", model, "easy", {"kl": np.tile(kl, (P, 1)), "overlap": np.tile(overlap, (P, 1))}, WEIGHTS)
+    return _table("logit_lens", model, "easy", {"kl": np.tile(kl, (P, 1)), "overlap": np.tile(overlap, (P, 1))}, WEIGHTS, n_layers=L)
 
 
 def _rc(model: str, cos: np.ndarray) -> pl.DataFrame:
-    return _table("relative_contribution", model, "easy", {f"cos_{m}": np.tile(cos, (P, 1)) for m in ("attention", "mlp", "layer")}, WEIGHTS)
+    return _table("relative_contribution", model, "easy", {f"cos_{m}": np.tile(cos, (P, 1)) for m in ("attention", "mlp", "layer")}, WEIGHTS, n_layers=L)
 
 
 def _row(table: pl.DataFrame, model: str, estimator: str, form: str = "paper") -> dict:
@@ -43,14 +43,14 @@ def tables() -> dict[str, pl.DataFrame]:
 
 
 def test_finite_model_is_estimated(tables):
-    table, _ = effective_depth(tables, bootstrap=20)
+    table, _ = effective_depth(tables, **PAPER, bootstrap=20)
     assert _row(table, "finite", "overlap")["ed"] == 2 and _row(table, "finite", "cos")["ed"] == 2
     assert table.filter(pl.col("model") == "finite")["reason"].null_count() == table.filter(pl.col("model") == "finite").height
 
 
 def test_overlap_of_nan_logits_is_not_an_estimate(tables):
     """A finite overlap curve is not trusted when the lens it comes from produced NaN KL."""
-    table, sweep = effective_depth(tables, bootstrap=20)
+    table, sweep = effective_depth(tables, **PAPER, bootstrap=20)
     for estimator in ("kl", "overlap"):
         for form in ("paper", "robust"):
             row = _row(table, "all_nan", estimator, form)
@@ -63,7 +63,7 @@ def test_overlap_of_nan_logits_is_not_an_estimate(tables):
 
 
 def test_reason_names_the_affected_layers_only(tables):
-    table, _ = effective_depth(tables, bootstrap=0)
+    table, _ = effective_depth(tables, **PAPER, bootstrap=0)
     row = _row(table, "partly", "kl", "robust")
     assert row["ed"] is None and "logit-lens curve at layers 3, 4 (metrics kl)" in row["reason"] and "bfloat16" in row["reason"]
     assert _row(table, "partly", "cos")["ed"] == 2  # the other analysis of that model is unaffected
@@ -75,7 +75,7 @@ def test_one_prompt_row_is_enough_to_withhold_the_estimate():
     lens = lens.with_columns(value=pl.when((pl.col("prompt") == 2) & (pl.col("layer") == 5) & (pl.col("metric") == "overlap"))
                              .then(float("nan")).otherwise(pl.col("value")))
     assert nonfinite_reason(lens, "logit_lens").startswith("non-finite values in the logit-lens curve at layers 5 ")
-    table, _ = effective_depth({"logit_lens": lens}, bootstrap=20)
+    table, _ = effective_depth({"logit_lens": lens}, **PAPER, bootstrap=20)
     assert table["ed"].null_count() == table.height
 
 
@@ -83,5 +83,5 @@ def test_missing_layers_keep_their_own_reason():
     kl = 10.0 * np.exp(-np.arange(L + 1) / 2.0)
     lens = _lens("m", kl, np.clip(np.arange(L + 1) / L, 0, 1)).filter(~((pl.col("layer") == 2) & pl.col("prompt").is_null()))
     assert nonfinite_reason(lens, "logit_lens") is None
-    table, _ = effective_depth({"logit_lens": lens}, bootstrap=0)
+    table, _ = effective_depth({"logit_lens": lens}, **PAPER, bootstrap=0)
     assert set(table["reason"]) == {"missing layers in the table"}

@@ -13,7 +13,8 @@ from .conftest import REPO, planned_jobs, snakemake, tiny_config_for, write_conf
 
 pytestmark = pytest.mark.workflow
 
-PER_MODEL_RULES = {"extract", "forward_table", "layer_skip", "residual_erasure", "integrated_gradients"}
+PER_MODEL_RULES = {"extract", "forward_table", "intervention"}
+GPU_RULES = {"extract", "intervention"}
 
 
 def test_end_to_end_outputs(finished_run):
@@ -56,6 +57,38 @@ def test_adding_a_model_schedules_only_its_jobs(finished_run, tiny_models):
     assert "prepare_prompts" not in {rule for rule, _ in jobs}
 
 
+def _planned(workdir, config, name):
+    path = write_config(workdir, config, name)
+    return planned_jobs(snakemake(workdir, "-n", "--configfile", str(path)).stdout)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda c: c["tasks"]["words"].update(difficulty=7), id="task difficulty"),
+        pytest.param(lambda c: c["models"]["tiny-qwen2"].update(family="renamed"), id="model family"),
+        pytest.param(lambda c: c["models"]["tiny-llama"].update(training="long-cot", base_model="tiny-qwen2"), id="Q2 pair"),
+        pytest.param(lambda c: c["models"]["tiny-qwen2"].update(size_b=0.5), id="model size"),
+    ],
+)
+def test_metadata_edits_schedule_no_gpu_job(finished_run, tiny_models, edit):
+    """Keys read only by figures (or resource requests) rerun no extraction, analysis or prompt job."""
+    config = tiny_config_for(finished_run, tiny_models)
+    edit(config)
+    rules = {rule for rule, _ in _planned(finished_run, config, "metadata.yaml")}
+    assert not rules & (PER_MODEL_RULES | {"prepare_prompts", "aggregate"}), rules
+
+
+def test_adding_a_task_to_an_analysis_schedules_only_that_task(finished_run, tiny_models):
+    config = tiny_config_for(finished_run, tiny_models)
+    config["analyses"]["integrated_gradients"]["tasks"] = ["addition_3", "words"]
+    jobs = _planned(finished_run, config, "more_tasks.yaml")
+    gpu = [(rule, w) for rule, w in jobs if rule in GPU_RULES]
+    assert gpu and all(w == {**w, "analysis": "integrated_gradients", "task": "words"} for _, w in gpu), gpu
+    assert {w["model"] for _, w in gpu} == {"tiny-qwen2", "tiny-llama"}
+    assert "aggregate" in {rule for rule, _ in jobs}
+
+
 def test_paper_dry_run_lists_all_twelve_models(tmp_path):
     out = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config.yaml")).stdout
     jobs = planned_jobs(out)
@@ -63,8 +96,8 @@ def test_paper_dry_run_lists_all_twelve_models(tmp_path):
     assert len(models) == 12
     downloads = {w["model"] for rule, w in jobs if rule == "download_model"}
     assert downloads == models
-    for rule in ("layer_skip", "residual_erasure", "integrated_gradients"):
-        assert {w["model"] for r, w in jobs if r == rule} == models, rule
+    for analysis in ("layer_skip", "residual_erasure", "integrated_gradients"):
+        assert {w["model"] for r, w in jobs if r == "intervention" and w["analysis"] == analysis} == models, analysis
     assert any(rule == "all_pdf" for rule, _ in jobs)
 
 

@@ -23,7 +23,7 @@ CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 SLURM_PROFILE = REPO / "profiles" / "slurm"
 SLURM_TEST_PROFILE = REPO / "profiles" / "slurm-test"
 GPU_SHELL = REPO / "profiles" / "local-gpu" / "gpu-shell"
-GPU_RULES = {"extract", "layer_skip", "residual_erasure", "integrated_gradients"}
+GPU_RULES = {"extract", "intervention"}
 
 # The SLURM run: one model, one task, forward-only analyses plus one intervention (two GPU jobs);
 # the tables must equal the same model/task rows of the local run of config/test.yaml.
@@ -124,8 +124,8 @@ def test_tiny_config_runs_through_sbatch_and_equals_local_run(slurm_env, finishe
     # on the configured partition; every CPU job ran on the submit host.
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", out)
     logs = sorted((tmp_path / ".snakemake" / "slurm_logs").glob("rule_*/*/*.log"))
-    assert {p.parent.parent.name for p in logs} == {"rule_extract", "rule_layer_skip"}, logs
-    assert {p.parent.name for p in logs} == {f"{MODEL}_{TASK}"}
+    assert {p.parent.parent.name for p in logs} == {"rule_extract", "rule_intervention"}, logs
+    assert all(p.parent.name.startswith(f"{MODEL}_{TASK}") for p in logs), logs  # intervention: + _<analysis>
     assert sorted(p.stem for p in logs) == sorted(submitted) and len(submitted) == 2, (submitted, logs)
     for log in logs:
         rule = log.parent.parent.name.removeprefix("rule_")
@@ -261,9 +261,9 @@ def test_local_gpu_profile_pins_gpu_jobs(finished_run, tiny_models, tmp_path):
     env = _clean_env(CUDA_VISIBLE_DEVICES="0,1", EFFDEPTH_GPU_LOCK_DIR=str(tmp_path / "locks"))
     result = run_snakemake(
         tmp_path, *SLURM_TARGETS, "--profile", str(REPO / "profiles" / "local-gpu"), "--cores", "2", "--resources", "gpu=2",
-        "--set-threads", "extract=1", "layer_skip=1", "--configfile", str(config), env=env,
+        "--set-threads", "extract=1", "intervention=1", "--configfile", str(config), env=env,
     )
     assert result.returncode == 0, result.output[-6000:]
     pinned = re.findall(r"gpu-shell: CUDA_VISIBLE_DEVICES=(\S+)", result.output)
-    assert len(pinned) == 2 and set(pinned) <= {"0", "1"}, pinned  # extract and layer_skip, not the CPU jobs
+    assert len(pinned) == 2 and set(pinned) <= {"0", "1"}, pinned  # extract and the layer skip, not the CPU jobs
     assert_tables_equal_local(tmp_path, finished_run)

@@ -28,6 +28,16 @@ try:
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 
+# Local task files are read completely now, so a bad file stops the workflow before any job runs
+# (and is never retried: only downloads are).
+from effdepth.tasks import TaskError, validate_task_file
+
+for _task, _spec in config["tasks"].items():
+    try:
+        validate_task_file(_task, _spec)
+    except TaskError as error:
+        raise WorkflowError(str(error)) from None
+
 MODELS = list(config["models"])
 TASKS = list(config["tasks"])
 ANALYSES = config["analyses"]
@@ -51,22 +61,61 @@ GGUF_MODELS = [m for m, e in config["models"].items() if "gguf" in e]
 def model_dir(wildcards):
     """Local directory of a model: its `path:` as given, else resources/models/{model}."""
     entry = config["models"][wildcards.model]
+    return entry["path"] if "path" in entry else f"resources/models/{wildcards.model}"
+
+
+# --- model fingerprints: caches know what made them ------------------------------------------------
+# A content fingerprint of each model's files (effdepth.fingerprint) is a tracked input of every job
+# that reads the model.  Local models (`path:`) and GGUF files are outside the workflow's control,
+# so their fingerprint files are refreshed while the workflow is parsed, and rewritten only when the
+# content changed: replacing the weights reruns exactly the jobs that read them.  A downloaded
+# model's fingerprint is made by rule model_fingerprint from the snapshot.
+FINGERPRINT = "results/fingerprints/{model}.fingerprint"
+
+
+def _local_model_source(name, entry):
     if "path" in entry:
-        path = Path(entry["path"])
-        if not (path / "config.json").is_file():
-            raise WorkflowError(f"models.{wildcards.model}.path: {path} is not a Hugging Face model directory (no config.json)")
-        return str(path)
-    return f"resources/models/{wildcards.model}"
+        return Path(entry["path"])
+    if "gguf" in entry:
+        from effdepth.models import ModelSourceError, gguf_file
+
+        try:
+            path = gguf_file(entry["gguf"])
+        except ModelSourceError as error:
+            raise WorkflowError(f"models.{name}.gguf: {error}") from None
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"GGUF":
+                raise WorkflowError(f"models.{name}.gguf: {path} is not a GGUF file (its first bytes are not 'GGUF')")
+        return path
+    return None
+
+
+def _refresh_local_fingerprints():
+    from effdepth.fingerprint import FingerprintError, refresh_fingerprint
+
+    for name, entry in config["models"].items():
+        source = _local_model_source(name, entry)
+        if source is None:
+            continue
+        if "path" in entry and not (source / "config.json").is_file():
+            raise WorkflowError(f"models.{name}.path: {source} is not a Hugging Face model directory (no config.json)")
+        try:
+            refresh_fingerprint(source, FINGERPRINT.format(model=name))
+        except FingerprintError as error:
+            raise WorkflowError(f"models.{name}: {error}") from None
+
+
+_refresh_local_fingerprints()
+
+
+def model_fingerprint(wildcards):
+    return FINGERPRINT.format(model=wildcards.model)
 
 
 def task_files(wildcards):
     """Local files a task reads (source=file, or a local copy of a named benchmark)."""
     spec = config["tasks"][wildcards.task]
-    if "path" in spec:
-        if not Path(spec["path"]).is_file():
-            raise WorkflowError(f"tasks.{wildcards.task}.path: file not found: {spec['path']}")
-        return [spec["path"]]
-    return []
+    return [spec["path"]] if "path" in spec else []
 
 
 # --- the path grammar (Snakefile header): every path of the workflow is composed here -------------
@@ -147,7 +196,11 @@ def extraction_options():
 
 def intervention_inputs(wildcards):
     """Model, prompts and, for an analysis with a baseline task, that task's extraction cache."""
-    inputs = {"model": model_dir(wildcards), "prompts": PROMPTS.format(task=wildcards.task)}
+    inputs = {
+        "model": model_dir(wildcards),
+        "fingerprint": model_fingerprint(wildcards),
+        "prompts": PROMPTS.format(task=wildcards.task),
+    }
     option = REGISTRY[wildcards.analysis].baseline
     if option:
         inputs["baseline"] = CACHE.format(model=wildcards.model, task=ANALYSES[wildcards.analysis][option])

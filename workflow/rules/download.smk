@@ -19,7 +19,25 @@ rule download_model:
         "../scripts/download_model.py"
 
 
+rule model_fingerprint:
+    input:
+        "resources/models/{model}",
+    output:
+        FINGERPRINT,
+    wildcard_constraints:
+        model=_alternatives(HUB_MODELS),
+    log:
+        "logs/model_fingerprint/{model}.log",
+    localrule: True
+    conda:
+        "../../envs/effdepth.yaml"
+    script:
+        "../scripts/model_fingerprint.py"
+
+
 rule convert_gguf:
+    input:
+        fingerprint=FINGERPRINT,
     output:
         directory("resources/models/{model}"),
     wildcard_constraints:

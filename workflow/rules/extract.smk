@@ -4,6 +4,7 @@
 rule extract:
     input:
         model=model_dir,
+        fingerprint=model_fingerprint,
         prompts=PROMPTS,
     output:
         CACHE,

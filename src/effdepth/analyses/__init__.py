@@ -76,8 +76,9 @@ REGISTRY: dict[str, Analysis] = {
                  ("future", "output"), kinds_option="kinds", published_kinds=("layer",)),
         Analysis("residual_erasure", INTERVENTION, ("n_prompts", *_STAIRCASE), ("output_change",),
                  baseline="baseline_task"),
-        Analysis("integrated_gradients", INTERVENTION, ("steps", "n_prompts", "max_batch", "max_batch_tokens"),
-                 ("attribution", "f_input", "f_baseline", "attribution_sum")),
+        Analysis("integrated_gradients", INTERVENTION,
+                 ("steps", "n_prompts", "completeness_tolerance", "max_batch", "max_batch_tokens"),
+                 ("attribution", "f_input", "f_baseline", "attribution_sum", "completeness_gap")),
     )
 }
 

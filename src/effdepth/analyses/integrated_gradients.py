@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..capture import LayerRunner
+from ..numerics import check_completeness
 from ..staircase import answer_positions, batch_size_for, clean_run
 from ..tables import frame, map_table
 
@@ -121,17 +122,24 @@ def integrated_gradients(
 
 def run(subject: Any, options: dict[str, Any]) -> pl.DataFrame:
     """The IG job: a signed L × T attribution map per prompt of ``subject`` (``effdepth.jobs.Subject``)
-    and, per layer and prompt, the completeness terms f_input = F(x), f_baseline = F(x′) and
-    attribution_sum = Σ_t IG(l, t)."""
+    and, per layer and prompt, the completeness terms f_input = F(x), f_baseline = F(x′),
+    attribution_sum = Σ_t IG(l, t) and the relative completeness gap
+    |Σ_t IG − (F(x) − F(x′))| / |F(x) − F(x′)| (docs/methods.md#integrated-gradients), with a
+    warning for every layer whose gap exceeds ``options['completeness_tolerance']``."""
     maps, rows = [], {"metric": [], "layer": [], "prompt": [], "value": [], "weight": []}
     for p, prompt in enumerate(subject.progress("integrated gradients")):
         ids = prompt["input_ids"]
         out = integrated_gradients(subject.model, ids, prompt["n_answer"], options["steps"], options["variant"],
                                    batch_size_for(options, len(ids)))
+        subject.check(out["ig"], "integrated gradients", p)
         maps.append(out["ig"])
         for layer in range(len(out["f_input"])):
+            total = float(out["ig"][layer].sum())
+            gap = check_completeness(total, float(out["f_input"][layer]), float(out["f_baseline"][layer]),
+                                     model=subject.model_name, task=subject.task, prompt=prompt.get("id", p), layer=layer,
+                                     steps=options["steps"], tolerance=options["completeness_tolerance"], logger=subject.log)
             for metric, value in (("f_input", out["f_input"][layer]), ("f_baseline", out["f_baseline"][layer]),
-                                  ("attribution_sum", out["ig"][layer].sum())):
+                                  ("attribution_sum", total), ("completeness_gap", gap)):
                 for key, v in zip(rows, (metric, layer, p, float(value), 1.0)):
                     rows[key].append(v)
     table = map_table(maps, "attribution", "integrated_gradients", options["variant"], **subject.ids)

@@ -209,10 +209,11 @@ def run(subject: Any, options: dict[str, Any]) -> pl.DataFrame:
         n_tokens = len(prompt["input_ids"])
         pos = skip_positions(n_tokens, options["positions_per_prompt"], options["position_stride"], options["seed"], i)
         positions.append(pos)
-        results.append(
-            layer_skip(subject.model, prompt["input_ids"], pos, tuple(kinds), options["variant"],
-                       batch_size_for(options, n_tokens), alive_for(options, n_tokens))
-            if pos
-            else {}
-        )
+        result = {}
+        if pos:
+            result = layer_skip(subject.model, prompt["input_ids"], pos, tuple(kinds), options["variant"],
+                                batch_size_for(options, n_tokens), alive_for(options, n_tokens))
+            for key in ("future_max", "output_max"):  # [K, L, (L,) P]: the layer is axis 1
+                subject.check(result[key], f"layer-skip {key}", i, layer_axis=1)
+        results.append(result)
     return table(results, positions, kinds, options["variant"], **subject.ids)

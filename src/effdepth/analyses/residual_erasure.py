@@ -113,8 +113,9 @@ def run(subject: Any, options: dict[str, Any]) -> pl.DataFrame:
     tensors, _ = load_tensors(subject.inputs["baseline"], ["resid_sum", "resid_count"])
     baseline = erasure_baseline(tensors["resid_sum"], tensors["resid_count"], options["variant"])
     maps = []
-    for prompt in subject.progress("residual erasure"):
+    for p, prompt in enumerate(subject.progress("residual erasure")):
         ids = prompt["input_ids"]
         maps.append(residual_erasure(subject.model, ids, prompt["n_answer"], baseline,
                                      batch_size_for(options, len(ids)), alive_for(options, len(ids))))
+        subject.check(maps[-1], "residual-erasure map", p)
     return map_table(maps, "output_change", "residual_erasure", options["variant"], **subject.ids)
