@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import importlib.util
 import os
 from pathlib import Path
@@ -132,8 +134,31 @@ def load_model(model_dir: Path | str, entry: dict[str, Any] | None = None):
         model.to(device)
     model.eval()
     model.requires_grad_(False)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=kwargs["trust_remote_code"])
-    return model, tokenizer
+    return model, load_tokenizer(model_dir, trust_remote_code=kwargs["trust_remote_code"])
+
+
+# Generic classes a tokenizer_config.json may declare for a tokenizer fully described by its
+# tokenizer.json.  transformers >= 5 otherwise rebuilds the tokenizer of a known model type from its
+# vocabulary with that type's pre-tokenizer and decoder, which silently changes a custom tokenizer
+# (e.g. a character-level one saved next to a Qwen2 model drops every space).
+GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def load_tokenizer(model_dir: Path | str, trust_remote_code: bool = False):
+    """The tokenizer of a local model directory, as the directory declares it.
+
+    A directory whose ``tokenizer_config.json`` names a generic class (GENERIC_TOKENIZER_CLASSES)
+    and has a ``tokenizer.json`` is loaded from that file as saved; any other through
+    ``AutoTokenizer``.  Prompt assembly then verifies the round trip text -> ids -> text
+    (``effdepth.tasks.tokenize_prompt``), so a tokenizer that still changes the text is refused."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    model_dir = Path(model_dir)
+    config_file = model_dir / "tokenizer_config.json"
+    declared = json.loads(config_file.read_text()).get("tokenizer_class") if config_file.is_file() else None
+    if declared in GENERIC_TOKENIZER_CLASSES and (model_dir / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(str(model_dir))
+    return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
 
 
 class ModelTokenizerError(ValueError):

@@ -122,3 +122,21 @@ def test_missing_local_model_is_named(tmp_path, tiny_models):
     result = snakemake(tmp_path, "-n", "--configfile", str(path), check=False)
     assert result.returncode != 0
     assert "models.tiny-qwen2.path" in result.stdout + result.stderr and "nowhere" in result.stdout + result.stderr
+
+
+def test_every_analysis_published_end_to_end(tmp_path, tiny_models):
+    """The test configuration with every analysis at `variant: published` runs to all.pdf; the figures
+    of kinds the published layer skip does not produce (attention-, MLP-only) are not scheduled."""
+    config = tiny_config_for(tmp_path, tiny_models)
+    for options in config["analyses"].values():
+        options["variant"] = "published"
+    path = write_config(tmp_path, config)
+    rules = {rule for rule, _ in planned_jobs(snakemake(tmp_path, "-n", "--configfile", str(path)).stdout)}
+    assert "figure_skip_map" in rules and not rules & {"figure_skip_map_attention", "figure_skip_map_mlp"}, rules
+    snakemake(tmp_path, "--cores", "2", "--configfile", str(path))
+    for analysis in config["analyses"]:
+        table = pl.read_parquet(tmp_path / "results" / "tables" / f"{analysis}.parquet")
+        assert set(table["variant"]) == {"published"}, analysis
+    skip = pl.read_parquet(tmp_path / "results" / "tables" / "layer_skip.parquet")
+    assert set(skip["kind"]) == {"layer"}
+    assert (tmp_path / "results" / "figures" / "all.pdf").is_file()
