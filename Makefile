@@ -1,7 +1,7 @@
 # make install  — create .venv with the pinned dependencies and the package (idempotent)
 # make demo     — run the offline demo (SmolLM2-135M on n-digit arithmetic) -> results/figures/all.pdf
 # make test     — the whole test suite (unit, integration, workflow, real single-node SLURM)
-# make lint     — snakemake --lint
+# make lint     — ruff (lint + format check), snakefmt --check, snakemake --lint
 # make bench    — speed of every analysis vs the naive reference loop (benchmarks/README.md)
 
 PYTHON ?= python3.11
@@ -28,13 +28,16 @@ $(STAMP): requirements.txt pyproject.toml
 demo: install
 	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
 
-test: install
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not workflow and not slurm"
 
 lint: install
+	$(BIN)/ruff check src tests benchmarks workflow/scripts
+	$(BIN)/ruff format --check src tests benchmarks workflow/scripts
+	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint
 
 bench: install

@@ -9,7 +9,8 @@
 #   results/tables/effective_depth.{parquet,csv}      effective depth with bootstrap intervals
 #   results/figures/{figure}.{pdf,svg,html}           one figure (grid over models)
 #   results/figures/all.pdf                           title page + every figure, stable order
-#   logs/{rule}/...                                   one log per job; benchmarks/ holds timings
+#   results/fingerprints/{model}.fingerprint          content fingerprint of the model's files
+#   logs/{rule}/...                                   one log per job; logs/benchmark/ holds per-job timings
 #
 # Usage: snakemake --cores 8                    (config.yaml: the paper's 12 models)
 #        snakemake --cores 2 --configfile config/demo.yaml
