@@ -1,0 +1,105 @@
+"""Reading the tables, building a figure by name, saving it (PDF, SVG, self-contained HTML) and
+assembling all.pdf (a title page with provenance and contents, then every figure with an outline
+entry).  Every path comes from the caller: the workflow owns the layout of results/.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import polars as pl
+
+from .. import __version__
+from .layout import canonical
+from .profile import model_profile_chart
+from .registry import FIGURE_BY_NAME, figure_title
+from .theme import Context, Tables, message_chart
+
+def read_tables(paths: list[str], token_paths: list[str] | None = None) -> Tables:
+    """Tables keyed by file stem (analysis name or effective_depth*), plus ``tokens`` (concatenated)."""
+    tables: Tables = {Path(p).stem: pl.read_parquet(p) for p in paths}
+    if token_paths:
+        tables["tokens"] = pl.concat([pl.read_parquet(p) for p in token_paths], how="diagonal_relaxed")
+    return tables
+
+
+def build_chart(name: str, tables: Tables, ctx: Context) -> alt.TopLevelMixin:
+    if name.startswith("models/"):
+        return model_profile_chart(tables, ctx, name.split("/", 1)[1])
+    return FIGURE_BY_NAME[name].builder(tables, ctx)
+
+
+def save_chart(chart: alt.TopLevelMixin, pdf: str, svg: str, html: str) -> None:
+    import vl_convert as vlc
+
+    spec = chart.to_dict()  # validates against the Vega-Lite schema
+    for path in (pdf, svg, html):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(pdf).write_bytes(vlc.vegalite_to_pdf(spec))
+    Path(svg).write_text(vlc.vegalite_to_svg(spec))
+    chart.save(html, inline=True)
+
+
+def build_figure(name: str, tables: list[str], ctx: Context, pdf: str, svg: str, html: str, tokens: list[str] | None = None) -> None:
+    """Read the tables, build figure ``name`` (or ``models/<model>``, a per-model profile) and save it."""
+    save_chart(build_chart(name, read_tables(tables, tokens), ctx), pdf, svg, html)
+
+
+def title_page(info: dict[str, Any], contents: list[tuple[int, str]] | None = None) -> bytes:
+    """A one-page PDF with the experiment's provenance and, when given, the contents (page, title)."""
+    import vl_convert as vlc
+
+    lines = [
+        f"config: {info.get('config_hash', '?')}",
+        f"models ({len(info['models'])}): " + ", ".join(info["models"]),
+        f"tasks ({len(info['tasks'])}): " + ", ".join(info["tasks"]),
+        "variants: " + ", ".join(f"{k}={v}" for k, v in info.get("variants", {}).items()),
+        *([f"effective depth: {info['effective_depth']}"] if info.get("effective_depth") else []),
+        f"effdepth {__version__} · {_dt.date.today().isoformat()}",
+    ]
+    if contents:
+        lines += ["", "Contents"] + [f"  p. {page:>3}   {title}" for page, title in contents]
+    wrapped: list[str] = []
+    for line in lines:
+        while len(line) > 110:
+            wrapped.append(line[:110])
+            line = "    " + line[110:]
+        wrapped.append(line)
+    chart = message_chart(f"Effective depth · {info.get('name', 'experiment')}", wrapped)
+    return vlc.vegalite_to_pdf(chart.to_dict())
+
+
+def merge_pdfs(title: bytes, pdfs: list[str], output: str, titles: list[str] | None = None) -> None:
+    """Title page followed by every figure PDF, in the given order, with an outline entry each."""
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    for page in PdfReader(io.BytesIO(title)).pages:
+        writer.add_page(page)
+    for i, path in enumerate(pdfs):
+        reader = PdfReader(path)
+        for page in reader.pages:
+            writer.add_page(page)
+        writer.add_outline_item(title=titles[i] if titles else Path(path).stem, page_number=len(writer.pages) - len(reader.pages))
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "wb") as fh:
+        writer.write(fh)
+
+
+def all_pdf(info: dict[str, Any], pdfs: list[str], output: str) -> None:
+    """all.pdf: title page with contents, then every figure (``pdfs`` in their stable order)."""
+    from pypdf import PdfReader
+
+    titles = []
+    for path in pdfs:
+        stem = Path(path).stem
+        titles.append(f"Effective-depth profile · {stem}" if Path(path).parent.name == "models" else figure_title(stem))
+    contents, page = [], 2
+    for path, title in zip(pdfs, titles):
+        contents.append((page, title))
+        page += len(PdfReader(path).pages)
+    merge_pdfs(title_page(info, contents), pdfs, output, titles)
