@@ -15,6 +15,7 @@ import pytest
 from effdepth import figures
 from effdepth.depth import ED_ANALYSES, effective_depth
 from effdepth.figures import (
+    FIGURE_BY_NAME,
     FIGURES,
     all_pdf,
     available_figures,
@@ -24,15 +25,29 @@ from effdepth.figures import (
     read_tables,
     save_chart,
 )
+from effdepth.figures.layout import headline_rows, select_task
 
 # --- synthetic tables in the schema of effdepth.tables -----------------------------------------
 
 
-def _rows(model: str, task: str, analysis: str, **cols) -> pl.DataFrame:
+def _rows(model: str, task: str, analysis: str, n_layers: int, **cols) -> pl.DataFrame:
+    """Rows of one analysis table; like every analysis table they carry the model's ``n_layers`` (Int32)."""
     n = len(cols["value"])
     base = {"model": [model] * n, "task": [task] * n, "analysis": [analysis] * n, "variant": ["correct"] * n}
     schema = {"layer": pl.Int32, "prompt": pl.Int32, "skipped_layer": pl.Int32, "position": pl.Int32, "span": pl.Int32}
-    return pl.DataFrame({**base, **cols}).with_columns([pl.col(c).cast(t) for c, t in schema.items() if c in cols])
+    frame = pl.DataFrame({**base, **cols}).with_columns([pl.col(c).cast(t) for c, t in schema.items() if c in cols])
+    return frame.with_columns(n_layers=pl.lit(n_layers, pl.Int32))
+
+
+def _ig_completeness(model: str, task: str, n_layers: int, attribution_sum: np.ndarray, f_input: np.ndarray,
+                     f_baseline: np.ndarray, prompt: int = 0) -> pl.DataFrame:
+    """The IG table's completeness rows of one prompt: per layer f_input, f_baseline, attribution_sum
+    (prompt set, position null)."""
+    layers = np.arange(n_layers)
+    metrics = [m for m in ("f_input", "f_baseline", "attribution_sum") for _ in layers]
+    values = np.concatenate([f_input, f_baseline, attribution_sum]).astype(float)
+    return _rows(model, task, "integrated_gradients", n_layers, metric=metrics, layer=np.tile(layers, 3),
+                 prompt=[prompt] * values.size, value=values, weight=[1.0] * values.size)
 
 
 def _per_prompt(rng: np.random.Generator, curve: np.ndarray, n_prompts: int, noise: float) -> np.ndarray:
@@ -41,7 +56,7 @@ def _per_prompt(rng: np.random.Generator, curve: np.ndarray, n_prompts: int, noi
 
 def synthetic_tables(
     models: dict[str, int], tasks: list[str], n_prompts: int = 3, n_tokens: int = 12, seed: int = 0,
-    kinds: tuple[str, ...] = ("layer", "attention", "mlp"),
+    kinds: tuple[str, ...] = ("layer", "attention", "mlp"), ig_gap: float = 0.01,
 ) -> dict[str, pl.DataFrame]:
     """Aggregated analysis tables (and token tables) for models {name: L} × tasks: cosines that cross
     zero at ~0.6 L, a decreasing KL, a rising overlap, skip effects that fade with depth.  Per-prompt
@@ -61,7 +76,7 @@ def synthetic_tables(
                 prompt = [None] * curve.size + [p for p in range(n_prompts) for _ in range(curve.size)]
                 weight = [w.sum()] * curve.size + [w[p] for p in range(n_prompts) for _ in range(curve.size)]
                 cols = {k: list(v) * (n_prompts + 1) for k, v in idx.items()}
-                out[analysis].append(_rows(model, task, analysis, metric=[metric] * values.size, prompt=prompt, value=values, weight=weight, **cols))
+                out[analysis].append(_rows(model, task, analysis, L, metric=[metric] * values.size, prompt=prompt, value=values, weight=weight, **cols))
 
             crossing = 0.6 * L
             for i, m in enumerate(("attention", "mlp", "layer")):
@@ -88,8 +103,11 @@ def synthetic_tables(
             for analysis, metric, rows_ in (("residual_erasure", "output_change", L + 1), ("integrated_gradients", "attribution", L)):
                 ll, pp = np.meshgrid(np.arange(rows_), positions, indexing="ij")
                 value = np.abs(rng.standard_normal(ll.size)) * 0.3 if metric == "output_change" else rng.standard_normal(ll.size)
-                out[analysis].append(_rows(model, task, analysis, metric=[metric] * ll.size, layer=ll.ravel(), position=pp.ravel(),
+                out[analysis].append(_rows(model, task, analysis, L, metric=[metric] * ll.size, layer=ll.ravel(), position=pp.ravel(),
                                            prompt=[0] * ll.size, value=value, weight=[1.0] * ll.size))
+                if metric == "attribution":  # completeness terms: Σ_t IG = F(x) − F(x′) up to a relative gap ig_gap
+                    total = value.reshape(L, n_tokens).sum(1)
+                    out[analysis].append(_ig_completeness(model, task, L, total, total * (1 + ig_gap) + 1.0, np.ones(L)))
             out["tokens"].append(pl.DataFrame({"prompt": [0] * n_tokens, "position": positions, "token": [f"Ġt{p}" for p in positions],
                                                "model": [model] * n_tokens, "task": [task] * n_tokens}).with_columns(
                 pl.col("prompt").cast(pl.Int32), pl.col("position").cast(pl.Int32)))
@@ -124,7 +142,8 @@ def paper_like() -> tuple[dict[str, pl.DataFrame], dict]:
     """Four models with a Q2 pair (L = 4 / 5 / 4 / 6) × three tasks, and the effective-depth tables."""
     layers = dict(zip(PAPER_LIKE_MODELS, (4, 5, 4, 6)))
     tables = synthetic_tables(layers, list(PAPER_LIKE_TASKS))
-    ed, sweep = effective_depth({k: tables[k] for k in ("relative_contribution", "logit_lens", "layer_skip")}, bootstrap=20, sweep=[0.3, 0.6])
+    ed_inputs = {k: tables[k] for k in ("relative_contribution", "logit_lens", "layer_skip")}
+    ed, sweep = effective_depth(ed_inputs, kl_threshold=0.5, overlap_threshold=0.3, bootstrap=20, sweep=[0.3, 0.6])
     reference = pl.DataFrame({
         "model": ["DeepSeek-R1-Distill-Qwen-1.5B"] * 3, "task": ["gsm8k"] * 3, "estimator": ["cos", "kl", "overlap"],
         "published_ed": [3.0, 1.0, 3.0], "ed": [3.0, 2.0, 3.0], "ci_low": [2.0, 2.0, 3.0], "ci_high": [3.0, 3.0, 4.0],
@@ -134,13 +153,31 @@ def paper_like() -> tuple[dict[str, pl.DataFrame], dict]:
     return tables, _context(PAPER_LIKE_MODELS, PAPER_LIKE_TASKS)
 
 
+def declared(tables: dict[str, pl.DataFrame], name: str) -> dict[str, pl.DataFrame]:
+    """The tables the workflow hands figure ``name``: its declared ``Figure.tables`` (plus ``tokens`` when it
+    declares token tables); a profile gets the effective-depth inputs and the effective-depth table."""
+    if name.startswith("models/"):
+        keys = [*ED_ANALYSES, "effective_depth"]
+    else:
+        fig = FIGURE_BY_NAME[name]
+        keys = [*fig.tables, *(["tokens"] if fig.tokens else [])]
+    return {k: tables[k] for k in keys if k in tables}
+
+
+def chart(name: str, tables: dict[str, pl.DataFrame], ctx: dict) -> alt.TopLevelMixin:
+    """``build_chart`` on exactly the tables the workflow passes (the path figure.py runs)."""
+    return build_chart(name, declared(tables, name), ctx)
+
+
+ALL_CHARTS = [f.name for f in FIGURES] + ["models/DeepSeek-R1-Distill-Qwen-1.5B"]
+
 # --- specs --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [f.name for f in FIGURES] + ["models/DeepSeek-R1-Distill-Qwen-1.5B"])
+@pytest.mark.parametrize("name", ALL_CHARTS)
 def test_every_chart_spec_validates(paper_like, name):
     tables, ctx = paper_like
-    spec = build_chart(name, tables, ctx).to_dict(validate=True)
+    spec = chart(name, tables, ctx).to_dict(validate=True)
     assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
     title = spec.get("title") or spec.get("spec", {}).get("title")
     assert title, f"{name} has no title"
@@ -150,7 +187,7 @@ def test_figures_plot_aggregated_frames(paper_like):
     """Charts get small frames: no figure carries per-prompt rows into the spec."""
     tables, ctx = paper_like
     for name in ("cosine", "skip_map_by_task", "logit_lens_kl"):
-        spec = build_chart(name, tables, ctx).to_dict()
+        spec = chart(name, tables, ctx).to_dict()
         (values,) = [d for d in spec["datasets"].values()]
         n = len(values)
         raw = {"cosine": tables["relative_contribution"], "skip_map_by_task": tables["layer_skip"], "logit_lens_kl": tables["logit_lens"]}[name]
@@ -159,7 +196,7 @@ def test_figures_plot_aggregated_frames(paper_like):
 
 def test_heatmaps_use_token_labels_and_a_symmetric_diverging_scale(paper_like):
     tables, ctx = paper_like
-    spec = build_chart("integrated_gradients", tables, ctx).to_dict()
+    spec = chart("integrated_gradients", tables, ctx).to_dict()
     enc = spec["spec"]["encoding"]
     assert enc["color"]["scale"]["domain"] == [-1, 1] and enc["color"]["scale"]["domainMid"] == 0
     labels = {row["label"] for row in next(iter(spec["datasets"].values()))}
@@ -178,7 +215,7 @@ def test_q2_pairs_long_cot_with_base_and_same_size_instruct(paper_like):
 def test_q2_without_pairs_says_so(paper_like):
     tables, ctx = paper_like
     ctx = {**ctx, "models": {m: {**v, "training": "instruct", "base_model": None} for m, v in ctx["models"].items()}}
-    spec = build_chart("q2_training", tables, ctx).to_dict()
+    spec = chart("q2_training", tables, ctx).to_dict()
     text = " ".join(row["text"] for row in next(iter(spec["datasets"].values())))
     assert "No long-CoT / base pair is configured" in text
 
@@ -189,7 +226,7 @@ def test_t1_marks_an_estimate_without_solution(paper_like):
         ed=pl.when((pl.col("estimator") == "cos") & (pl.col("task") == "gsm8k")).then(None).otherwise(pl.col("ed")),
         reason=pl.when((pl.col("estimator") == "cos") & (pl.col("task") == "gsm8k")).then(pl.lit("no crossing")).otherwise(pl.col("reason")),
     )
-    spec = build_chart("effective_depth_table", {**tables, "effective_depth": ed}, ctx).to_dict()
+    spec = chart("effective_depth_table", {**tables, "effective_depth": ed}, ctx).to_dict()
     rows = next(iter(spec["datasets"].values()))
     cos_gsm8k = [r for r in rows if r["label"] == "ED_cos" and r["task"] == "gsm8k"]
     assert cos_gsm8k and all(r["text"] == "—" and r["note"] == "no crossing" for r in cos_gsm8k)
@@ -203,20 +240,20 @@ def test_single_model_grids(paper_like):
     small = {k: (v.filter(pl.col("model") == one) if "model" in v.columns else v) for k, v in tables.items()}
     ctx = {**ctx, "models": {one: ctx["models"][one]}}
     for name in ("cosine", "skip_map", "q1_scale", "q3_difficulty", "effective_depth_table", f"models/{one}"):
-        build_chart(name, small, ctx).to_dict(validate=True)
+        chart(name, small, ctx).to_dict(validate=True)
 
 
 def test_primary_task_chooses_the_per_model_grids_task(paper_like):
     tables, ctx = paper_like
-    rc = figures._headline(tables["relative_contribution"])
-    assert figures._select_task(rc, ctx, "relative_contribution", False)[1] == "task gsm8k"  # first configured
+    rc = headline_rows(tables["relative_contribution"])
+    assert select_task(rc, ctx, "relative_contribution", False)[1] == "task gsm8k"  # first configured
     chosen = {**ctx, "figures": {**ctx["figures"], "primary_task": "addition_4"}}
-    data, label = figures._select_task(rc, chosen, "relative_contribution", False)
+    data, label = select_task(rc, chosen, "relative_contribution", False)
     assert label == "task addition_4" and data["task"].unique().to_list() == ["addition_4"]
     # an analysis that did not run on the chosen task keeps its own first task
     only_gsm8k = rc.filter(pl.col("task") == "gsm8k")
-    assert figures._select_task(only_gsm8k, chosen, "relative_contribution", False)[1] == "task gsm8k"
-    assert "task addition_4" in str(build_chart("cosine", tables, chosen).to_dict())
+    assert select_task(only_gsm8k, chosen, "relative_contribution", False)[1] == "task gsm8k"
+    assert "task addition_4" in str(chart("cosine", tables, chosen).to_dict())
 
 
 # --- the registry -------------------------------------------------------------------------------
@@ -253,7 +290,7 @@ def test_render_and_merge_into_all_pdf(paper_like, tmp_path: Path):
     pdfs = []
     for name in ("logit_lens_kl", "effective_depth_table"):
         out = {ext: str(tmp_path / f"{name}.{ext}") for ext in ("pdf", "svg", "html")}
-        save_chart(build_chart(name, tables, ctx), out["pdf"], out["svg"], out["html"])
+        save_chart(chart(name, tables, ctx), out["pdf"], out["svg"], out["html"])
         assert Path(out["svg"]).read_text().lstrip().startswith("<svg")
         assert "vega" in Path(out["html"]).read_text().lower()
         pdfs.append(out["pdf"])
@@ -278,11 +315,3 @@ def test_read_tables_keys_by_stem(tmp_path: Path, paper_like):
     tables["tokens"].write_parquet(tmp_path / "a_tokens.parquet")
     read = read_tables([str(tmp_path / "logit_lens.parquet")], [str(tmp_path / "a_tokens.parquet")])
     assert set(read) == {"logit_lens", "tokens"} and read["tokens"].height == tables["tokens"].height
-
-
-def test_workflow_targets_include_the_effective_depth_tables_only_when_computable():
-    with_ed = figures.workflow_targets(["logit_lens", "residual_erasure"])
-    assert "results/figures/all.pdf" in with_ed and "results/tables/effective_depth.csv" in with_ed
-    assert "results/tables/effective_depth_reference.parquet" in with_ed
-    without = figures.workflow_targets(["residual_erasure"])
-    assert not [t for t in without if "effective_depth" in t] and "results/tables/residual_erasure.parquet" in without
