@@ -31,11 +31,11 @@ def headline_rows(table: pl.DataFrame) -> pl.DataFrame:
 
 
 def _ordered(configured: list[str], frames: tuple[pl.DataFrame, ...], column: str) -> list[str]:
-    """Values of ``column`` present in the frames: in config order, then any others as they appear."""
-    seen: list[str] = []
+    """Values of ``column`` present in the frames: in config order, then any others sorted."""
+    seen: set[str] = set()
     for f in frames:
-        seen += [v for v in f[column].unique(maintain_order=True).to_list() if v not in seen]
-    return [v for v in configured if v in seen] + [v for v in seen if v not in configured]
+        seen.update(v for v in f[column].unique(maintain_order=True).to_list() if v is not None)
+    return [v for v in configured if v in seen] + sorted(v for v in seen if v not in configured)
 
 
 def models_in(ctx: Context, *frames: pl.DataFrame) -> list[str]:
@@ -50,7 +50,7 @@ def primary_task(table: pl.DataFrame, ctx: Context, analysis: str) -> str:
     """The task of the per-model grids (F1–F7): ``figures.primary_task`` when the analysis ran on it,
     else the first configured task of the analysis present."""
     configured = ctx.get("analyses", {}).get(analysis, {}).get("tasks") or list(ctx.get("tasks", {}))
-    present = table["task"].unique(maintain_order=True).to_list()
+    present = sorted(table["task"].unique(maintain_order=True).drop_nulls().to_list())
     chosen = ctx.get("figures", {}).get("primary_task")
     if chosen in present:
         return chosen
@@ -92,8 +92,10 @@ def _complete(frame: pl.DataFrame, row: str, column: str) -> pl.DataFrame:
     """Add a placeholder row for every (row, column) facet cell without data.  Vega-Lite lays out the
     cells of a row × column facet that have data in order, so one missing cell shifts the rest of its
     column into the wrong rows; with placeholders every cell exists and ``drawn`` drops them."""
-    present = frame.select(row, column).unique()
-    missing = frame.select(row).unique().join(frame.select(column).unique(), how="cross").join(present, on=[row, column], how="anti")
+    present = frame.select(row, column).unique(maintain_order=True)
+    rows, columns = frame.select(row).unique(maintain_order=True), frame.select(column).unique(maintain_order=True)
+    cells = rows.join(columns, how="cross", maintain_order="left_right")
+    missing = cells.join(present, on=[row, column], how="anti", nulls_equal=True, maintain_order="left")
     return pl.concat([frame.with_columns(placeholder=pl.lit(False)), missing.with_columns(placeholder=pl.lit(True))], how="diagonal_relaxed")
 
 

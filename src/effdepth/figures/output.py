@@ -28,6 +28,15 @@ def read_tables(paths: list[str], token_paths: list[str] | None = None) -> Table
 
 
 def build_chart(name: str, tables: Tables, ctx: Context) -> alt.TopLevelMixin:
+    """Figure ``name`` (a ``FIGURES`` name, or ``models/<model>`` for a per-model profile) from ``tables``
+    (keyed as ``read_tables`` keys them) and the figure context (``figure_context``).
+
+    The tables are put in a canonical row order first, so the same tables give the same spec (and
+    byte-identical SVG / HTML) whatever order their rows come in.  Raises ``KeyError`` for an unknown
+    figure name or when a table the figure declares is missing, and ``KeyError`` / ``TypeError`` when
+    ``ctx["effective_depth"]`` lacks a threshold a figure draws.
+    """
+    tables = {key: canonical(table) for key, table in tables.items()}
     if name.startswith("models/"):
         return model_profile_chart(tables, ctx, name.split("/", 1)[1])
     return FIGURE_BY_NAME[name].builder(tables, ctx)

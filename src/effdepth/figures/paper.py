@@ -32,8 +32,8 @@ def cosine_chart(tables: Tables, ctx: Context, by_task: bool = False) -> alt.Top
     rc = headline_rows(tables["relative_contribution"]).filter(pl.col("metric").str.starts_with("cos_"))
     rc, which = select_task(rc, ctx, "relative_contribution", by_task)
     data = rc.select("model", "task", pl.col("metric").str.strip_prefix("cos_").alias("series"), "layer", "value")
-    mean = data.group_by("model", "task", "layer").agg(pl.col("value").mean()).with_columns(series=pl.lit("mean c̄"))
-    zero = data.select("model", "task").unique().with_columns(value=pl.lit(0.0), series=pl.lit("zero"))
+    mean = data.group_by("model", "task", "layer", maintain_order=True).agg(pl.col("value").mean()).with_columns(series=pl.lit("mean c̄"))
+    zero = data.select("model", "task").unique(maintain_order=True).with_columns(value=pl.lit(0.0), series=pl.lit("zero"))
     layered = bars(data, ctx, "cosine with the residual", "contribution", n_layers_max(data), rule=zero, line=mean)
     label = "F8" if by_task else "F1"
     return panels(layered, ctx, data, by_task).resolve_scale(x="independent").properties(
@@ -72,8 +72,8 @@ def kl_chart(tables: Tables, ctx: Context, by_task: bool = False) -> alt.TopLeve
     tau = float(ctx["effective_depth"]["kl_threshold"])
     data, which = _lens(tables, ctx, "kl", by_task)
     n_layers = n_layers_of(tables)
-    inputs = data.join(n_layers, on="model", how="left").filter(pl.col("n_layers").is_null() | (pl.col("layer") < pl.col("n_layers")))
-    rule = inputs.group_by("model", "task").agg((pl.col("value").max() * tau).alias("value")).with_columns(series=pl.lit(f"{tau:g}·max KL"))
+    inputs = data.join(n_layers, on="model", how="left", maintain_order="left").filter(pl.col("n_layers").is_null() | (pl.col("layer") < pl.col("n_layers")))
+    rule = inputs.group_by("model", "task", maintain_order=True).agg((pl.col("value").max() * tau).alias("value")).with_columns(series=pl.lit(f"{tau:g}·max KL"))
     chart = bars(data, ctx, "KL(lens ‖ output) [nats]", "", n_layers_max(data), rule=rule)
     label = "F11" if by_task else "F4"
     return panels(chart, ctx, data, by_task).resolve_scale(x="independent", y="independent").properties(
@@ -89,7 +89,7 @@ def overlap_chart(tables: Tables, ctx: Context, by_task: bool = False) -> alt.To
     """F5 / F12: top-k overlap of the logit lens with the final prediction, with the threshold τ."""
     tau = float(ctx["effective_depth"]["overlap_threshold"])
     data, which = _lens(tables, ctx, "overlap", by_task)
-    rule = data.select("model", "task").unique().with_columns(value=pl.lit(tau), series=pl.lit(f"τ = {tau:g}"))
+    rule = data.select("model", "task").unique(maintain_order=True).with_columns(value=pl.lit(tau), series=pl.lit(f"τ = {tau:g}"))
     chart = bars(data, ctx, "top-k overlap with the output", "", n_layers_max(data), rule=rule, y_scale=alt.Scale(domain=[0, 1]))
     label = "F12" if by_task else "F5"
     return panels(chart, ctx, data, by_task).resolve_scale(x="independent").properties(
@@ -138,17 +138,17 @@ def skip_map_chart(tables: Tables, ctx: Context, by_task: bool = False, kind: st
 def _map_frame(tables: Tables, analysis: str, metric: str) -> pl.DataFrame:
     """Prompt-0 (layer × position) map of every (model, task) with a token label per position."""
     table = tables[analysis].filter(pl.col("metric") == metric)
-    first = table.group_by("model", "task").agg(pl.col("prompt").min().alias("first"))
-    table = table.join(first, on=["model", "task"]).filter(pl.col("prompt") == pl.col("first"))
+    first = table.group_by("model", "task", maintain_order=True).agg(pl.col("prompt").min().alias("first"))
+    table = table.join(first, on=["model", "task"], maintain_order="left").filter(pl.col("prompt") == pl.col("first"))
     data = table.select("model", "task", "prompt", "layer", "position", "value")
     tokens = tables.get("tokens")
     if tokens is not None and tokens.height:
         tokens = tokens.select("model", "task", pl.col("prompt").cast(pl.Int32), pl.col("position").cast(pl.Int32), "token")
-        data = data.join(tokens, on=["model", "task", "prompt", "position"], how="left")
+        data = data.join(tokens, on=["model", "task", "prompt", "position"], how="left", maintain_order="left")
     else:
         data = data.with_columns(token=pl.lit(None, pl.Utf8))
-    n_tokens = data.group_by("model", "task").agg(pl.col("position").max().alias("n"))
-    data = data.join(n_tokens, on=["model", "task"])
+    n_tokens = data.group_by("model", "task", maintain_order=True).agg(pl.col("position").max().alias("n"))
+    data = data.join(n_tokens, on=["model", "task"], maintain_order="left")
     labels = [
         f"{p:>2} {clean_token(t)}" if (t is not None and n <= 80) else str(p)
         for p, t, n in data.select("position", "token", "n").iter_rows()

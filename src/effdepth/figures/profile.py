@@ -21,18 +21,18 @@ def model_profile_chart(tables: Tables, ctx: Context, model: str) -> alt.TopLeve
     rules: list[pl.DataFrame] = []
     if "relative_contribution" in tables:
         rc = headline_rows(tables["relative_contribution"]).filter((pl.col("model") == model) & pl.col("metric").is_in(["cos_attention", "cos_mlp", "cos_layer"]))
-        curves.append(rc.group_by("task", "layer").agg(pl.col("value").mean()).with_columns(curve=pl.lit("mean cosine c̄")))
-        rules.append(rc.select("task").unique().with_columns(curve=pl.lit("mean cosine c̄"), value=pl.lit(0.0)))
+        curves.append(rc.group_by("task", "layer", maintain_order=True).agg(pl.col("value").mean()).with_columns(curve=pl.lit("mean cosine c̄")))
+        rules.append(rc.select("task").unique(maintain_order=True).with_columns(curve=pl.lit("mean cosine c̄"), value=pl.lit(0.0)))
     if "logit_lens" in tables:
         lens = headline_rows(tables["logit_lens"]).filter(pl.col("model") == model)
         if n_layers is not None:
             lens = lens.filter(pl.col("layer") < n_layers)
         kl = lens.filter(pl.col("metric") == "kl").with_columns(value=pl.col("value") / pl.col("value").max().over("task").clip(lower_bound=1e-12))
         curves.append(kl.select("task", "layer", "value").with_columns(curve=pl.lit("KL / max KL")))
-        rules.append(kl.select("task").unique().with_columns(curve=pl.lit("KL / max KL"), value=pl.lit(tau_kl)))
+        rules.append(kl.select("task").unique(maintain_order=True).with_columns(curve=pl.lit("KL / max KL"), value=pl.lit(tau_kl)))
         ov = lens.filter(pl.col("metric") == "overlap")
         curves.append(ov.select("task", "layer", "value").with_columns(curve=pl.lit("top-k overlap")))
-        rules.append(ov.select("task").unique().with_columns(curve=pl.lit("top-k overlap"), value=pl.lit(tau_ov)))
+        rules.append(ov.select("task").unique(maintain_order=True).with_columns(curve=pl.lit("top-k overlap"), value=pl.lit(tau_ov)))
     if "layer_skip" in tables:
         out = headline_rows(tables["layer_skip"]).filter(
             (pl.col("model") == model) & (pl.col("metric") == "output") & (pl.col("kind") == "layer") & (pl.col("aggregation") == "mean")

@@ -112,7 +112,7 @@ def effective_depth_table_chart(tables: Tables, ctx: Context) -> alt.TopLevelMix
 
 def _headline_ed(tables: Tables, ctx: Context) -> pl.DataFrame:
     """Headline estimators joined with model metadata, ED and ratio in long form (measure, value, low, high)."""
-    ed = _ed(tables).filter(pl.col("label").is_in(HEADLINE)).join(_model_meta(ctx), on="model", how="left")
+    ed = _ed(tables).filter(pl.col("label").is_in(HEADLINE)).join(_model_meta(ctx), on="model", how="left", maintain_order="left")
     cols = ["model", "task", "label", "size_b", "family", "training", "base_model", "n_layers"]
     return pl.concat(
         [
@@ -215,7 +215,7 @@ def q2_training_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
                 "config.yaml (the paper's experiment) configures the four R1-Distill models and their bases.",
             ],
         )
-    data = _ed(tables).filter(pl.col("label").is_in(HEADLINE)).join(pairs, on="model", how="inner")
+    data = _ed(tables).filter(pl.col("label").is_in(HEADLINE)).join(pairs, on="model", how="inner", maintain_order="left")
     data = data.select("group", "role", "model", "task", "label", pl.col("ed").alias("value"), pl.col("ci_low").alias("low"),
                        pl.col("ci_high").alias("high"), "ratio", "n_layers").filter(pl.col("value").is_not_null())
     width, height = panel_size(ctx)
@@ -255,7 +255,7 @@ def _difficulty(ctx: Context) -> pl.DataFrame:
 
 def q3_difficulty_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
     """Q3: ED ratio against task difficulty (benchmarks; digit length for arithmetic), per model."""
-    data = _headline_ed(tables, ctx).filter(pl.col("measure") == "ratio (ED+1)/L").join(_difficulty(ctx), on="task", how="inner")
+    data = _headline_ed(tables, ctx).filter(pl.col("measure") == "ratio (ED+1)/L").join(_difficulty(ctx), on="task", how="inner", maintain_order="left")
     if data.height == 0:
         return message_chart("Q3 · Effective depth vs task difficulty", ["No effective-depth estimate to plot."])
     width, height = panel_size(ctx)
