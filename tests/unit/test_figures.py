@@ -107,7 +107,7 @@ def synthetic_tables(
                                            prompt=[0] * ll.size, value=value, weight=[1.0] * ll.size))
                 if metric == "attribution":  # completeness terms: Σ_t IG = F(x) − F(x′) up to a relative gap ig_gap
                     total = value.reshape(L, n_tokens).sum(1)
-                    out[analysis].append(_ig_completeness(model, task, L, total, total * (1 + ig_gap) + 1.0, np.ones(L)))
+                    out[analysis].append(_ig_completeness(model, task, L, total, total / (1 + ig_gap) + 1.0, np.ones(L)))
             out["tokens"].append(pl.DataFrame({"prompt": [0] * n_tokens, "position": positions, "token": [f"Ġt{p}" for p in positions],
                                                "model": [model] * n_tokens, "task": [task] * n_tokens}).with_columns(
                 pl.col("prompt").cast(pl.Int32), pl.col("position").cast(pl.Int32)))
@@ -332,3 +332,33 @@ def test_the_same_tables_in_any_row_order_give_the_same_spec(paper_like, name):
     first = chart(name, _shuffled(tables, 1), ctx).to_dict()
     second = chart(name, _shuffled(tables, 100), ctx).to_dict()
     assert first == second
+
+
+# --- integrated gradients: completeness ---------------------------------------------------------
+
+
+def test_ig_completeness_gap_is_computed_and_shown(paper_like):
+    """Σ IG should equal F(x) − F(x′): a known gap per layer comes out of ig_completeness and the
+    worst one per model is in F7's subtitle; the synthetic tables carry a 1 % gap everywhere."""
+    tables, ctx = paper_like
+    model, task, L = "Qwen2.5-7B-Instruct", "gsm8k", 6
+    f_input, f_baseline = np.full(L, 3.0), np.ones(L)
+    attribution_sum = np.full(L, 2.0)
+    attribution_sum[2] = 2.5  # gap 0.5 on a difference of 2: relative 25 %
+    f_input[4] = f_baseline[4] = 1.0  # F(x) = F(x′): the relative gap divides by 1e-12
+    attribution_sum[4] = 1e-15
+    ig = _ig_completeness(model, task, L, attribution_sum, f_input, f_baseline, prompt=1)
+    gaps = figures.paper.ig_completeness(ig)
+    assert gaps["layer"].to_list() == list(range(L)) and gaps["prompt"].to_list() == [1] * L
+    np.testing.assert_allclose(gaps["gap"].to_numpy(), [0, 0, 0.5, 0, 1e-15, 0], atol=1e-18)
+    np.testing.assert_allclose(gaps["relative_gap"].to_numpy(), [0, 0, 0.25, 0, 1e-3, 0], atol=1e-12)
+
+    base = tables["integrated_gradients"]
+    without = base.filter(~((pl.col("model") == model) & (pl.col("task") == task) & pl.col("position").is_null()))
+    known = {**tables, "integrated_gradients": pl.concat([without, ig], how="diagonal_relaxed")}
+    spec = chart("integrated_gradients", known, ctx).to_dict()
+    subtitle = " ".join(spec["title"]["subtitle"])
+    assert f"{model}: 25.0% (layer 2, {task})" in subtitle
+    assert "DeepSeek-R1-Distill-Qwen-1.5B: 1.0%" in subtitle
+    rows = next(iter(spec["datasets"].values()))
+    assert {round(r["relative_gap"], 6) for r in rows if r["model"] == "Qwen2.5-1.5B-Instruct" and not r.get("placeholder")} == {0.01}

@@ -156,7 +156,8 @@ def _map_frame(tables: Tables, analysis: str, metric: str) -> pl.DataFrame:
     return data.with_columns(label=pl.Series(labels, dtype=pl.Utf8)).drop("n")
 
 
-def _token_heatmap(data: pl.DataFrame, ctx: Context, color: alt.Color, tooltip_title: str) -> alt.FacetChart:
+def _token_heatmap(data: pl.DataFrame, ctx: Context, color: alt.Color, tooltip_title: str,
+                   extra_tooltip: tuple[alt.Tooltip, ...] = ()) -> alt.FacetChart:
     width, height = panel_size(ctx)
     n_max = n_layers_max(data)
     chart = drawn(data).mark_rect().encode(
@@ -164,7 +165,8 @@ def _token_heatmap(data: pl.DataFrame, ctx: Context, color: alt.Color, tooltip_t
                 axis=alt.Axis(labelAngle=-60, labelFontSize=8, labelLimit=60)),
         y=alt.Y("layer:O", axis=layer_axis("layer", n_max), sort="descending"),
         color=color,
-        tooltip=["model:N", "task:N", "layer:O", "position:O", "token:N", alt.Tooltip("value:Q", title=tooltip_title, format=".4f")],
+        tooltip=["model:N", "task:N", "layer:O", "position:O", "token:N", alt.Tooltip("value:Q", title=tooltip_title, format=".4f"),
+                 *extra_tooltip],
     ).properties(width=max(width, 9 * int(data["position"].max() + 1)), height=max(height, 4 * n_max))
     return grid(chart, models_in(ctx, data), tasks_in(ctx, data)).resolve_scale(x="independent", y="independent")
 
@@ -183,19 +185,69 @@ def erasure_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
     )
 
 
+COMPLETENESS_EPS = 1e-12
+
+
+def ig_completeness(table: pl.DataFrame) -> pl.DataFrame:
+    """The completeness check of integrated gradients (Sundararajan et al. 2017: Σ_t IG(l, t) should
+    equal F(x) − F(x′)) per (model, task, prompt, layer), from the IG table's ``f_input``,
+    ``f_baseline`` and ``attribution_sum`` rows (prompt set, position null).
+
+    Columns: model, task, prompt, layer, gap = attribution_sum − (f_input − f_baseline) and
+    relative_gap = |gap| / max(|f_input − f_baseline|, 1e-12); no rows when the table has no
+    completeness terms.  A large relative gap means too few integration steps.
+    """
+    keys = ["model", "task", "prompt", "layer"]
+    terms = ("f_input", "f_baseline", "attribution_sum")
+    rows = table.filter(pl.col("metric").is_in(terms) & pl.col("prompt").is_not_null())
+    if "position" in rows.columns:
+        rows = rows.filter(pl.col("position").is_null())
+    wide = rows.group_by(*keys, maintain_order=True).agg(
+        [pl.col("value").filter(pl.col("metric") == t).first().alias(t) for t in terms]
+    ).drop_nulls(list(terms))
+    delta = pl.col("f_input") - pl.col("f_baseline")
+    return wide.select(
+        *keys,
+        gap=pl.col("attribution_sum") - delta,
+        relative_gap=(pl.col("attribution_sum") - delta).abs() / pl.max_horizontal(delta.abs(), pl.lit(COMPLETENESS_EPS)),
+    ).sort(keys)
+
+
+def _worst_gaps(completeness: pl.DataFrame, models: list[str]) -> str:
+    """Subtitle line: per model the worst relative completeness gap over layers, tasks and prompts."""
+    if completeness.height == 0:
+        return "Completeness (Σ IG = F(x) − F(x′)): the table has no completeness terms."
+    worst = completeness.sort("relative_gap", "task", "prompt", "layer", descending=[True, False, False, False])
+    worst = worst.unique("model", keep="first", maintain_order=True)
+    by_model = {m: (g, layer, task) for m, g, layer, task in worst.select("model", "relative_gap", "layer", "task").iter_rows()}
+    parts = [f"{m}: {by_model[m][0]:.1%} (layer {by_model[m][1]}, {by_model[m][2]})" for m in models if m in by_model]
+    return ("Completeness, worst |Σ IG − (F(x) − F(x′))| / |F(x) − F(x′)| over layers, tasks and prompts "
+            "(large = too few steps): " + " · ".join(parts))
+
+
 def integrated_gradients_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
     """F7: integrated-gradients attribution of the answer probability to each layer's output per
-    token, normalised by the panel's max |IG| on a symmetric diverging scale."""
+    token, normalised by the panel's max |IG| on a symmetric diverging scale, with the completeness
+    gap of each layer (tooltip) and each model's worst relative gap (subtitle, see ``ig_completeness``).
+
+    Reads ``tables["integrated_gradients"]`` (and ``tables["tokens"]`` when present); raises
+    ``KeyError`` without the IG table."""
+    table = tables["integrated_gradients"]
     data = _map_frame(tables, "integrated_gradients", "attribution")
     data = data.with_columns(
         relative=pl.col("value") / pl.col("value").abs().max().over("model", "task").clip(lower_bound=1e-12)
     )
+    completeness = ig_completeness(table)
+    data = data.join(completeness.select("model", "task", "prompt", "layer", "relative_gap"),
+                     on=["model", "task", "prompt", "layer"], how="left", maintain_order="left")
     color = alt.Color("relative:Q", title="IG / panel max |IG|",
                       scale=alt.Scale(scheme="redblue", reverse=True, domain=[-1, 1], domainMid=0))
-    return _token_heatmap(data, ctx, color, "IG").properties(
+    gap_tooltip = alt.Tooltip("relative_gap:Q", title="completeness gap (relative, this layer)", format=".2%")
+    return _token_heatmap(data, ctx, color, "IG", (gap_tooltip,)).properties(
         title=chart_title(
             "F7 · Integrated gradients: attribution of the answer to each layer's output per token (prompt 0)",
             "red: raises the gold answer's probability, blue: lowers it; symmetric scale relative to each "
             "panel's largest |IG| (tooltip: raw value).",
+            _worst_gaps(completeness, models_in(ctx, data)),
         )
     )
