@@ -69,11 +69,8 @@ def _columns(ctx: Context) -> int:
     return int(ctx.get("figures", {}).get("columns", 4))
 
 
-
 def wrap_models(chart: alt.Chart, ctx: Context, models: list[str], field: str = "model") -> alt.FacetChart:
-    return chart.facet(
-        facet=alt.Facet(f"{field}:N", sort=models, title=None), columns=min(_columns(ctx), max(1, len(models)))
-    )
+    return chart.facet(facet=alt.Facet(f"{field}:N", sort=models, title=None), columns=min(_columns(ctx), max(1, len(models))))
 
 
 def grid(chart: alt.Chart, models: list[str], tasks: list[str]) -> alt.FacetChart:
@@ -96,7 +93,9 @@ def _complete(frame: pl.DataFrame, row: str, column: str) -> pl.DataFrame:
     rows, columns = frame.select(row).unique(maintain_order=True), frame.select(column).unique(maintain_order=True)
     cells = rows.join(columns, how="cross", maintain_order="left_right")
     missing = cells.join(present, on=[row, column], how="anti", nulls_equal=True, maintain_order="left")
-    return pl.concat([frame.with_columns(placeholder=pl.lit(False)), missing.with_columns(placeholder=pl.lit(True))], how="diagonal_relaxed")
+    return pl.concat(
+        [frame.with_columns(placeholder=pl.lit(False)), missing.with_columns(placeholder=pl.lit(True))], how="diagonal_relaxed"
+    )
 
 
 def drawn(frame: pl.DataFrame, row: str = "model", column: str = "task") -> alt.Chart:
@@ -113,8 +112,17 @@ def clean_token(token: str | None) -> str:
     return token[:12] or "∅"
 
 
-def bars(data: pl.DataFrame, ctx: Context, y_title: str, series_title: str, n_max: int, rule: pl.DataFrame | None = None,
-          line: pl.DataFrame | None = None, x_title: str = "layer", y_scale: alt.Scale | None = None) -> alt.LayerChart:
+def bars(
+    data: pl.DataFrame,
+    ctx: Context,
+    y_title: str,
+    series_title: str,
+    n_max: int,
+    rule: pl.DataFrame | None = None,
+    line: pl.DataFrame | None = None,
+    x_title: str = "layer",
+    y_scale: alt.Scale | None = None,
+) -> alt.LayerChart:
     """Bars of ``value`` per ``layer`` (``series`` side by side), optionally a dashed red horizontal
     ``rule`` per panel (columns model, task, value, series = its name) and a black ``line`` over the
     layers (columns model, task, layer, value, series).  One frame carries all three because a facet
@@ -129,25 +137,29 @@ def bars(data: pl.DataFrame, ctx: Context, y_title: str, series_title: str, n_ma
     base = drawn(pl.concat(parts, how="diagonal_relaxed"))
     x = alt.X("layer:O", axis=layer_axis(x_title, n_max))
     layers = [
-        base.transform_filter(alt.datum.mark == "bar").mark_bar().encode(
+        base.transform_filter(alt.datum.mark == "bar")
+        .mark_bar()
+        .encode(
             x=x,
             y=alt.Y("value:Q", title=y_title, scale=y_scale or alt.Undefined),
-            color=alt.Color("series:N", title=series_title, legend=alt.Legend(orient="top")) if n_series > 1 else alt.value("#4c78a8"),
+            color=alt.Color("series:N", title=series_title, legend=alt.Legend(orient="top"))
+            if n_series > 1
+            else alt.value("#4c78a8"),
             xOffset=alt.XOffset("series:N") if n_series > 1 else alt.Undefined,
             tooltip=["model:N", "task:N", "series:N", "layer:O", alt.Tooltip("value:Q", format=".4f")],
         )
     ]
     if rule is not None and rule.height:
         layers.append(
-            base.transform_filter(alt.datum.mark == "rule").mark_rule(color="#d62728", strokeDash=[4, 3]).encode(
-                y="value:Q", tooltip=["series:N", alt.Tooltip("value:Q", format=".4f")]
-            )
+            base.transform_filter(alt.datum.mark == "rule")
+            .mark_rule(color="#d62728", strokeDash=[4, 3])
+            .encode(y="value:Q", tooltip=["series:N", alt.Tooltip("value:Q", format=".4f")])
         )
     if line is not None and line.height:
         layers.append(
-            base.transform_filter(alt.datum.mark == "line").mark_line(color="black", strokeWidth=1.2).encode(
-                x=x, y="value:Q", tooltip=["model:N", "task:N", "series:N", "layer:O", alt.Tooltip("value:Q", format=".4f")]
-            )
+            base.transform_filter(alt.datum.mark == "line")
+            .mark_line(color="black", strokeWidth=1.2)
+            .encode(x=x, y="value:Q", tooltip=["model:N", "task:N", "series:N", "layer:O", alt.Tooltip("value:Q", format=".4f")])
         )
     return alt.layer(*layers).properties(width=width, height=height)
 
@@ -175,12 +187,21 @@ def jitter(frame: pl.DataFrame, column: str, by: str, order: list[str], step: fl
     """``x``: ``column`` shifted a little per value of ``by`` so estimates at the same position do not
     hide each other's intervals (multiplicatively on a log axis); the tooltip keeps ``column``."""
     n = max(1, len(order))
-    shift = pl.col(by).replace_strict({v: (i - (n - 1) / 2) * step for i, v in enumerate(order)}, default=0.0, return_dtype=pl.Float64)
+    shift = pl.col(by).replace_strict(
+        {v: (i - (n - 1) / 2) * step for i, v in enumerate(order)}, default=0.0, return_dtype=pl.Float64
+    )
     return frame.with_columns(x=pl.col(column) * shift.exp() if log else pl.col(column) + shift)
 
 
-def interval_layers(base: alt.Chart, x: alt.X, color: alt.Color, tooltip: list[Any], shape: alt.Shape | None = None,
-                     x_offset: alt.XOffset | None = None, line_detail: list[str] | None = None) -> list[alt.Chart]:
+def interval_layers(
+    base: alt.Chart,
+    x: alt.X,
+    color: alt.Color,
+    tooltip: list[Any],
+    shape: alt.Shape | None = None,
+    x_offset: alt.XOffset | None = None,
+    line_detail: list[str] | None = None,
+) -> list[alt.Chart]:
     """An estimate (``value``) with its interval (``low``–``high``): optional connecting line, error
     bar, point."""
     offset = {"xOffset": x_offset} if x_offset is not None else {}
@@ -190,8 +211,12 @@ def interval_layers(base: alt.Chart, x: alt.X, color: alt.Color, tooltip: list[A
     layers.append(base.mark_rule(strokeWidth=1.5, opacity=0.6).encode(x=x, y="low:Q", y2="high:Q", color=color, **offset))
     layers.append(
         base.mark_point(filled=True, size=45).encode(
-            x=x, y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False), axis=alt.Axis(format=".3~g")), color=color, tooltip=tooltip,
-            **({"shape": shape} if shape is not None else {}), **offset,
+            x=x,
+            y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False), axis=alt.Axis(format=".3~g")),
+            color=color,
+            tooltip=tooltip,
+            **({"shape": shape} if shape is not None else {}),
+            **offset,
         )
     )
     return layers

@@ -19,6 +19,7 @@ from .profile import model_profile_chart
 from .registry import FIGURE_BY_NAME, figure_title
 from .theme import Context, Tables, message_chart
 
+
 def read_tables(paths: list[str], token_paths: list[str] | None = None) -> Tables:
     """Tables keyed by file stem (analysis name or effective_depth*), plus ``tokens`` (concatenated)."""
     tables: Tables = {Path(p).stem: pl.read_parquet(p) for p in paths}
@@ -53,7 +54,9 @@ def save_chart(chart: alt.TopLevelMixin, pdf: str, svg: str, html: str) -> None:
     chart.save(html, inline=True)
 
 
-def build_figure(name: str, tables: list[str], ctx: Context, pdf: str, svg: str, html: str, tokens: list[str] | None = None) -> None:
+def build_figure(
+    name: str, tables: list[str], ctx: Context, pdf: str, svg: str, html: str, tokens: list[str] | None = None
+) -> None:
     """Read the tables, build figure ``name`` (or ``models/<model>``, a per-model profile) and save it."""
     save_chart(build_chart(name, read_tables(tables, tokens), ctx), pdf, svg, html)
 

@@ -27,20 +27,29 @@ from .layout import (
 )
 from .theme import Context, Tables, chart_title, layer_axis
 
+
 def cosine_chart(tables: Tables, ctx: Context, by_task: bool = False) -> alt.TopLevelMixin:
     """F1 / F8: cosine of attention, MLP and layer contribution with the residual, and their mean c̄."""
     rc = headline_rows(tables["relative_contribution"]).filter(pl.col("metric").str.starts_with("cos_"))
     rc, which = select_task(rc, ctx, "relative_contribution", by_task)
     data = rc.select("model", "task", pl.col("metric").str.strip_prefix("cos_").alias("series"), "layer", "value")
-    mean = data.group_by("model", "task", "layer", maintain_order=True).agg(pl.col("value").mean()).with_columns(series=pl.lit("mean c̄"))
+    mean = (
+        data.group_by("model", "task", "layer", maintain_order=True)
+        .agg(pl.col("value").mean())
+        .with_columns(series=pl.lit("mean c̄"))
+    )
     zero = data.select("model", "task").unique(maintain_order=True).with_columns(value=pl.lit(0.0), series=pl.lit("zero"))
     layered = bars(data, ctx, "cosine with the residual", "contribution", n_layers_max(data), rule=zero, line=mean)
     label = "F8" if by_task else "F1"
-    return panels(layered, ctx, data, by_task).resolve_scale(x="independent").properties(
-        title=chart_title(
-            f"{label} · Cosine between each layer's contribution and the residual stream ({which})",
-            "negative: the layer erases features · ≈ 0: writes new ones · positive: amplifies them; "
-            "black line: mean c̄, whose last negative→non-negative crossing is ED_cos",
+    return (
+        panels(layered, ctx, data, by_task)
+        .resolve_scale(x="independent")
+        .properties(
+            title=chart_title(
+                f"{label} · Cosine between each layer's contribution and the residual stream ({which})",
+                "negative: the layer erases features · ≈ 0: writes new ones · positive: amplifies them; "
+                "black line: mean c̄, whose last negative→non-negative crossing is ED_cos",
+            )
         )
     )
 
@@ -52,11 +61,15 @@ def skip_output_chart(tables: Tables, ctx: Context, by_task: bool = False) -> al
     data = skip.select("model", "task", pl.col("aggregation").alias("series"), pl.col("skipped_layer").alias("layer"), "value")
     chart = bars(data, ctx, "‖p̃ − p‖ (output change)", "aggregation over positions", n_layers_max(data), x_title="skipped layer")
     label = "F10" if by_task else "F3"
-    return panels(chart, ctx, data, by_task).resolve_scale(x="independent").properties(
-        title=chart_title(
-            f"{label} · Effect of skipping a layer on the output distribution ({which})",
-            "max: the paper's aggregation over positions and prompts (outlier-driven); mean: the average effect. "
-            "Late layers with small bars only refine the prediction.",
+    return (
+        panels(chart, ctx, data, by_task)
+        .resolve_scale(x="independent")
+        .properties(
+            title=chart_title(
+                f"{label} · Effect of skipping a layer on the output distribution ({which})",
+                "max: the paper's aggregation over positions and prompts (outlier-driven); mean: the average effect. "
+                "Late layers with small bars only refine the prediction.",
+            )
         )
     )
 
@@ -72,15 +85,25 @@ def kl_chart(tables: Tables, ctx: Context, by_task: bool = False) -> alt.TopLeve
     tau = float(ctx["effective_depth"]["kl_threshold"])
     data, which = _lens(tables, ctx, "kl", by_task)
     n_layers = n_layers_of(tables)
-    inputs = data.join(n_layers, on="model", how="left", maintain_order="left").filter(pl.col("n_layers").is_null() | (pl.col("layer") < pl.col("n_layers")))
-    rule = inputs.group_by("model", "task", maintain_order=True).agg((pl.col("value").max() * tau).alias("value")).with_columns(series=pl.lit(f"{tau:g}·max KL"))
+    inputs = data.join(n_layers, on="model", how="left", maintain_order="left").filter(
+        pl.col("n_layers").is_null() | (pl.col("layer") < pl.col("n_layers"))
+    )
+    rule = (
+        inputs.group_by("model", "task", maintain_order=True)
+        .agg((pl.col("value").max() * tau).alias("value"))
+        .with_columns(series=pl.lit(f"{tau:g}·max KL"))
+    )
     chart = bars(data, ctx, "KL(lens ‖ output) [nats]", "", n_layers_max(data), rule=rule)
     label = "F11" if by_task else "F4"
-    return panels(chart, ctx, data, by_task).resolve_scale(x="independent", y="independent").properties(
-        title=chart_title(
-            f"{label} · Logit lens: KL divergence of each layer's prediction from the final one ({which})",
-            f"red dashed line: {tau:g}·max KL over the layer inputs; ED_KL is the first layer below it "
-            "(robust form: the first layer after which KL stays below). y scales are per panel.",
+    return (
+        panels(chart, ctx, data, by_task)
+        .resolve_scale(x="independent", y="independent")
+        .properties(
+            title=chart_title(
+                f"{label} · Logit lens: KL divergence of each layer's prediction from the final one ({which})",
+                f"red dashed line: {tau:g}·max KL over the layer inputs; ED_KL is the first layer below it "
+                "(robust form: the first layer after which KL stays below). y scales are per panel.",
+            )
         )
     )
 
@@ -92,13 +115,16 @@ def overlap_chart(tables: Tables, ctx: Context, by_task: bool = False) -> alt.To
     rule = data.select("model", "task").unique(maintain_order=True).with_columns(value=pl.lit(tau), series=pl.lit(f"τ = {tau:g}"))
     chart = bars(data, ctx, "top-k overlap with the output", "", n_layers_max(data), rule=rule, y_scale=alt.Scale(domain=[0, 1]))
     label = "F12" if by_task else "F5"
-    return panels(chart, ctx, data, by_task).resolve_scale(x="independent").properties(
-        title=chart_title(
-            f"{label} · Logit lens: overlap of each layer's top-k tokens with the final top-k ({which})",
-            f"red dashed line: τ = {tau:g}; ED_overlap is the first layer above it (robust form: stays above).",
+    return (
+        panels(chart, ctx, data, by_task)
+        .resolve_scale(x="independent")
+        .properties(
+            title=chart_title(
+                f"{label} · Logit lens: overlap of each layer's top-k tokens with the final top-k ({which})",
+                f"red dashed line: τ = {tau:g}; ED_overlap is the first layer above it (robust form: stays above).",
+            )
         )
     )
-
 
 
 def skip_map_chart(tables: Tables, ctx: Context, by_task: bool = False, kind: str = "layer") -> alt.TopLevelMixin:
@@ -113,24 +139,33 @@ def skip_map_chart(tables: Tables, ctx: Context, by_task: bool = False, kind: st
     )
     width, _ = panel_size(ctx)
     n_max = max(n_layers_max(data), n_layers_max(data, "skipped_layer"))
-    chart = drawn(data).mark_rect().encode(
-        x=alt.X("skipped_layer:O", axis=layer_axis("layer skipped", n_max)),
-        y=alt.Y("layer:O", axis=layer_axis("effect at layer", n_max), sort="descending"),
-        color=alt.Color("relative:Q", title="Δ / panel max", scale=alt.Scale(scheme="viridis", domain=[0, 1])),
-        tooltip=["model:N", "task:N", "skipped_layer:O", "layer:O", alt.Tooltip("value:Q", title="Δ", format=".4f")],
-    ).properties(width=width, height=width)
+    chart = (
+        drawn(data)
+        .mark_rect()
+        .encode(
+            x=alt.X("skipped_layer:O", axis=layer_axis("layer skipped", n_max)),
+            y=alt.Y("layer:O", axis=layer_axis("effect at layer", n_max), sort="descending"),
+            color=alt.Color("relative:Q", title="Δ / panel max", scale=alt.Scale(scheme="viridis", domain=[0, 1])),
+            tooltip=["model:N", "task:N", "skipped_layer:O", "layer:O", alt.Tooltip("value:Q", title="Δ", format=".4f")],
+        )
+        .properties(width=width, height=width)
+    )
     titles = {
         "layer": ("F9" if by_task else "F2", "Effect of skipping a layer on the computation of later layers"),
         "attention": ("", "Effect of skipping a layer's attention on later layers"),
         "mlp": ("", "Effect of skipping a layer's MLP on later layers"),
     }
     label, text = titles[kind]
-    return panels(chart, ctx, data, by_task).resolve_scale(x="independent", y="independent").properties(
-        title=chart_title(
-            f"{label + ' · ' if label else ''}{text} ({which})",
-            "Δ(s, j) = max over future tokens of the relative change of layer j's contribution when layer s is "
-            "skipped on earlier tokens; colours are relative to each panel's maximum (tooltip: raw Δ). "
-            "Rows that stay dark for late skipped layers = those layers feed no later computation.",
+    return (
+        panels(chart, ctx, data, by_task)
+        .resolve_scale(x="independent", y="independent")
+        .properties(
+            title=chart_title(
+                f"{label + ' · ' if label else ''}{text} ({which})",
+                "Δ(s, j) = max over future tokens of the relative change of layer j's contribution when layer s is "
+                "skipped on earlier tokens; colours are relative to each panel's maximum (tooltip: raw Δ). "
+                "Rows that stay dark for late skipped layers = those layers feed no later computation.",
+            )
         )
     )
 
@@ -156,18 +191,35 @@ def _map_frame(tables: Tables, analysis: str, metric: str) -> pl.DataFrame:
     return data.with_columns(label=pl.Series(labels, dtype=pl.Utf8)).drop("n")
 
 
-def _token_heatmap(data: pl.DataFrame, ctx: Context, color: alt.Color, tooltip_title: str,
-                   extra_tooltip: tuple[alt.Tooltip, ...] = ()) -> alt.FacetChart:
+def _token_heatmap(
+    data: pl.DataFrame, ctx: Context, color: alt.Color, tooltip_title: str, extra_tooltip: tuple[alt.Tooltip, ...] = ()
+) -> alt.FacetChart:
     width, height = panel_size(ctx)
     n_max = n_layers_max(data)
-    chart = drawn(data).mark_rect().encode(
-        x=alt.X("label:O", sort=alt.EncodingSortField("position", order="ascending"), title="token",
-                axis=alt.Axis(labelAngle=-60, labelFontSize=8, labelLimit=60)),
-        y=alt.Y("layer:O", axis=layer_axis("layer", n_max), sort="descending"),
-        color=color,
-        tooltip=["model:N", "task:N", "layer:O", "position:O", "token:N", alt.Tooltip("value:Q", title=tooltip_title, format=".4f"),
-                 *extra_tooltip],
-    ).properties(width=max(width, 9 * int(data["position"].max() + 1)), height=max(height, 4 * n_max))
+    chart = (
+        drawn(data)
+        .mark_rect()
+        .encode(
+            x=alt.X(
+                "label:O",
+                sort=alt.EncodingSortField("position", order="ascending"),
+                title="token",
+                axis=alt.Axis(labelAngle=-60, labelFontSize=8, labelLimit=60),
+            ),
+            y=alt.Y("layer:O", axis=layer_axis("layer", n_max), sort="descending"),
+            color=color,
+            tooltip=[
+                "model:N",
+                "task:N",
+                "layer:O",
+                "position:O",
+                "token:N",
+                alt.Tooltip("value:Q", title=tooltip_title, format=".4f"),
+                *extra_tooltip,
+            ],
+        )
+        .properties(width=max(width, 9 * int(data["position"].max() + 1)), height=max(height, 4 * n_max))
+    )
     return grid(chart, models_in(ctx, data), tasks_in(ctx, data)).resolve_scale(x="independent", y="independent")
 
 
@@ -202,9 +254,11 @@ def ig_completeness(table: pl.DataFrame) -> pl.DataFrame:
     rows = table.filter(pl.col("metric").is_in(terms) & pl.col("prompt").is_not_null())
     if "position" in rows.columns:
         rows = rows.filter(pl.col("position").is_null())
-    wide = rows.group_by(*keys, maintain_order=True).agg(
-        [pl.col("value").filter(pl.col("metric") == t).first().alias(t) for t in terms]
-    ).drop_nulls(list(terms))
+    wide = (
+        rows.group_by(*keys, maintain_order=True)
+        .agg([pl.col("value").filter(pl.col("metric") == t).first().alias(t) for t in terms])
+        .drop_nulls(list(terms))
+    )
     delta = pl.col("f_input") - pl.col("f_baseline")
     return wide.select(
         *keys,
@@ -221,8 +275,10 @@ def _worst_gaps(completeness: pl.DataFrame, models: list[str]) -> str:
     worst = worst.unique("model", keep="first", maintain_order=True)
     by_model = {m: (g, layer, task) for m, g, layer, task in worst.select("model", "relative_gap", "layer", "task").iter_rows()}
     parts = [f"{m}: {by_model[m][0]:.1%} (layer {by_model[m][1]}, {by_model[m][2]})" for m in models if m in by_model]
-    return ("Completeness, worst |Σ IG − (F(x) − F(x′))| / |F(x) − F(x′)| over layers, tasks and prompts "
-            "(large = too few steps): " + " · ".join(parts))
+    return (
+        "Completeness, worst |Σ IG − (F(x) − F(x′))| / |F(x) − F(x′)| over layers, tasks and prompts "
+        "(large = too few steps): " + " · ".join(parts)
+    )
 
 
 def integrated_gradients_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
@@ -234,14 +290,17 @@ def integrated_gradients_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixi
     ``KeyError`` without the IG table."""
     table = tables["integrated_gradients"]
     data = _map_frame(tables, "integrated_gradients", "attribution")
-    data = data.with_columns(
-        relative=pl.col("value") / pl.col("value").abs().max().over("model", "task").clip(lower_bound=1e-12)
-    )
+    data = data.with_columns(relative=pl.col("value") / pl.col("value").abs().max().over("model", "task").clip(lower_bound=1e-12))
     completeness = ig_completeness(table)
-    data = data.join(completeness.select("model", "task", "prompt", "layer", "relative_gap"),
-                     on=["model", "task", "prompt", "layer"], how="left", maintain_order="left")
-    color = alt.Color("relative:Q", title="IG / panel max |IG|",
-                      scale=alt.Scale(scheme="redblue", reverse=True, domain=[-1, 1], domainMid=0))
+    data = data.join(
+        completeness.select("model", "task", "prompt", "layer", "relative_gap"),
+        on=["model", "task", "prompt", "layer"],
+        how="left",
+        maintain_order="left",
+    )
+    color = alt.Color(
+        "relative:Q", title="IG / panel max |IG|", scale=alt.Scale(scheme="redblue", reverse=True, domain=[-1, 1], domainMid=0)
+    )
     gap_tooltip = alt.Tooltip("relative_gap:Q", title="completeness gap (relative, this layer)", format=".2%")
     return _token_heatmap(data, ctx, color, "IG", (gap_tooltip,)).properties(
         title=chart_title(

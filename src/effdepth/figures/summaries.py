@@ -73,7 +73,9 @@ def effective_depth_table_chart(tables: Tables, ctx: Context) -> alt.TopLevelMix
     cells coloured by the ratio (ED + 1) / L."""
     ed = _ed(tables).filter(pl.col("label").is_in(list(ESTIMATOR_LABELS.values())))
     if ed.height == 0:
-        return message_chart("T1 · Effective depth", ["No effective-depth estimate was computed (no analysis configured for it)."])
+        return message_chart(
+            "T1 · Effective depth", ["No effective-depth estimate was computed (no analysis configured for it)."]
+        )
     integer = ~pl.col("estimator").str.starts_with("depth_score")
     texts = [
         _ci_text(e, lo, hi, r, is_int)
@@ -83,24 +85,54 @@ def effective_depth_table_chart(tables: Tables, ctx: Context) -> alt.TopLevelMix
         text=pl.Series(texts, dtype=pl.Utf8),
         note=pl.when(pl.col("reason").is_not_null()).then(pl.col("reason")).otherwise(pl.lit("")),
         solvable_pct=(pl.col("solvable") * 100).round(0),
-    ).select("model", "task", "label", "ed", "ratio", "ci_low", "ci_high", "ratio_low", "ratio_high", "solvable_pct",
-             "n_layers", "n_prompts", "text", "note")
+    ).select(
+        "model",
+        "task",
+        "label",
+        "ed",
+        "ratio",
+        "ci_low",
+        "ci_high",
+        "ratio_low",
+        "ratio_high",
+        "solvable_pct",
+        "n_layers",
+        "n_prompts",
+        "text",
+        "note",
+    )
     models, tasks = models_in(ctx, data), tasks_in(ctx, data)
     columns = [c for c in ESTIMATOR_LABELS.values() if c in set(data["label"].to_list())]
     base = alt.Chart(data).encode(
         x=alt.X("label:N", sort=columns, title=None, axis=alt.Axis(orient="top", labelAngle=0, labelLimit=120)),
         y=alt.Y("model:N", sort=models, title=None, axis=alt.Axis(labelLimit=220)),
-        tooltip=["model:N", "task:N", "label:N", "text:N", alt.Tooltip("ratio:Q", format=".2f"),
-                 alt.Tooltip("ratio_low:Q", format=".2f"), alt.Tooltip("ratio_high:Q", format=".2f"),
-                 alt.Tooltip("solvable_pct:Q", title="% resamples with a solution"), "n_layers:Q", "n_prompts:Q", "note:N"],
+        tooltip=[
+            "model:N",
+            "task:N",
+            "label:N",
+            "text:N",
+            alt.Tooltip("ratio:Q", format=".2f"),
+            alt.Tooltip("ratio_low:Q", format=".2f"),
+            alt.Tooltip("ratio_high:Q", format=".2f"),
+            alt.Tooltip("solvable_pct:Q", title="% resamples with a solution"),
+            "n_layers:Q",
+            "n_prompts:Q",
+            "note:N",
+        ],
     )
     cells = base.mark_rect(stroke="white").encode(
-        color=alt.Color("ratio:Q", title="ratio (ED+1)/L", scale=alt.Scale(scheme="blues", domain=[0, 1.3]),
-                        legend=alt.Legend(orient="bottom", gradientLength=200))
+        color=alt.Color(
+            "ratio:Q",
+            title="ratio (ED+1)/L",
+            scale=alt.Scale(scheme="blues", domain=[0, 1.3]),
+            legend=alt.Legend(orient="bottom", gradientLength=200),
+        )
     )
     text = base.mark_text(fontSize=10).encode(text="text:N")
     table = alt.layer(cells, text).properties(width=132 * len(columns), height=20 * len(models))
-    return table.facet(row=alt.Row("task:N", sort=tasks, title=None, header=alt.Header(labelAngle=0, labelAlign="left", labelFontSize=12))).properties(
+    return table.facet(
+        row=alt.Row("task:N", sort=tasks, title=None, header=alt.Header(labelAngle=0, labelAlign="left", labelFontSize=12))
+    ).properties(
         title=chart_title(
             "T1 · Effective depth per model and task: ED [95 % bootstrap interval] · ratio (ED + 1) / L (also the colour)",
             "ED_cos: last negative→non-negative crossing of the mean cosine · ED_KL / ED_overlap: first layer past the "
@@ -116,36 +148,22 @@ def _headline_ed(tables: Tables, ctx: Context) -> pl.DataFrame:
     cols = ["model", "task", "label", "size_b", "family", "training", "base_model", "n_layers"]
     return pl.concat(
         [
-            ed.select(*cols, pl.lit("ED (layers)").alias("measure"), pl.col("ed").alias("value"), pl.col("ci_low").alias("low"), pl.col("ci_high").alias("high")),
-            ed.select(*cols, pl.lit("ratio (ED+1)/L").alias("measure"), pl.col("ratio").alias("value"), pl.col("ratio_low").alias("low"), pl.col("ratio_high").alias("high")),
+            ed.select(
+                *cols,
+                pl.lit("ED (layers)").alias("measure"),
+                pl.col("ed").alias("value"),
+                pl.col("ci_low").alias("low"),
+                pl.col("ci_high").alias("high"),
+            ),
+            ed.select(
+                *cols,
+                pl.lit("ratio (ED+1)/L").alias("measure"),
+                pl.col("ratio").alias("value"),
+                pl.col("ratio_low").alias("low"),
+                pl.col("ratio_high").alias("high"),
+            ),
         ]
     ).filter(pl.col("value").is_not_null())
-
-
-def jitter(frame: pl.DataFrame, column: str, by: str, order: list[str], step: float, log: bool = False) -> pl.DataFrame:
-    """``x``: ``column`` shifted a little per value of ``by`` so estimates at the same position do not
-    hide each other's intervals (multiplicatively on a log axis); the tooltip keeps ``column``."""
-    n = max(1, len(order))
-    shift = pl.col(by).replace_strict({v: (i - (n - 1) / 2) * step for i, v in enumerate(order)}, default=0.0, return_dtype=pl.Float64)
-    return frame.with_columns(x=pl.col(column) * shift.exp() if log else pl.col(column) + shift)
-
-
-def interval_layers(base: alt.Chart, x: alt.X, color: alt.Color, tooltip: list[Any], shape: alt.Shape | None = None,
-                     x_offset: alt.XOffset | None = None, line_detail: list[str] | None = None) -> list[alt.Chart]:
-    """An estimate (``value``) with its interval (``low``–``high``): optional connecting line, error
-    bar, point."""
-    offset = {"xOffset": x_offset} if x_offset is not None else {}
-    layers = []
-    if line_detail:
-        layers.append(base.mark_line(strokeWidth=1, opacity=0.5).encode(x=x, y="value:Q", color=color, detail=line_detail))
-    layers.append(base.mark_rule(strokeWidth=1.5, opacity=0.6).encode(x=x, y="low:Q", y2="high:Q", color=color, **offset))
-    layers.append(
-        base.mark_point(filled=True, size=45).encode(
-            x=x, y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False), axis=alt.Axis(format=".3~g")), color=color, tooltip=tooltip,
-            **({"shape": shape} if shape is not None else {}), **offset,
-        )
-    )
-    return layers
 
 
 def q1_scale_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
@@ -159,24 +177,46 @@ def q1_scale_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
     tasks = tasks_in(ctx, data)
     data = jitter(data, "size_b", "task", tasks, step=0.03, log=True)
     sizes = sorted(set(data["size_b"].to_list()))
-    x = alt.X("x:Q", title="parameters (billions, log scale)", scale=alt.Scale(type="log", nice=False, padding=12),
-                axis=alt.Axis(values=sizes, format="~g"))
+    x = alt.X(
+        "x:Q",
+        title="parameters (billions, log scale)",
+        scale=alt.Scale(type="log", nice=False, padding=12),
+        axis=alt.Axis(values=sizes, format="~g"),
+    )
     color = alt.Color("task:N", sort=tasks, legend=alt.Legend(orient="top", columns=8))
-    tooltip = ["model:N", "task:N", "label:N", "training:N", "size_b:Q", alt.Tooltip("value:Q", format=".2f"),
-               alt.Tooltip("low:Q", format=".2f"), alt.Tooltip("high:Q", format=".2f")]
+    tooltip = [
+        "model:N",
+        "task:N",
+        "label:N",
+        "training:N",
+        "size_b:Q",
+        alt.Tooltip("value:Q", format=".2f"),
+        alt.Tooltip("low:Q", format=".2f"),
+        alt.Tooltip("high:Q", format=".2f"),
+    ]
     base = drawn(data, "label", "measure")
-    layers = interval_layers(base, x, color, tooltip, shape=alt.Shape("training:N", legend=alt.Legend(orient="top")),
-                              line_detail=["task:N", "training:N"])
+    layers = interval_layers(
+        base,
+        x,
+        color,
+        tooltip,
+        shape=alt.Shape("training:N", legend=alt.Legend(orient="top")),
+        line_detail=["task:N", "training:N"],
+    )
     chart = alt.layer(*layers).properties(width=width, height=height)
-    return chart.facet(
-        row=alt.Row("label:N", sort=HEADLINE, title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
-        column=alt.Column("measure:N", title=None),
-    ).resolve_scale(y="independent").properties(
-        title=chart_title(
-            "Q1 · Does effective depth grow with model size? ED (left) and ratio (right) with 95 % bootstrap intervals",
-            "The paper's claim: ED grows with size while the ratio (ED + 1)/L stays about constant. Lines join models "
-            "of one training regime on one task.",
-            f"models without size_b left out: {', '.join(missing)}" if missing else "",
+    return (
+        chart.facet(
+            row=alt.Row("label:N", sort=HEADLINE, title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
+            column=alt.Column("measure:N", title=None),
+        )
+        .resolve_scale(y="independent")
+        .properties(
+            title=chart_title(
+                "Q1 · Does effective depth grow with model size? ED (left) and ratio (right) with 95 % bootstrap intervals",
+                "The paper's claim: ED grows with size while the ratio (ED + 1)/L stays about constant. Lines join models "
+                "of one training regime on one task.",
+                f"models without size_b left out: {', '.join(missing)}" if missing else "",
+            )
         )
     )
 
@@ -216,26 +256,51 @@ def q2_training_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
             ],
         )
     data = _ed(tables).filter(pl.col("label").is_in(HEADLINE)).join(pairs, on="model", how="inner", maintain_order="left")
-    data = data.select("group", "role", "model", "task", "label", pl.col("ed").alias("value"), pl.col("ci_low").alias("low"),
-                       pl.col("ci_high").alias("high"), "ratio", "n_layers").filter(pl.col("value").is_not_null())
+    data = data.select(
+        "group",
+        "role",
+        "model",
+        "task",
+        "label",
+        pl.col("ed").alias("value"),
+        pl.col("ci_low").alias("low"),
+        pl.col("ci_high").alias("high"),
+        "ratio",
+        "n_layers",
+    ).filter(pl.col("value").is_not_null())
     width, height = panel_size(ctx)
     groups = pairs["group"].unique(maintain_order=True).to_list()
     roles = ["base", "long-CoT", "instruct"]
     x = alt.X("group:N", sort=groups, title="model size")
-    color = alt.Color("role:N", sort=roles, scale=alt.Scale(domain=roles, range=["#4c78a8", "#e45756", "#72b7b2"]),
-                      legend=alt.Legend(orient="top"))
-    tooltip = ["model:N", "task:N", "label:N", alt.Tooltip("value:Q", title="ED", format=".1f"), "low:Q", "high:Q",
-               alt.Tooltip("ratio:Q", format=".2f")]
+    color = alt.Color(
+        "role:N",
+        sort=roles,
+        scale=alt.Scale(domain=roles, range=["#4c78a8", "#e45756", "#72b7b2"]),
+        legend=alt.Legend(orient="top"),
+    )
+    tooltip = [
+        "model:N",
+        "task:N",
+        "label:N",
+        alt.Tooltip("value:Q", title="ED", format=".1f"),
+        "low:Q",
+        "high:Q",
+        alt.Tooltip("ratio:Q", format=".2f"),
+    ]
     base = drawn(data, "label", "task")
     layers = interval_layers(base, x, color, tooltip, x_offset=alt.XOffset("role:N", sort=roles))
     chart = alt.layer(*layers).properties(width=max(width // 2, 40 * len(groups)), height=height)
-    return chart.facet(
-        row=alt.Row("label:N", sort=HEADLINE, title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
-        column=alt.Column("task:N", sort=tasks_in(ctx, data), title=None),
-    ).resolve_scale(y="independent").properties(
-        title=chart_title(
-            "Q2 · Are long-CoT (R1-distilled) models deeper than their bases? ED with 95 % bootstrap intervals",
-            "The paper's claim: no. A long-CoT model whose interval sits above its base's would contradict it.",
+    return (
+        chart.facet(
+            row=alt.Row("label:N", sort=HEADLINE, title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
+            column=alt.Column("task:N", sort=tasks_in(ctx, data), title=None),
+        )
+        .resolve_scale(y="independent")
+        .properties(
+            title=chart_title(
+                "Q2 · Are long-CoT (R1-distilled) models deeper than their bases? ED with 95 % bootstrap intervals",
+                "The paper's claim: no. A long-CoT model whose interval sits above its base's would contradict it.",
+            )
         )
     )
 
@@ -255,32 +320,59 @@ def _difficulty(ctx: Context) -> pl.DataFrame:
 
 def q3_difficulty_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
     """Q3: ED ratio against task difficulty (benchmarks; digit length for arithmetic), per model."""
-    data = _headline_ed(tables, ctx).filter(pl.col("measure") == "ratio (ED+1)/L").join(_difficulty(ctx), on="task", how="inner", maintain_order="left")
+    data = (
+        _headline_ed(tables, ctx)
+        .filter(pl.col("measure") == "ratio (ED+1)/L")
+        .join(_difficulty(ctx), on="task", how="inner", maintain_order="left")
+    )
     if data.height == 0:
         return message_chart("Q3 · Effective depth vs task difficulty", ["No effective-depth estimate to plot."])
     width, height = panel_size(ctx)
     models = models_in(ctx, data)
     series = [s for s in ("benchmarks", "addition", "multiplication") if s in set(data["series"].to_list())]
-    data = jitter(data, "difficulty", "model", models, step=0.04 * max(1.0, float(data["difficulty"].max() - data["difficulty"].min())))
-    x = alt.X("x:Q", title="difficulty (benchmarks: config order; arithmetic: digits)", scale=alt.Scale(zero=False, padding=10),
-              axis=alt.Axis(tickMinStep=1))
-    color = alt.Color("model:N", sort=models, scale=alt.Scale(scheme="tableau20" if len(models) > 10 else "tableau10"),
-                      legend=alt.Legend(orient="top", columns=4))
-    tooltip = ["model:N", "task:N", "label:N", "difficulty:Q", alt.Tooltip("value:Q", title="ratio", format=".2f"),
-               alt.Tooltip("low:Q", format=".2f"), alt.Tooltip("high:Q", format=".2f")]
+    data = jitter(
+        data, "difficulty", "model", models, step=0.04 * max(1.0, float(data["difficulty"].max() - data["difficulty"].min()))
+    )
+    x = alt.X(
+        "x:Q",
+        title="difficulty (benchmarks: config order; arithmetic: digits)",
+        scale=alt.Scale(zero=False, padding=10),
+        axis=alt.Axis(tickMinStep=1),
+    )
+    color = alt.Color(
+        "model:N",
+        sort=models,
+        scale=alt.Scale(scheme="tableau20" if len(models) > 10 else "tableau10"),
+        legend=alt.Legend(orient="top", columns=4),
+    )
+    tooltip = [
+        "model:N",
+        "task:N",
+        "label:N",
+        "difficulty:Q",
+        alt.Tooltip("value:Q", title="ratio", format=".2f"),
+        alt.Tooltip("low:Q", format=".2f"),
+        alt.Tooltip("high:Q", format=".2f"),
+    ]
     base = drawn(data, "label", "series")
     layers = interval_layers(base, x, color, tooltip, line_detail=["model:N"])
-    text = base.mark_text(dy=-9, fontSize=8, color="#555555").encode(x=x, y="value:Q", text="task:N").transform_filter(
-        alt.datum.series == "benchmarks"
+    text = (
+        base.mark_text(dy=-9, fontSize=8, color="#555555")
+        .encode(x=x, y="value:Q", text="task:N")
+        .transform_filter(alt.datum.series == "benchmarks")
     )
     chart = alt.layer(*layers, text).properties(width=width, height=height)
-    return chart.facet(
-        row=alt.Row("label:N", sort=HEADLINE, title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
-        column=alt.Column("series:N", sort=series, title=None),
-    ).resolve_scale(x="independent").properties(
-        title=chart_title(
-            "Q3 · Do models use more layers for harder inputs? ED ratio with 95 % bootstrap intervals vs difficulty",
-            "The paper's claim: no — flat lines. Arithmetic: operand digit length; benchmarks: HellaSwag → GSM8K → AIME24.",
+    return (
+        chart.facet(
+            row=alt.Row("label:N", sort=HEADLINE, title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
+            column=alt.Column("series:N", sort=series, title=None),
+        )
+        .resolve_scale(x="independent")
+        .properties(
+            title=chart_title(
+                "Q3 · Do models use more layers for harder inputs? ED ratio with 95 % bootstrap intervals vs difficulty",
+                "The paper's claim: no — flat lines. Arithmetic: operand digit length; benchmarks: HellaSwag → GSM8K → AIME24.",
+            )
         )
     )
 
@@ -296,24 +388,41 @@ def threshold_sweep_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
     width, height = panel_size(ctx)
     base = drawn(data)
     color = alt.Color("estimator:N", title="estimator", legend=alt.Legend(orient="top"))
-    band = base.mark_area(opacity=0.12).encode(x="threshold:Q", y="ci_low:Q", y2="ci_high:Q", fill=alt.Fill("estimator:N", legend=None),
-                                               detail="curve:N")
+    band = base.mark_area(opacity=0.12).encode(
+        x="threshold:Q", y="ci_low:Q", y2="ci_high:Q", fill=alt.Fill("estimator:N", legend=None), detail="curve:N"
+    )
     line = base.mark_line().encode(
         x=alt.X("threshold:Q", title="threshold τ"),
         y=alt.Y("ed:Q", title="ED (layer)"),
         color=color,
-        strokeDash=alt.StrokeDash("form:N", title="form", scale=alt.Scale(domain=["paper", "robust"], range=[[1, 0], [5, 3]]),
-                                  legend=alt.Legend(orient="top")),
-        tooltip=["model:N", "task:N", "curve:N", "threshold:Q", "ed:Q", "ci_low:Q", "ci_high:Q",
-                 alt.Tooltip("solvable:Q", format=".0%")],
+        strokeDash=alt.StrokeDash(
+            "form:N",
+            title="form",
+            scale=alt.Scale(domain=["paper", "robust"], range=[[1, 0], [5, 3]]),
+            legend=alt.Legend(orient="top"),
+        ),
+        tooltip=[
+            "model:N",
+            "task:N",
+            "curve:N",
+            "threshold:Q",
+            "ed:Q",
+            "ci_low:Q",
+            "ci_high:Q",
+            alt.Tooltip("solvable:Q", format=".0%"),
+        ],
     )
     points = base.mark_point(size=12, filled=True).encode(x="threshold:Q", y="ed:Q", color=color)
     chart = alt.layer(band, line, points).properties(width=width, height=height)
-    return grid(chart, models_in(ctx, data), tasks_in(ctx, data)).resolve_scale(y="independent").properties(
-        title=chart_title(
-            "Threshold sweep: ED_KL and ED_overlap as the threshold τ varies (bands: 95 % bootstrap intervals)",
-            "A paper-form curve that jumps where the robust one is smooth marks a threshold artefact "
-            "(e.g. KL(0) being the maximum makes 'first layer below τ·max' fire at layer 1).",
+    return (
+        grid(chart, models_in(ctx, data), tasks_in(ctx, data))
+        .resolve_scale(y="independent")
+        .properties(
+            title=chart_title(
+                "Threshold sweep: ED_KL and ED_overlap as the threshold τ varies (bands: 95 % bootstrap intervals)",
+                "A paper-form curve that jumps where the robust one is smooth marks a threshold artefact "
+                "(e.g. KL(0) being the maximum makes 'first layer below τ·max' fire at layer 1).",
+            )
         )
     )
 
@@ -322,8 +431,12 @@ def reference_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
     """Our ED (with intervals) against the paper's published value for every matching (model, task)."""
     ref = tables["effective_depth_reference"]
     if ref.height == 0:
-        return message_chart("Comparison with the published effective depths", ["No configured model and task appears in the paper's table."])
-    data = ref.select("model", "task", "estimator", "form", "published_ed", "ed", "ci_low", "ci_high", "n_layers", "published_n_layers")
+        return message_chart(
+            "Comparison with the published effective depths", ["No configured model and task appears in the paper's table."]
+        )
+    data = ref.select(
+        "model", "task", "estimator", "form", "published_ed", "ed", "ci_low", "ci_high", "n_layers", "published_n_layers"
+    )
     top = float(data.select(pl.max_horizontal(pl.col("published_n_layers").max(), pl.col("n_layers").max())).item())
     diagonal = pl.DataFrame({"published_ed": [0.0, top], "ed": [0.0, top]})
     width, _ = panel_size(ctx)
@@ -334,13 +447,17 @@ def reference_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
         alt.Chart(diagonal).mark_line(color="#999999", strokeDash=[3, 3]).encode(x="published_ed:Q", y="ed:Q"),
         base.mark_rule(opacity=0.5).encode(x=x, y="ci_low:Q", y2="ci_high:Q", color=color),
         base.mark_point(filled=True, size=40).encode(
-            x=x, y=alt.Y("ed:Q", title="this pipeline (layer)"), color=color, shape=alt.Shape("task:N", legend=alt.Legend(orient="top")),
+            x=x,
+            y=alt.Y("ed:Q", title="this pipeline (layer)"),
+            color=color,
+            shape=alt.Shape("task:N", legend=alt.Legend(orient="top")),
             tooltip=["model:N", "task:N", "estimator:N", "form:N", "published_ed:Q", "ed:Q", "ci_low:Q", "ci_high:Q"],
         ),
     ]
     charts = [
-        alt.layer(*[layer.transform_filter(alt.datum.estimator == est) if i else layer for i, layer in enumerate(layers)])
-        .properties(width=width * 1.4, height=width * 1.4, title=est)
+        alt.layer(
+            *[layer.transform_filter(alt.datum.estimator == est) if i else layer for i, layer in enumerate(layers)]
+        ).properties(width=width * 1.4, height=width * 1.4, title=est)
         for est in ("cos", "kl", "overlap")
         if est in set(data["estimator"].to_list())
     ]

@@ -28,7 +28,14 @@ def _theme() -> alt.theme.ThemeConfig:
             "axis": {"labelFontSize": 9, "titleFontSize": 10, "grid": False, "labelFont": FONT, "titleFont": FONT},
             "header": {"labelFontSize": 10, "titleFontSize": 11, "labelFont": FONT, "titleFont": FONT, "labelFontWeight": "bold"},
             "legend": {"labelFontSize": 9, "titleFontSize": 10, "labelFont": FONT, "titleFont": FONT},
-            "title": {"fontSize": 14, "anchor": "start", "font": FONT, "subtitleFontSize": 10, "subtitleColor": "#555555", "subtitleFont": FONT},
+            "title": {
+                "fontSize": 14,
+                "anchor": "start",
+                "font": FONT,
+                "subtitleFontSize": 10,
+                "subtitleColor": "#555555",
+                "subtitleFont": FONT,
+            },
             "text": {"font": FONT},
             "range": {"category": {"scheme": "tableau10"}},
         }
@@ -55,7 +62,6 @@ def layer_axis(title: str, n_max: int) -> alt.Axis:
     step = max(1, math.ceil(n_max / 8))
     expr = "datum.label" if step == 1 else f"datum.value % {step} == 0 ? datum.label : ''"
     return alt.Axis(title=title, labelExpr=expr, labelAngle=0, ticks=step == 1)
-
 
 
 def message_chart(title: str, lines: list[str], subtitle: str = "") -> alt.Chart:
