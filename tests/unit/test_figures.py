@@ -39,15 +39,31 @@ def _rows(model: str, task: str, analysis: str, n_layers: int, **cols) -> pl.Dat
     return frame.with_columns(n_layers=pl.lit(n_layers, pl.Int32))
 
 
-def _ig_completeness(model: str, task: str, n_layers: int, attribution_sum: np.ndarray, f_input: np.ndarray,
-                     f_baseline: np.ndarray, prompt: int = 0) -> pl.DataFrame:
+def _ig_completeness(
+    model: str,
+    task: str,
+    n_layers: int,
+    attribution_sum: np.ndarray,
+    f_input: np.ndarray,
+    f_baseline: np.ndarray,
+    prompt: int = 0,
+) -> pl.DataFrame:
     """The IG table's completeness rows of one prompt: per layer f_input, f_baseline, attribution_sum
     (prompt set, position null)."""
     layers = np.arange(n_layers)
     metrics = [m for m in ("f_input", "f_baseline", "attribution_sum") for _ in layers]
     values = np.concatenate([f_input, f_baseline, attribution_sum]).astype(float)
-    return _rows(model, task, "integrated_gradients", n_layers, metric=metrics, layer=np.tile(layers, 3),
-                 prompt=[prompt] * values.size, value=values, weight=[1.0] * values.size)
+    return _rows(
+        model,
+        task,
+        "integrated_gradients",
+        n_layers,
+        metric=metrics,
+        layer=np.tile(layers, 3),
+        prompt=[prompt] * values.size,
+        value=values,
+        weight=[1.0] * values.size,
+    )
 
 
 def _per_prompt(rng: np.random.Generator, curve: np.ndarray, n_prompts: int, noise: float) -> np.ndarray:
@@ -55,15 +71,30 @@ def _per_prompt(rng: np.random.Generator, curve: np.ndarray, n_prompts: int, noi
 
 
 def synthetic_tables(
-    models: dict[str, int], tasks: list[str], n_prompts: int = 3, n_tokens: int = 12, seed: int = 0,
-    kinds: tuple[str, ...] = ("layer", "attention", "mlp"), ig_gap: float = 0.01,
+    models: dict[str, int],
+    tasks: list[str],
+    n_prompts: int = 3,
+    n_tokens: int = 12,
+    seed: int = 0,
+    kinds: tuple[str, ...] = ("layer", "attention", "mlp"),
+    ig_gap: float = 0.01,
 ) -> dict[str, pl.DataFrame]:
     """Aggregated analysis tables (and token tables) for models {name: L} × tasks: cosines that cross
     zero at ~0.6 L, a decreasing KL, a rising overlap, skip effects that fade with depth.  Per-prompt
     rows re-aggregate exactly to the null-prompt rows (weighted mean, or max for max-aggregated skips)."""
     rng = np.random.default_rng(seed)
-    out: dict[str, list[pl.DataFrame]] = {k: [] for k in (
-        "relative_contribution", "logit_lens", "block_influence", "layer_skip", "residual_erasure", "integrated_gradients", "tokens")}
+    out: dict[str, list[pl.DataFrame]] = {
+        k: []
+        for k in (
+            "relative_contribution",
+            "logit_lens",
+            "block_influence",
+            "layer_skip",
+            "residual_erasure",
+            "integrated_gradients",
+            "tokens",
+        )
+    }
     for model, L in models.items():
         layers = np.arange(L)
         for task in tasks:
@@ -76,11 +107,29 @@ def synthetic_tables(
                 prompt = [None] * curve.size + [p for p in range(n_prompts) for _ in range(curve.size)]
                 weight = [w.sum()] * curve.size + [w[p] for p in range(n_prompts) for _ in range(curve.size)]
                 cols = {k: list(v) * (n_prompts + 1) for k, v in idx.items()}
-                out[analysis].append(_rows(model, task, analysis, L, metric=[metric] * values.size, prompt=prompt, value=values, weight=weight, **cols))
+                out[analysis].append(
+                    _rows(
+                        model,
+                        task,
+                        analysis,
+                        L,
+                        metric=[metric] * values.size,
+                        prompt=prompt,
+                        value=values,
+                        weight=weight,
+                        **cols,
+                    )
+                )
 
             crossing = 0.6 * L
             for i, m in enumerate(("attention", "mlp", "layer")):
-                add("relative_contribution", f"cos_{m}", 0.3 * np.tanh((layers - crossing) / 2) + 0.02 * i, 0.02, {"layer": layers})
+                add(
+                    "relative_contribution",
+                    f"cos_{m}",
+                    0.3 * np.tanh((layers - crossing) / 2) + 0.02 * i,
+                    0.02,
+                    {"layer": layers},
+                )
                 add("relative_contribution", f"rc_{m}", 0.5 / (1 + layers) + 0.05, 0.01, {"layer": layers})
             lens_layers = np.arange(L + 1)
             add("logit_lens", "kl", 8.0 * np.exp(-lens_layers / (0.3 * L)), 0.05, {"layer": lens_layers})
@@ -88,7 +137,13 @@ def synthetic_tables(
             add("block_influence", "block_influence", 0.2 * np.exp(-layers / 5) + 0.05, 0.01, {"layer": layers})
             for span in range(1, L + 1):
                 first = np.arange(L + 1 - span)
-                add("block_influence", "angular_distance", np.clip(0.05 * span + 0.01 * first, 0, 1), 0.0, {"layer": first, "span": [span] * first.size})
+                add(
+                    "block_influence",
+                    "angular_distance",
+                    np.clip(0.05 * span + 0.01 * first, 0, 1),
+                    0.0,
+                    {"layer": first, "span": [span] * first.size},
+                )
             for kind in kinds:
                 for agg in ("max", "mean"):
                     scale = 1.0 if agg == "max" else 0.5
@@ -97,20 +152,49 @@ def synthetic_tables(
                     add("layer_skip", "output", out_curve, 0.01, base, combine=agg)
                     s, j = np.triu_indices(L, k=1)
                     fut = scale * np.exp(-s / (0.3 * L)) / (1 + 0.1 * (j - s))
-                    add("layer_skip", "future", fut, 0.01,
-                        {"kind": [kind] * s.size, "aggregation": [agg] * s.size, "skipped_layer": s, "layer": j}, combine=agg)
+                    add(
+                        "layer_skip",
+                        "future",
+                        fut,
+                        0.01,
+                        {"kind": [kind] * s.size, "aggregation": [agg] * s.size, "skipped_layer": s, "layer": j},
+                        combine=agg,
+                    )
             positions = np.arange(n_tokens)
-            for analysis, metric, rows_ in (("residual_erasure", "output_change", L + 1), ("integrated_gradients", "attribution", L)):
+            for analysis, metric, rows_ in (
+                ("residual_erasure", "output_change", L + 1),
+                ("integrated_gradients", "attribution", L),
+            ):
                 ll, pp = np.meshgrid(np.arange(rows_), positions, indexing="ij")
                 value = np.abs(rng.standard_normal(ll.size)) * 0.3 if metric == "output_change" else rng.standard_normal(ll.size)
-                out[analysis].append(_rows(model, task, analysis, L, metric=[metric] * ll.size, layer=ll.ravel(), position=pp.ravel(),
-                                           prompt=[0] * ll.size, value=value, weight=[1.0] * ll.size))
+                out[analysis].append(
+                    _rows(
+                        model,
+                        task,
+                        analysis,
+                        L,
+                        metric=[metric] * ll.size,
+                        layer=ll.ravel(),
+                        position=pp.ravel(),
+                        prompt=[0] * ll.size,
+                        value=value,
+                        weight=[1.0] * ll.size,
+                    )
+                )
                 if metric == "attribution":  # completeness terms: Σ_t IG = F(x) − F(x′) up to a relative gap ig_gap
                     total = value.reshape(L, n_tokens).sum(1)
                     out[analysis].append(_ig_completeness(model, task, L, total, total / (1 + ig_gap) + 1.0, np.ones(L)))
-            out["tokens"].append(pl.DataFrame({"prompt": [0] * n_tokens, "position": positions, "token": [f"Ġt{p}" for p in positions],
-                                               "model": [model] * n_tokens, "task": [task] * n_tokens}).with_columns(
-                pl.col("prompt").cast(pl.Int32), pl.col("position").cast(pl.Int32)))
+            out["tokens"].append(
+                pl.DataFrame(
+                    {
+                        "prompt": [0] * n_tokens,
+                        "position": positions,
+                        "token": [f"Ġt{p}" for p in positions],
+                        "model": [model] * n_tokens,
+                        "task": [task] * n_tokens,
+                    }
+                ).with_columns(pl.col("prompt").cast(pl.Int32), pl.col("position").cast(pl.Int32))
+            )
     return {k: pl.concat(v, how="diagonal_relaxed") for k, v in out.items() if v}
 
 
@@ -118,8 +202,17 @@ def _context(models: dict[str, dict], tasks: dict[str, dict]) -> dict:
     config = {
         "models": models,
         "tasks": tasks,
-        "analyses": {a: {"tasks": list(tasks), "variant": "correct"} for a in (
-            "relative_contribution", "logit_lens", "block_influence", "layer_skip", "residual_erasure", "integrated_gradients")},
+        "analyses": {
+            a: {"tasks": list(tasks), "variant": "correct"}
+            for a in (
+                "relative_contribution",
+                "logit_lens",
+                "block_influence",
+                "layer_skip",
+                "residual_erasure",
+                "integrated_gradients",
+            )
+        },
         "figures": {"width": 120, "height": 80, "columns": 3},
         "effective_depth": {"kl_threshold": 0.5, "overlap_threshold": 0.3},
     }
@@ -133,8 +226,11 @@ PAPER_LIKE_MODELS = {
     "Qwen2.5-1.5B-Instruct": {"size_b": 1.5, "family": "qwen2.5", "training": "instruct"},
     "Qwen2.5-7B-Instruct": {"size_b": 7, "family": "qwen2.5", "training": "instruct"},
 }
-PAPER_LIKE_TASKS = {"gsm8k": {"source": "gsm8k", "difficulty": 2}, "addition_2": {"source": "addition", "digits": 2, "difficulty": 2},
-                    "addition_4": {"source": "addition", "digits": 4, "difficulty": 4}}
+PAPER_LIKE_TASKS = {
+    "gsm8k": {"source": "gsm8k", "difficulty": 2},
+    "addition_2": {"source": "addition", "digits": 2, "difficulty": 2},
+    "addition_4": {"source": "addition", "digits": 4, "difficulty": 4},
+}
 
 
 @pytest.fixture(scope="module")
@@ -144,11 +240,20 @@ def paper_like() -> tuple[dict[str, pl.DataFrame], dict]:
     tables = synthetic_tables(layers, list(PAPER_LIKE_TASKS))
     ed_inputs = {k: tables[k] for k in ("relative_contribution", "logit_lens", "layer_skip")}
     ed, sweep = effective_depth(ed_inputs, kl_threshold=0.5, overlap_threshold=0.3, bootstrap=20, sweep=[0.3, 0.6])
-    reference = pl.DataFrame({
-        "model": ["DeepSeek-R1-Distill-Qwen-1.5B"] * 3, "task": ["gsm8k"] * 3, "estimator": ["cos", "kl", "overlap"],
-        "published_ed": [3.0, 1.0, 3.0], "ed": [3.0, 2.0, 3.0], "ci_low": [2.0, 2.0, 3.0], "ci_high": [3.0, 3.0, 4.0],
-        "n_layers": [5] * 3, "published_n_layers": [28] * 3, "form": ["paper"] * 3,
-    })
+    reference = pl.DataFrame(
+        {
+            "model": ["DeepSeek-R1-Distill-Qwen-1.5B"] * 3,
+            "task": ["gsm8k"] * 3,
+            "estimator": ["cos", "kl", "overlap"],
+            "published_ed": [3.0, 1.0, 3.0],
+            "ed": [3.0, 2.0, 3.0],
+            "ci_low": [2.0, 2.0, 3.0],
+            "ci_high": [3.0, 3.0, 4.0],
+            "n_layers": [5] * 3,
+            "published_n_layers": [28] * 3,
+            "form": ["paper"] * 3,
+        }
+    )
     tables.update(effective_depth=ed, effective_depth_sweep=sweep, effective_depth_reference=reference)
     return tables, _context(PAPER_LIKE_MODELS, PAPER_LIKE_TASKS)
 
@@ -190,7 +295,11 @@ def test_figures_plot_aggregated_frames(paper_like):
         spec = chart(name, tables, ctx).to_dict()
         (values,) = [d for d in spec["datasets"].values()]
         n = len(values)
-        raw = {"cosine": tables["relative_contribution"], "skip_map_by_task": tables["layer_skip"], "logit_lens_kl": tables["logit_lens"]}[name]
+        raw = {
+            "cosine": tables["relative_contribution"],
+            "skip_map_by_task": tables["layer_skip"],
+            "logit_lens_kl": tables["logit_lens"],
+        }[name]
         assert n < raw.height / 3, (name, n, raw.height)
 
 
@@ -208,7 +317,9 @@ def test_q2_pairs_long_cot_with_base_and_same_size_instruct(paper_like):
     _, ctx = paper_like
     pairs = q2_pairs(ctx)
     assert set(pairs.iter_rows()) == {
-        ("1.5B", "long-CoT", "DeepSeek-R1-Distill-Qwen-1.5B"), ("1.5B", "base", "Qwen2.5-Math-1.5B"), ("1.5B", "instruct", "Qwen2.5-1.5B-Instruct"),
+        ("1.5B", "long-CoT", "DeepSeek-R1-Distill-Qwen-1.5B"),
+        ("1.5B", "base", "Qwen2.5-Math-1.5B"),
+        ("1.5B", "instruct", "Qwen2.5-1.5B-Instruct"),
     }
 
 
@@ -224,7 +335,9 @@ def test_t1_marks_an_estimate_without_solution(paper_like):
     tables, ctx = paper_like
     ed = tables["effective_depth"].with_columns(
         ed=pl.when((pl.col("estimator") == "cos") & (pl.col("task") == "gsm8k")).then(None).otherwise(pl.col("ed")),
-        reason=pl.when((pl.col("estimator") == "cos") & (pl.col("task") == "gsm8k")).then(pl.lit("no crossing")).otherwise(pl.col("reason")),
+        reason=pl.when((pl.col("estimator") == "cos") & (pl.col("task") == "gsm8k"))
+        .then(pl.lit("no crossing"))
+        .otherwise(pl.col("reason")),
     )
     spec = chart("effective_depth_table", {**tables, "effective_depth": ed}, ctx).to_dict()
     rows = next(iter(spec["datasets"].values()))
@@ -260,12 +373,28 @@ def test_primary_task_chooses_the_per_model_grids_task(paper_like):
 
 
 def test_available_figures_follow_the_configured_analyses():
-    everything = {a: {"kinds": ["layer", "attention", "mlp"]} for a in ED_ANALYSES + ("block_influence", "residual_erasure", "integrated_gradients")}
+    everything = {
+        a: {"kinds": ["layer", "attention", "mlp"]}
+        for a in ED_ANALYSES + ("block_influence", "residual_erasure", "integrated_gradients")
+    }
     names = available_figures(everything)
     assert names[:16] == [
-        "cosine", "skip_map", "skip_output", "logit_lens_kl", "logit_lens_overlap", "residual_erasure", "integrated_gradients",
-        "cosine_by_task", "skip_map_by_task", "skip_output_by_task", "logit_lens_kl_by_task", "logit_lens_overlap_by_task",
-        "effective_depth_table", "q1_scale", "q2_training", "q3_difficulty",
+        "cosine",
+        "skip_map",
+        "skip_output",
+        "logit_lens_kl",
+        "logit_lens_overlap",
+        "residual_erasure",
+        "integrated_gradients",
+        "cosine_by_task",
+        "skip_map_by_task",
+        "skip_output_by_task",
+        "logit_lens_kl_by_task",
+        "logit_lens_overlap_by_task",
+        "effective_depth_table",
+        "q1_scale",
+        "q2_training",
+        "q3_difficulty",
     ]
     assert "reference_comparison" not in names and "reference_comparison" in available_figures(everything, reference_matches=True)
     only_lens = available_figures({"logit_lens": {}})
@@ -295,8 +424,13 @@ def test_render_and_merge_into_all_pdf(paper_like, tmp_path: Path):
         assert "vega" in Path(out["html"]).read_text().lower()
         pdfs.append(out["pdf"])
     target = tmp_path / "all.pdf"
-    info = {"name": "unit", "models": list(ctx["models"]), "tasks": list(ctx["tasks"]), "variants": {"logit_lens": "correct"},
-            "config_hash": "abc123def456"}
+    info = {
+        "name": "unit",
+        "models": list(ctx["models"]),
+        "tasks": list(ctx["tasks"]),
+        "variants": {"logit_lens": "correct"},
+        "config_hash": "abc123def456",
+    }
     all_pdf(info, pdfs, str(target))
     reader = PdfReader(str(target))
     assert len(reader.pages) == 3
@@ -306,7 +440,10 @@ def test_render_and_merge_into_all_pdf(paper_like, tmp_path: Path):
     assert "p. 2 F4 · logit lens: KL to the final prediction" in flat and "p. 3 T1 · effective-depth table" in flat
     assert kl.startswith("F4 · Logit lens") or "F4 · Logit lens" in kl
     assert "T1 · Effective depth per model and task" in t1 and "ED_KL robust" in t1
-    assert [o["/Title"] for o in reader.outline] == ["F4 · logit lens: KL to the final prediction", "T1 · effective-depth table with 95 % intervals"]
+    assert [o["/Title"] for o in reader.outline] == [
+        "F4 · logit lens: KL to the final prediction",
+        "T1 · effective-depth table with 95 % intervals",
+    ]
 
 
 def test_read_tables_keys_by_stem(tmp_path: Path, paper_like):
@@ -361,4 +498,6 @@ def test_ig_completeness_gap_is_computed_and_shown(paper_like):
     assert f"{model}: 25.0% (layer 2, {task})" in subtitle
     assert "DeepSeek-R1-Distill-Qwen-1.5B: 1.0%" in subtitle
     rows = next(iter(spec["datasets"].values()))
-    assert {round(r["relative_gap"], 6) for r in rows if r["model"] == "Qwen2.5-1.5B-Instruct" and not r.get("placeholder")} == {0.01}
+    assert {round(r["relative_gap"], 6) for r in rows if r["model"] == "Qwen2.5-1.5B-Instruct" and not r.get("placeholder")} == {
+        0.01
+    }

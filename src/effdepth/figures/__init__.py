@@ -14,8 +14,8 @@ tables give the same spec whatever the order of their rows (``build_chart`` sort
 workflow) names every path.
 
 Modules: ``theme`` (altair theme, titles, message pages), ``layout`` (facets, ordering, bars,
-intervals), ``paper`` (F1–F12), ``extra`` (further analyses), ``summaries`` (T1, Q1–Q3, threshold
-sweep, comparison with the paper), ``profile`` (per-model page), ``registry`` (``FIGURES`` and what
+intervals), ``paper`` (F1–F12), ``extra`` (further analyses), ``summaries`` (T1, Q1–Q3), ``checks``
+(threshold sweep, comparison with the paper), ``profile`` (per-model page), ``registry`` (``FIGURES`` and what
 the workflow asks of it), ``output`` (reading, building, saving, all.pdf).
 """
 

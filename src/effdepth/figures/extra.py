@@ -1,5 +1,8 @@
 """Further analyses beyond the paper: relative contribution per layer, block influence (ShortGPT) and
-the angular distance between layers (Gromov et al. 2024)."""
+the angular distance between layers (Gromov et al. 2024).
+
+Each builder ``(tables, ctx) -> chart`` reads the table its ``Figure`` declares (relative_contribution or
+block_influence) and raises ``KeyError`` when it is missing."""
 
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ def angular_distance_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
 
 
 def relative_contribution_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
+    """‖contribution‖ / ‖residual‖ of attention, MLP and layer per layer, model × task grid (log scale)."""
     data = (
         headline_rows(tables["relative_contribution"])
         .filter(pl.col("metric").str.starts_with("rc_"))
@@ -73,6 +77,7 @@ def relative_contribution_chart(tables: Tables, ctx: Context) -> alt.TopLevelMix
 
 
 def block_influence_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
+    """ShortGPT's block influence 1 − cos(h_l, h_l+1) per layer, one panel per model, every task."""
     data = (
         headline_rows(tables["block_influence"])
         .filter(pl.col("metric") == "block_influence")

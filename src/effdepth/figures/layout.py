@@ -39,16 +39,21 @@ def _ordered(configured: list[str], frames: tuple[pl.DataFrame, ...], column: st
 
 
 def models_in(ctx: Context, *frames: pl.DataFrame) -> list[str]:
+    """Models present in ``frames`` (column ``model``): in config order, then unconfigured ones sorted."""
     return _ordered(list(ctx.get("models", {})), frames, "model")
 
 
 def tasks_in(ctx: Context, *frames: pl.DataFrame) -> list[str]:
+    """Tasks present in ``frames`` (column ``task``): in config order, then unconfigured ones sorted."""
     return _ordered(list(ctx.get("tasks", {})), frames, "task")
 
 
 def primary_task(table: pl.DataFrame, ctx: Context, analysis: str) -> str:
     """The task of the per-model grids (F1–F7): ``figures.primary_task`` when the analysis ran on it,
-    else the first configured task of the analysis present."""
+    else the first configured task of the analysis present, else the first present in sorted order.
+
+    ``table``: rows with a ``task`` column; ``analysis``: the analysis whose configured tasks count.
+    Raises ``IndexError`` when ``table`` has no task at all."""
     configured = ctx.get("analyses", {}).get(analysis, {}).get("tasks") or list(ctx.get("tasks", {}))
     present = sorted(table["task"].unique(maintain_order=True).drop_nulls().to_list())
     chosen = ctx.get("figures", {}).get("primary_task")
@@ -61,6 +66,7 @@ def primary_task(table: pl.DataFrame, ctx: Context, analysis: str) -> str:
 
 
 def panel_size(ctx: Context) -> tuple[int, int]:
+    """(width, height) of one panel in pixels: ``figures.width`` / ``figures.height`` (180 × 120)."""
     opts = ctx.get("figures", {})
     return int(opts.get("width", 180)), int(opts.get("height", 120))
 
@@ -70,10 +76,13 @@ def _columns(ctx: Context) -> int:
 
 
 def wrap_models(chart: alt.Chart, ctx: Context, models: list[str], field: str = "model") -> alt.FacetChart:
+    """``chart`` faceted over ``field`` in the order ``models``, ``figures.columns`` panels a row."""
     return chart.facet(facet=alt.Facet(f"{field}:N", sort=models, title=None), columns=min(_columns(ctx), max(1, len(models))))
 
 
 def grid(chart: alt.Chart, models: list[str], tasks: list[str]) -> alt.FacetChart:
+    """``chart`` faceted as a grid: one row per model, one column per task, in the given orders.  Draw
+    the data through ``drawn`` so missing cells keep the grid aligned."""
     return chart.facet(
         row=alt.Row("model:N", sort=models, title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
         column=alt.Column("task:N", sort=tasks, title=None),
@@ -81,6 +90,7 @@ def grid(chart: alt.Chart, models: list[str], tasks: list[str]) -> alt.FacetChar
 
 
 def panels(chart: alt.Chart, ctx: Context, data: pl.DataFrame, by_task: bool) -> alt.FacetChart:
+    """A model × task ``grid`` when ``by_task`` (F8–F12), else one wrapped panel per model (F1–F7)."""
     models = models_in(ctx, data)
     return grid(chart, models, tasks_in(ctx, data)) if by_task else wrap_models(chart, ctx, models)
 
@@ -165,10 +175,13 @@ def bars(
 
 
 def n_layers_max(table: pl.DataFrame, column: str = "layer") -> int:
+    """1 + the largest value of ``column`` (the number of layer positions an axis needs); 1 when empty."""
     return int(table[column].max()) + 1 if table.height else 1
 
 
 def select_task(data: pl.DataFrame, ctx: Context, analysis: str, by_task: bool) -> tuple[pl.DataFrame, str]:
+    """(rows, label for the title): every task when ``by_task``, else the rows of ``primary_task``
+    (which raises ``IndexError`` on rows without any task)."""
     if by_task:
         return data, "all tasks"
     task = primary_task(data, ctx, analysis)

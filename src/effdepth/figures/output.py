@@ -21,7 +21,9 @@ from .theme import Context, Tables, message_chart
 
 
 def read_tables(paths: list[str], token_paths: list[str] | None = None) -> Tables:
-    """Tables keyed by file stem (analysis name or effective_depth*), plus ``tokens`` (concatenated)."""
+    """Tables keyed by file stem (analysis name or effective_depth*) from the parquet files ``paths``,
+    plus ``tokens``: the token tables ``token_paths`` concatenated.  Raises ``FileNotFoundError`` for a
+    missing file (polars' error for one that is not parquet)."""
     tables: Tables = {Path(p).stem: pl.read_parquet(p) for p in paths}
     if token_paths:
         tables["tokens"] = pl.concat([pl.read_parquet(p) for p in token_paths], how="diagonal_relaxed")
@@ -44,6 +46,9 @@ def build_chart(name: str, tables: Tables, ctx: Context) -> alt.TopLevelMixin:
 
 
 def save_chart(chart: alt.TopLevelMixin, pdf: str, svg: str, html: str) -> None:
+    """Save ``chart`` to the paths ``pdf``, ``svg`` and ``html`` (self-contained, inline scripts),
+    creating their folders.  Raises altair's ``SchemaValidationError`` for a spec that does not
+    validate against the Vega-Lite schema, and vl-convert's ``ValueError`` when it cannot render."""
     import vl_convert as vlc
 
     spec = chart.to_dict()  # validates against the Vega-Lite schema
@@ -57,12 +62,17 @@ def save_chart(chart: alt.TopLevelMixin, pdf: str, svg: str, html: str) -> None:
 def build_figure(
     name: str, tables: list[str], ctx: Context, pdf: str, svg: str, html: str, tokens: list[str] | None = None
 ) -> None:
-    """Read the tables, build figure ``name`` (or ``models/<model>``, a per-model profile) and save it."""
+    """Read the parquet ``tables`` (and ``tokens``), build figure ``name`` (or ``models/<model>``, a
+    per-model profile) with the context ``ctx`` and save it to ``pdf``, ``svg`` and ``html``.  Raises
+    what ``read_tables``, ``build_chart`` and ``save_chart`` raise."""
     save_chart(build_chart(name, read_tables(tables, tokens), ctx), pdf, svg, html)
 
 
 def title_page(info: dict[str, Any], contents: list[tuple[int, str]] | None = None) -> bytes:
-    """A one-page PDF with the experiment's provenance and, when given, the contents (page, title)."""
+    """A one-page PDF with the experiment's provenance and, when given, the contents (page, title).
+
+    ``info``: name, config_hash, variants, effective_depth (optional) and models, tasks (required:
+    ``KeyError`` without them)."""
     import vl_convert as vlc
 
     lines = [
@@ -86,7 +96,9 @@ def title_page(info: dict[str, Any], contents: list[tuple[int, str]] | None = No
 
 
 def merge_pdfs(title: bytes, pdfs: list[str], output: str, titles: list[str] | None = None) -> None:
-    """Title page followed by every figure PDF, in the given order, with an outline entry each."""
+    """Write to ``output`` the ``title`` page (PDF bytes) followed by every PDF of ``pdfs``, in the given
+    order, with an outline entry each (``titles``, else the file stems).  Raises ``FileNotFoundError``
+    for a missing PDF and pypdf's ``PdfReadError`` for one it cannot read."""
     from pypdf import PdfReader, PdfWriter
 
     writer = PdfWriter()
@@ -103,7 +115,9 @@ def merge_pdfs(title: bytes, pdfs: list[str], output: str, titles: list[str] | N
 
 
 def all_pdf(info: dict[str, Any], pdfs: list[str], output: str) -> None:
-    """all.pdf: title page with contents, then every figure (``pdfs`` in their stable order)."""
+    """Write all.pdf to ``output``: a title page from ``info`` (see ``title_page``) with the contents,
+    then every figure of ``pdfs`` in their stable order (a PDF in a folder ``models`` is a per-model
+    profile).  Raises what ``title_page`` and ``merge_pdfs`` raise."""
     from pypdf import PdfReader
 
     titles = []

@@ -3,7 +3,10 @@ effects (F3 / F10), logit-lens KL (F4 / F11) and overlap (F5 / F12), residual er
 integrated gradients with its completeness check (F7).
 
 F1–F7 show one task (``figures.primary_task``, else the first configured one) for every model; F8–F12
-every task.  Thresholds come from ``ctx["effective_depth"]`` (``kl_threshold``, ``overlap_threshold``).
+every task.  Thresholds come from ``ctx["effective_depth"]`` (``kl_threshold``, ``overlap_threshold``) only:
+F4 / F11 and F5 / F12 raise ``KeyError`` without it and ``TypeError`` for a threshold that is None.
+Each builder ``(tables, ctx) -> chart`` reads the tables its ``Figure`` declares (and ``tokens`` for
+the heatmaps, optional) and raises ``KeyError`` when a declared table is missing.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """The per-model effective-depth profile (one page per model): every curve an estimator reads, its
 threshold, the estimates and the paper form's 95 % bootstrap interval, one row per curve and one
-column per task."""
+column per task.
+
+It reads ``tables["effective_depth"]`` and whichever of relative_contribution, logit_lens and layer_skip
+are present, and the thresholds from ``ctx["effective_depth"]``; raises ``KeyError`` without them."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import altair as alt
 
 from ..analyses import REGISTRY
 from ..depth import effective_depth_inputs
+from .checks import reference_chart, threshold_sweep_chart
 from .extra import angular_distance_chart, block_influence_chart, relative_contribution_chart
 from .paper import (
     cosine_chart,
@@ -29,8 +30,6 @@ from .summaries import (
     q1_scale_chart,
     q2_training_chart,
     q3_difficulty_chart,
-    reference_chart,
-    threshold_sweep_chart,
 )
 from .theme import Context, Tables
 
@@ -39,7 +38,8 @@ ED_TABLES = ("effective_depth", "effective_depth_sweep", "effective_depth_refere
 
 @dataclass(frozen=True)
 class Figure:
-    """One page of all.pdf.  ``tables`` are read from results/tables/<name>.parquet; ``tokens`` names
+    """One page of all.pdf.  ``tables`` names the tables it reads (analysis names or effective_depth*; the
+    workflow passes their paths, ``read_tables`` keys them by file stem); ``tokens`` names
     the analysis whose per-(model, task) token tables label the x axis; ``kinds`` the layer-skip kinds
     it needs; ``category`` / ``subcategory`` group it in the Snakemake report."""
 
@@ -254,7 +254,7 @@ def available_figures(analyses: dict[str, Any], reference_matches: bool = False)
 
 def report_options(name: str) -> dict[str, Any]:
     """category / subcategory / labels of a figure for Snakemake's report() (the caption file is the
-    workflow's: workflow/report/<name>.rst)."""
+    workflow's: workflow/report/<name>.rst).  Raises ``KeyError`` for a name not in ``FIGURES``."""
     fig = FIGURE_BY_NAME[name]
     return {
         "category": fig.category,
@@ -264,7 +264,8 @@ def report_options(name: str) -> dict[str, Any]:
 
 
 def figure_title(name: str) -> str:
-    """Short title of a figure for the contents page and PDF outline."""
+    """Short title of figure ``name`` for the contents page and PDF outline ('F4 · …'); a name not in
+    ``FIGURES`` is returned as it is."""
     fig = FIGURE_BY_NAME.get(name)
     if fig is None:
         return name
@@ -273,7 +274,9 @@ def figure_title(name: str) -> str:
 
 
 def figure_context(config: dict[str, Any]) -> Context:
-    """The part of a (validated) config the figures read."""
+    """The part of a (validated) ``config`` the figures read: figures, models, tasks, analyses and the
+    effective-depth thresholds (None where the config has none; the figures that draw a threshold then
+    raise ``TypeError``).  Raises nothing itself."""
     return {
         "figures": dict(config.get("figures", {})),
         "models": {
