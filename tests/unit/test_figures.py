@@ -501,3 +501,14 @@ def test_ig_completeness_gap_is_computed_and_shown(paper_like):
     assert {round(r["relative_gap"], 6) for r in rows if r["model"] == "Qwen2.5-1.5B-Instruct" and not r.get("placeholder")} == {
         0.01
     }
+
+
+def test_two_renders_of_shuffled_tables_give_byte_identical_svg_and_html(paper_like, tmp_path: Path):
+    """The files themselves: vl-convert numbers SVG gradients per process, save_chart renumbers them."""
+    tables, ctx = paper_like
+    outputs = []
+    for run, seed in enumerate((3, 7)):
+        out = {ext: tmp_path / f"{run}.{ext}" for ext in ("pdf", "svg", "html")}
+        save_chart(chart("integrated_gradients", _shuffled(tables, seed), ctx), *(str(out[e]) for e in ("pdf", "svg", "html")))
+        outputs.append((out["svg"].read_bytes(), out["html"].read_bytes()))
+    assert outputs[0] == outputs[1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +46,29 @@ def build_chart(name: str, tables: Tables, ctx: Context) -> alt.TopLevelMixin:
     return FIGURE_BY_NAME[name].builder(tables, ctx)
 
 
+_GRADIENT_ID = re.compile(r"\bgradient_(\d+)\b")
+
+
+def stable_svg(svg: str) -> str:
+    """``svg`` with vl-convert's gradient ids (``gradient_<n>``, numbered by a counter that lives as long
+    as the process) renumbered 0, 1, … in order of first appearance."""
+    ids: dict[str, int] = {}
+    return _GRADIENT_ID.sub(lambda m: f"gradient_{ids.setdefault(m.group(1), len(ids))}", svg)
+
+
 def save_chart(chart: alt.TopLevelMixin, pdf: str, svg: str, html: str) -> None:
     """Save ``chart`` to the paths ``pdf``, ``svg`` and ``html`` (self-contained, inline scripts),
-    creating their folders.  Raises altair's ``SchemaValidationError`` for a spec that does not
-    validate against the Vega-Lite schema, and vl-convert's ``ValueError`` when it cannot render."""
+    creating their folders.  The SVG's gradient ids are renumbered (``stable_svg``) so one chart gives
+    the same bytes whatever was rendered before it in the process.  Raises altair's
+    ``SchemaValidationError`` for a spec that does not validate against the Vega-Lite schema, and
+    vl-convert's ``ValueError`` when it cannot render."""
     import vl_convert as vlc
 
     spec = chart.to_dict()  # validates against the Vega-Lite schema
     for path in (pdf, svg, html):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(pdf).write_bytes(vlc.vegalite_to_pdf(spec))
-    Path(svg).write_text(vlc.vegalite_to_svg(spec))
+    Path(svg).write_text(stable_svg(vlc.vegalite_to_svg(spec)))
     chart.save(html, inline=True)
 
 
