@@ -15,6 +15,7 @@ import pytest
 from effdepth import figures
 from effdepth.depth import ED_ANALYSES, effective_depth
 from effdepth.figures import (
+    FIGURE_BY_NAME,
     FIGURES,
     all_pdf,
     available_figures,
@@ -24,15 +25,45 @@ from effdepth.figures import (
     read_tables,
     save_chart,
 )
+from effdepth.figures.layout import headline_rows, select_task
 
 # --- synthetic tables in the schema of effdepth.tables -----------------------------------------
 
 
-def _rows(model: str, task: str, analysis: str, **cols) -> pl.DataFrame:
+def _rows(model: str, task: str, analysis: str, n_layers: int, **cols) -> pl.DataFrame:
+    """Rows of one analysis table; like every analysis table they carry the model's ``n_layers`` (Int32)."""
     n = len(cols["value"])
     base = {"model": [model] * n, "task": [task] * n, "analysis": [analysis] * n, "variant": ["correct"] * n}
     schema = {"layer": pl.Int32, "prompt": pl.Int32, "skipped_layer": pl.Int32, "position": pl.Int32, "span": pl.Int32}
-    return pl.DataFrame({**base, **cols}).with_columns([pl.col(c).cast(t) for c, t in schema.items() if c in cols])
+    frame = pl.DataFrame({**base, **cols}).with_columns([pl.col(c).cast(t) for c, t in schema.items() if c in cols])
+    return frame.with_columns(n_layers=pl.lit(n_layers, pl.Int32))
+
+
+def _ig_completeness(
+    model: str,
+    task: str,
+    n_layers: int,
+    attribution_sum: np.ndarray,
+    f_input: np.ndarray,
+    f_baseline: np.ndarray,
+    prompt: int = 0,
+) -> pl.DataFrame:
+    """The IG table's completeness rows of one prompt: per layer f_input, f_baseline, attribution_sum
+    (prompt set, position null)."""
+    layers = np.arange(n_layers)
+    metrics = [m for m in ("f_input", "f_baseline", "attribution_sum") for _ in layers]
+    values = np.concatenate([f_input, f_baseline, attribution_sum]).astype(float)
+    return _rows(
+        model,
+        task,
+        "integrated_gradients",
+        n_layers,
+        metric=metrics,
+        layer=np.tile(layers, 3),
+        prompt=[prompt] * values.size,
+        value=values,
+        weight=[1.0] * values.size,
+    )
 
 
 def _per_prompt(rng: np.random.Generator, curve: np.ndarray, n_prompts: int, noise: float) -> np.ndarray:
@@ -40,15 +71,30 @@ def _per_prompt(rng: np.random.Generator, curve: np.ndarray, n_prompts: int, noi
 
 
 def synthetic_tables(
-    models: dict[str, int], tasks: list[str], n_prompts: int = 3, n_tokens: int = 12, seed: int = 0,
+    models: dict[str, int],
+    tasks: list[str],
+    n_prompts: int = 3,
+    n_tokens: int = 12,
+    seed: int = 0,
     kinds: tuple[str, ...] = ("layer", "attention", "mlp"),
+    ig_gap: float = 0.01,
 ) -> dict[str, pl.DataFrame]:
     """Aggregated analysis tables (and token tables) for models {name: L} × tasks: cosines that cross
     zero at ~0.6 L, a decreasing KL, a rising overlap, skip effects that fade with depth.  Per-prompt
     rows re-aggregate exactly to the null-prompt rows (weighted mean, or max for max-aggregated skips)."""
     rng = np.random.default_rng(seed)
-    out: dict[str, list[pl.DataFrame]] = {k: [] for k in (
-        "relative_contribution", "logit_lens", "block_influence", "layer_skip", "residual_erasure", "integrated_gradients", "tokens")}
+    out: dict[str, list[pl.DataFrame]] = {
+        k: []
+        for k in (
+            "relative_contribution",
+            "logit_lens",
+            "block_influence",
+            "layer_skip",
+            "residual_erasure",
+            "integrated_gradients",
+            "tokens",
+        )
+    }
     for model, L in models.items():
         layers = np.arange(L)
         for task in tasks:
@@ -61,11 +107,29 @@ def synthetic_tables(
                 prompt = [None] * curve.size + [p for p in range(n_prompts) for _ in range(curve.size)]
                 weight = [w.sum()] * curve.size + [w[p] for p in range(n_prompts) for _ in range(curve.size)]
                 cols = {k: list(v) * (n_prompts + 1) for k, v in idx.items()}
-                out[analysis].append(_rows(model, task, analysis, metric=[metric] * values.size, prompt=prompt, value=values, weight=weight, **cols))
+                out[analysis].append(
+                    _rows(
+                        model,
+                        task,
+                        analysis,
+                        L,
+                        metric=[metric] * values.size,
+                        prompt=prompt,
+                        value=values,
+                        weight=weight,
+                        **cols,
+                    )
+                )
 
             crossing = 0.6 * L
             for i, m in enumerate(("attention", "mlp", "layer")):
-                add("relative_contribution", f"cos_{m}", 0.3 * np.tanh((layers - crossing) / 2) + 0.02 * i, 0.02, {"layer": layers})
+                add(
+                    "relative_contribution",
+                    f"cos_{m}",
+                    0.3 * np.tanh((layers - crossing) / 2) + 0.02 * i,
+                    0.02,
+                    {"layer": layers},
+                )
                 add("relative_contribution", f"rc_{m}", 0.5 / (1 + layers) + 0.05, 0.01, {"layer": layers})
             lens_layers = np.arange(L + 1)
             add("logit_lens", "kl", 8.0 * np.exp(-lens_layers / (0.3 * L)), 0.05, {"layer": lens_layers})
@@ -73,7 +137,13 @@ def synthetic_tables(
             add("block_influence", "block_influence", 0.2 * np.exp(-layers / 5) + 0.05, 0.01, {"layer": layers})
             for span in range(1, L + 1):
                 first = np.arange(L + 1 - span)
-                add("block_influence", "angular_distance", np.clip(0.05 * span + 0.01 * first, 0, 1), 0.0, {"layer": first, "span": [span] * first.size})
+                add(
+                    "block_influence",
+                    "angular_distance",
+                    np.clip(0.05 * span + 0.01 * first, 0, 1),
+                    0.0,
+                    {"layer": first, "span": [span] * first.size},
+                )
             for kind in kinds:
                 for agg in ("max", "mean"):
                     scale = 1.0 if agg == "max" else 0.5
@@ -82,17 +152,49 @@ def synthetic_tables(
                     add("layer_skip", "output", out_curve, 0.01, base, combine=agg)
                     s, j = np.triu_indices(L, k=1)
                     fut = scale * np.exp(-s / (0.3 * L)) / (1 + 0.1 * (j - s))
-                    add("layer_skip", "future", fut, 0.01,
-                        {"kind": [kind] * s.size, "aggregation": [agg] * s.size, "skipped_layer": s, "layer": j}, combine=agg)
+                    add(
+                        "layer_skip",
+                        "future",
+                        fut,
+                        0.01,
+                        {"kind": [kind] * s.size, "aggregation": [agg] * s.size, "skipped_layer": s, "layer": j},
+                        combine=agg,
+                    )
             positions = np.arange(n_tokens)
-            for analysis, metric, rows_ in (("residual_erasure", "output_change", L + 1), ("integrated_gradients", "attribution", L)):
+            for analysis, metric, rows_ in (
+                ("residual_erasure", "output_change", L + 1),
+                ("integrated_gradients", "attribution", L),
+            ):
                 ll, pp = np.meshgrid(np.arange(rows_), positions, indexing="ij")
                 value = np.abs(rng.standard_normal(ll.size)) * 0.3 if metric == "output_change" else rng.standard_normal(ll.size)
-                out[analysis].append(_rows(model, task, analysis, metric=[metric] * ll.size, layer=ll.ravel(), position=pp.ravel(),
-                                           prompt=[0] * ll.size, value=value, weight=[1.0] * ll.size))
-            out["tokens"].append(pl.DataFrame({"prompt": [0] * n_tokens, "position": positions, "token": [f"Ġt{p}" for p in positions],
-                                               "model": [model] * n_tokens, "task": [task] * n_tokens}).with_columns(
-                pl.col("prompt").cast(pl.Int32), pl.col("position").cast(pl.Int32)))
+                out[analysis].append(
+                    _rows(
+                        model,
+                        task,
+                        analysis,
+                        L,
+                        metric=[metric] * ll.size,
+                        layer=ll.ravel(),
+                        position=pp.ravel(),
+                        prompt=[0] * ll.size,
+                        value=value,
+                        weight=[1.0] * ll.size,
+                    )
+                )
+                if metric == "attribution":  # completeness terms: Σ_t IG = F(x) − F(x′) up to a relative gap ig_gap
+                    total = value.reshape(L, n_tokens).sum(1)
+                    out[analysis].append(_ig_completeness(model, task, L, total, total / (1 + ig_gap) + 1.0, np.ones(L)))
+            out["tokens"].append(
+                pl.DataFrame(
+                    {
+                        "prompt": [0] * n_tokens,
+                        "position": positions,
+                        "token": [f"Ġt{p}" for p in positions],
+                        "model": [model] * n_tokens,
+                        "task": [task] * n_tokens,
+                    }
+                ).with_columns(pl.col("prompt").cast(pl.Int32), pl.col("position").cast(pl.Int32))
+            )
     return {k: pl.concat(v, how="diagonal_relaxed") for k, v in out.items() if v}
 
 
@@ -100,8 +202,17 @@ def _context(models: dict[str, dict], tasks: dict[str, dict]) -> dict:
     config = {
         "models": models,
         "tasks": tasks,
-        "analyses": {a: {"tasks": list(tasks), "variant": "correct"} for a in (
-            "relative_contribution", "logit_lens", "block_influence", "layer_skip", "residual_erasure", "integrated_gradients")},
+        "analyses": {
+            a: {"tasks": list(tasks), "variant": "correct"}
+            for a in (
+                "relative_contribution",
+                "logit_lens",
+                "block_influence",
+                "layer_skip",
+                "residual_erasure",
+                "integrated_gradients",
+            )
+        },
         "figures": {"width": 120, "height": 80, "columns": 3},
         "effective_depth": {"kl_threshold": 0.5, "overlap_threshold": 0.3},
     }
@@ -115,8 +226,11 @@ PAPER_LIKE_MODELS = {
     "Qwen2.5-1.5B-Instruct": {"size_b": 1.5, "family": "qwen2.5", "training": "instruct"},
     "Qwen2.5-7B-Instruct": {"size_b": 7, "family": "qwen2.5", "training": "instruct"},
 }
-PAPER_LIKE_TASKS = {"gsm8k": {"source": "gsm8k", "difficulty": 2}, "addition_2": {"source": "addition", "digits": 2, "difficulty": 2},
-                    "addition_4": {"source": "addition", "digits": 4, "difficulty": 4}}
+PAPER_LIKE_TASKS = {
+    "gsm8k": {"source": "gsm8k", "difficulty": 2},
+    "addition_2": {"source": "addition", "digits": 2, "difficulty": 2},
+    "addition_4": {"source": "addition", "digits": 4, "difficulty": 4},
+}
 
 
 @pytest.fixture(scope="module")
@@ -124,23 +238,51 @@ def paper_like() -> tuple[dict[str, pl.DataFrame], dict]:
     """Four models with a Q2 pair (L = 4 / 5 / 4 / 6) × three tasks, and the effective-depth tables."""
     layers = dict(zip(PAPER_LIKE_MODELS, (4, 5, 4, 6)))
     tables = synthetic_tables(layers, list(PAPER_LIKE_TASKS))
-    ed, sweep = effective_depth({k: tables[k] for k in ("relative_contribution", "logit_lens", "layer_skip")}, bootstrap=20, sweep=[0.3, 0.6])
-    reference = pl.DataFrame({
-        "model": ["DeepSeek-R1-Distill-Qwen-1.5B"] * 3, "task": ["gsm8k"] * 3, "estimator": ["cos", "kl", "overlap"],
-        "published_ed": [3.0, 1.0, 3.0], "ed": [3.0, 2.0, 3.0], "ci_low": [2.0, 2.0, 3.0], "ci_high": [3.0, 3.0, 4.0],
-        "n_layers": [5] * 3, "published_n_layers": [28] * 3, "form": ["paper"] * 3,
-    })
+    ed_inputs = {k: tables[k] for k in ("relative_contribution", "logit_lens", "layer_skip")}
+    ed, sweep = effective_depth(ed_inputs, kl_threshold=0.5, overlap_threshold=0.3, bootstrap=20, sweep=[0.3, 0.6])
+    reference = pl.DataFrame(
+        {
+            "model": ["DeepSeek-R1-Distill-Qwen-1.5B"] * 3,
+            "task": ["gsm8k"] * 3,
+            "estimator": ["cos", "kl", "overlap"],
+            "published_ed": [3.0, 1.0, 3.0],
+            "ed": [3.0, 2.0, 3.0],
+            "ci_low": [2.0, 2.0, 3.0],
+            "ci_high": [3.0, 3.0, 4.0],
+            "n_layers": [5] * 3,
+            "published_n_layers": [28] * 3,
+            "form": ["paper"] * 3,
+        }
+    )
     tables.update(effective_depth=ed, effective_depth_sweep=sweep, effective_depth_reference=reference)
     return tables, _context(PAPER_LIKE_MODELS, PAPER_LIKE_TASKS)
 
 
+def declared(tables: dict[str, pl.DataFrame], name: str) -> dict[str, pl.DataFrame]:
+    """The tables the workflow hands figure ``name``: its declared ``Figure.tables`` (plus ``tokens`` when it
+    declares token tables); a profile gets the effective-depth inputs and the effective-depth table."""
+    if name.startswith("models/"):
+        keys = [*ED_ANALYSES, "effective_depth"]
+    else:
+        fig = FIGURE_BY_NAME[name]
+        keys = [*fig.tables, *(["tokens"] if fig.tokens else [])]
+    return {k: tables[k] for k in keys if k in tables}
+
+
+def chart(name: str, tables: dict[str, pl.DataFrame], ctx: dict) -> alt.TopLevelMixin:
+    """``build_chart`` on exactly the tables the workflow passes (the path figure.py runs)."""
+    return build_chart(name, declared(tables, name), ctx)
+
+
+ALL_CHARTS = [f.name for f in FIGURES] + ["models/DeepSeek-R1-Distill-Qwen-1.5B"]
+
 # --- specs --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [f.name for f in FIGURES] + ["models/DeepSeek-R1-Distill-Qwen-1.5B"])
+@pytest.mark.parametrize("name", ALL_CHARTS)
 def test_every_chart_spec_validates(paper_like, name):
     tables, ctx = paper_like
-    spec = build_chart(name, tables, ctx).to_dict(validate=True)
+    spec = chart(name, tables, ctx).to_dict(validate=True)
     assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
     title = spec.get("title") or spec.get("spec", {}).get("title")
     assert title, f"{name} has no title"
@@ -150,16 +292,20 @@ def test_figures_plot_aggregated_frames(paper_like):
     """Charts get small frames: no figure carries per-prompt rows into the spec."""
     tables, ctx = paper_like
     for name in ("cosine", "skip_map_by_task", "logit_lens_kl"):
-        spec = build_chart(name, tables, ctx).to_dict()
+        spec = chart(name, tables, ctx).to_dict()
         (values,) = [d for d in spec["datasets"].values()]
         n = len(values)
-        raw = {"cosine": tables["relative_contribution"], "skip_map_by_task": tables["layer_skip"], "logit_lens_kl": tables["logit_lens"]}[name]
+        raw = {
+            "cosine": tables["relative_contribution"],
+            "skip_map_by_task": tables["layer_skip"],
+            "logit_lens_kl": tables["logit_lens"],
+        }[name]
         assert n < raw.height / 3, (name, n, raw.height)
 
 
 def test_heatmaps_use_token_labels_and_a_symmetric_diverging_scale(paper_like):
     tables, ctx = paper_like
-    spec = build_chart("integrated_gradients", tables, ctx).to_dict()
+    spec = chart("integrated_gradients", tables, ctx).to_dict()
     enc = spec["spec"]["encoding"]
     assert enc["color"]["scale"]["domain"] == [-1, 1] and enc["color"]["scale"]["domainMid"] == 0
     labels = {row["label"] for row in next(iter(spec["datasets"].values()))}
@@ -171,14 +317,16 @@ def test_q2_pairs_long_cot_with_base_and_same_size_instruct(paper_like):
     _, ctx = paper_like
     pairs = q2_pairs(ctx)
     assert set(pairs.iter_rows()) == {
-        ("1.5B", "long-CoT", "DeepSeek-R1-Distill-Qwen-1.5B"), ("1.5B", "base", "Qwen2.5-Math-1.5B"), ("1.5B", "instruct", "Qwen2.5-1.5B-Instruct"),
+        ("1.5B", "long-CoT", "DeepSeek-R1-Distill-Qwen-1.5B"),
+        ("1.5B", "base", "Qwen2.5-Math-1.5B"),
+        ("1.5B", "instruct", "Qwen2.5-1.5B-Instruct"),
     }
 
 
 def test_q2_without_pairs_says_so(paper_like):
     tables, ctx = paper_like
     ctx = {**ctx, "models": {m: {**v, "training": "instruct", "base_model": None} for m, v in ctx["models"].items()}}
-    spec = build_chart("q2_training", tables, ctx).to_dict()
+    spec = chart("q2_training", tables, ctx).to_dict()
     text = " ".join(row["text"] for row in next(iter(spec["datasets"].values())))
     assert "No long-CoT / base pair is configured" in text
 
@@ -187,9 +335,11 @@ def test_t1_marks_an_estimate_without_solution(paper_like):
     tables, ctx = paper_like
     ed = tables["effective_depth"].with_columns(
         ed=pl.when((pl.col("estimator") == "cos") & (pl.col("task") == "gsm8k")).then(None).otherwise(pl.col("ed")),
-        reason=pl.when((pl.col("estimator") == "cos") & (pl.col("task") == "gsm8k")).then(pl.lit("no crossing")).otherwise(pl.col("reason")),
+        reason=pl.when((pl.col("estimator") == "cos") & (pl.col("task") == "gsm8k"))
+        .then(pl.lit("no crossing"))
+        .otherwise(pl.col("reason")),
     )
-    spec = build_chart("effective_depth_table", {**tables, "effective_depth": ed}, ctx).to_dict()
+    spec = chart("effective_depth_table", {**tables, "effective_depth": ed}, ctx).to_dict()
     rows = next(iter(spec["datasets"].values()))
     cos_gsm8k = [r for r in rows if r["label"] == "ED_cos" and r["task"] == "gsm8k"]
     assert cos_gsm8k and all(r["text"] == "—" and r["note"] == "no crossing" for r in cos_gsm8k)
@@ -203,32 +353,48 @@ def test_single_model_grids(paper_like):
     small = {k: (v.filter(pl.col("model") == one) if "model" in v.columns else v) for k, v in tables.items()}
     ctx = {**ctx, "models": {one: ctx["models"][one]}}
     for name in ("cosine", "skip_map", "q1_scale", "q3_difficulty", "effective_depth_table", f"models/{one}"):
-        build_chart(name, small, ctx).to_dict(validate=True)
+        chart(name, small, ctx).to_dict(validate=True)
 
 
 def test_primary_task_chooses_the_per_model_grids_task(paper_like):
     tables, ctx = paper_like
-    rc = figures._headline(tables["relative_contribution"])
-    assert figures._select_task(rc, ctx, "relative_contribution", False)[1] == "task gsm8k"  # first configured
+    rc = headline_rows(tables["relative_contribution"])
+    assert select_task(rc, ctx, "relative_contribution", False)[1] == "task gsm8k"  # first configured
     chosen = {**ctx, "figures": {**ctx["figures"], "primary_task": "addition_4"}}
-    data, label = figures._select_task(rc, chosen, "relative_contribution", False)
+    data, label = select_task(rc, chosen, "relative_contribution", False)
     assert label == "task addition_4" and data["task"].unique().to_list() == ["addition_4"]
     # an analysis that did not run on the chosen task keeps its own first task
     only_gsm8k = rc.filter(pl.col("task") == "gsm8k")
-    assert figures._select_task(only_gsm8k, chosen, "relative_contribution", False)[1] == "task gsm8k"
-    assert "task addition_4" in str(build_chart("cosine", tables, chosen).to_dict())
+    assert select_task(only_gsm8k, chosen, "relative_contribution", False)[1] == "task gsm8k"
+    assert "task addition_4" in str(chart("cosine", tables, chosen).to_dict())
 
 
 # --- the registry -------------------------------------------------------------------------------
 
 
 def test_available_figures_follow_the_configured_analyses():
-    everything = {a: {"kinds": ["layer", "attention", "mlp"]} for a in ED_ANALYSES + ("block_influence", "residual_erasure", "integrated_gradients")}
+    everything = {
+        a: {"kinds": ["layer", "attention", "mlp"]}
+        for a in ED_ANALYSES + ("block_influence", "residual_erasure", "integrated_gradients")
+    }
     names = available_figures(everything)
     assert names[:16] == [
-        "cosine", "skip_map", "skip_output", "logit_lens_kl", "logit_lens_overlap", "residual_erasure", "integrated_gradients",
-        "cosine_by_task", "skip_map_by_task", "skip_output_by_task", "logit_lens_kl_by_task", "logit_lens_overlap_by_task",
-        "effective_depth_table", "q1_scale", "q2_training", "q3_difficulty",
+        "cosine",
+        "skip_map",
+        "skip_output",
+        "logit_lens_kl",
+        "logit_lens_overlap",
+        "residual_erasure",
+        "integrated_gradients",
+        "cosine_by_task",
+        "skip_map_by_task",
+        "skip_output_by_task",
+        "logit_lens_kl_by_task",
+        "logit_lens_overlap_by_task",
+        "effective_depth_table",
+        "q1_scale",
+        "q2_training",
+        "q3_difficulty",
     ]
     assert "reference_comparison" not in names and "reference_comparison" in available_figures(everything, reference_matches=True)
     only_lens = available_figures({"logit_lens": {}})
@@ -253,13 +419,18 @@ def test_render_and_merge_into_all_pdf(paper_like, tmp_path: Path):
     pdfs = []
     for name in ("logit_lens_kl", "effective_depth_table"):
         out = {ext: str(tmp_path / f"{name}.{ext}") for ext in ("pdf", "svg", "html")}
-        save_chart(build_chart(name, tables, ctx), out["pdf"], out["svg"], out["html"])
+        save_chart(chart(name, tables, ctx), out["pdf"], out["svg"], out["html"])
         assert Path(out["svg"]).read_text().lstrip().startswith("<svg")
         assert "vega" in Path(out["html"]).read_text().lower()
         pdfs.append(out["pdf"])
     target = tmp_path / "all.pdf"
-    info = {"name": "unit", "models": list(ctx["models"]), "tasks": list(ctx["tasks"]), "variants": {"logit_lens": "correct"},
-            "config_hash": "abc123def456"}
+    info = {
+        "name": "unit",
+        "models": list(ctx["models"]),
+        "tasks": list(ctx["tasks"]),
+        "variants": {"logit_lens": "correct"},
+        "config_hash": "abc123def456",
+    }
     all_pdf(info, pdfs, str(target))
     reader = PdfReader(str(target))
     assert len(reader.pages) == 3
@@ -269,7 +440,10 @@ def test_render_and_merge_into_all_pdf(paper_like, tmp_path: Path):
     assert "p. 2 F4 · logit lens: KL to the final prediction" in flat and "p. 3 T1 · effective-depth table" in flat
     assert kl.startswith("F4 · Logit lens") or "F4 · Logit lens" in kl
     assert "T1 · Effective depth per model and task" in t1 and "ED_KL robust" in t1
-    assert [o["/Title"] for o in reader.outline] == ["F4 · logit lens: KL to the final prediction", "T1 · effective-depth table with 95 % intervals"]
+    assert [o["/Title"] for o in reader.outline] == [
+        "F4 · logit lens: KL to the final prediction",
+        "T1 · effective-depth table with 95 % intervals",
+    ]
 
 
 def test_read_tables_keys_by_stem(tmp_path: Path, paper_like):
@@ -280,9 +454,61 @@ def test_read_tables_keys_by_stem(tmp_path: Path, paper_like):
     assert set(read) == {"logit_lens", "tokens"} and read["tokens"].height == tables["tokens"].height
 
 
-def test_workflow_targets_include_the_effective_depth_tables_only_when_computable():
-    with_ed = figures.workflow_targets(["logit_lens", "residual_erasure"])
-    assert "results/figures/all.pdf" in with_ed and "results/tables/effective_depth.csv" in with_ed
-    assert "results/tables/effective_depth_reference.parquet" in with_ed
-    without = figures.workflow_targets(["residual_erasure"])
-    assert not [t for t in without if "effective_depth" in t] and "results/tables/residual_erasure.parquet" in without
+# --- byte-identical outputs ---------------------------------------------------------------------
+
+
+def _shuffled(tables: dict[str, pl.DataFrame], seed: int) -> dict[str, pl.DataFrame]:
+    return {k: v.sample(fraction=1, shuffle=True, seed=seed + i) for i, (k, v) in enumerate(sorted(tables.items()))}
+
+
+@pytest.mark.parametrize("name", ALL_CHARTS)
+def test_the_same_tables_in_any_row_order_give_the_same_spec(paper_like, name):
+    """Two runs of one config give identical SVG / HTML: a spec does not depend on the order of the
+    rows it reads, nor on polars' unordered group_by / unique / join."""
+    tables, ctx = paper_like
+    first = chart(name, _shuffled(tables, 1), ctx).to_dict()
+    second = chart(name, _shuffled(tables, 100), ctx).to_dict()
+    assert first == second
+
+
+# --- integrated gradients: completeness ---------------------------------------------------------
+
+
+def test_ig_completeness_gap_is_computed_and_shown(paper_like):
+    """Σ IG should equal F(x) − F(x′): a known gap per layer comes out of ig_completeness and the
+    worst one per model is in F7's subtitle; the synthetic tables carry a 1 % gap everywhere."""
+    tables, ctx = paper_like
+    model, task, L = "Qwen2.5-7B-Instruct", "gsm8k", 6
+    f_input, f_baseline = np.full(L, 3.0), np.ones(L)
+    attribution_sum = np.full(L, 2.0)
+    attribution_sum[2] = 2.5  # gap 0.5 on a difference of 2: relative 25 %
+    f_input[4] = f_baseline[4] = 1.0  # F(x) = F(x′): the relative gap divides by 1e-12
+    attribution_sum[4] = 1e-15
+    ig = _ig_completeness(model, task, L, attribution_sum, f_input, f_baseline, prompt=1)
+    gaps = figures.paper.ig_completeness(ig)
+    assert gaps["layer"].to_list() == list(range(L)) and gaps["prompt"].to_list() == [1] * L
+    np.testing.assert_allclose(gaps["gap"].to_numpy(), [0, 0, 0.5, 0, 1e-15, 0], atol=1e-18)
+    np.testing.assert_allclose(gaps["relative_gap"].to_numpy(), [0, 0, 0.25, 0, 1e-3, 0], atol=1e-12)
+
+    base = tables["integrated_gradients"]
+    without = base.filter(~((pl.col("model") == model) & (pl.col("task") == task) & pl.col("position").is_null()))
+    known = {**tables, "integrated_gradients": pl.concat([without, ig], how="diagonal_relaxed")}
+    spec = chart("integrated_gradients", known, ctx).to_dict()
+    subtitle = " ".join(spec["title"]["subtitle"])
+    assert f"{model}: 25.0% (layer 2, {task})" in subtitle
+    assert "DeepSeek-R1-Distill-Qwen-1.5B: 1.0%" in subtitle
+    rows = next(iter(spec["datasets"].values()))
+    assert {round(r["relative_gap"], 6) for r in rows if r["model"] == "Qwen2.5-1.5B-Instruct" and not r.get("placeholder")} == {
+        0.01
+    }
+
+
+def test_two_renders_of_shuffled_tables_give_byte_identical_svg_and_html(paper_like, tmp_path: Path):
+    """The files themselves: vl-convert numbers SVG gradients per process, save_chart renumbers them."""
+    tables, ctx = paper_like
+    outputs = []
+    for run, seed in enumerate((3, 7)):
+        out = {ext: tmp_path / f"{run}.{ext}" for ext in ("pdf", "svg", "html")}
+        save_chart(chart("integrated_gradients", _shuffled(tables, seed), ctx), *(str(out[e]) for e in ("pdf", "svg", "html")))
+        outputs.append((out["svg"].read_bytes(), out["html"].read_bytes()))
+    assert outputs[0] == outputs[1]

@@ -1,0 +1,144 @@
+"""Reading the tables, building a figure by name, saving it (PDF, SVG, self-contained HTML) and
+assembling all.pdf (a title page with provenance and contents, then every figure with an outline
+entry).  Every path comes from the caller: the workflow owns the layout of results/.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import polars as pl
+
+from .. import __version__
+from .layout import canonical
+from .profile import model_profile_chart
+from .registry import FIGURE_BY_NAME, figure_title
+from .theme import Context, Tables, message_chart
+
+
+def read_tables(paths: list[str], token_paths: list[str] | None = None) -> Tables:
+    """Tables keyed by file stem (analysis name or effective_depth*) from the parquet files ``paths``,
+    plus ``tokens``: the token tables ``token_paths`` concatenated.  Raises ``FileNotFoundError`` for a
+    missing file (polars' error for one that is not parquet)."""
+    tables: Tables = {Path(p).stem: pl.read_parquet(p) for p in paths}
+    if token_paths:
+        tables["tokens"] = pl.concat([pl.read_parquet(p) for p in token_paths], how="diagonal_relaxed")
+    return tables
+
+
+def build_chart(name: str, tables: Tables, ctx: Context) -> alt.TopLevelMixin:
+    """Figure ``name`` (a ``FIGURES`` name, or ``models/<model>`` for a per-model profile) from ``tables``
+    (keyed as ``read_tables`` keys them) and the figure context (``figure_context``).
+
+    The tables are put in a canonical row order first, so the same tables give the same spec (and
+    byte-identical SVG / HTML) whatever order their rows come in.  Raises ``KeyError`` for an unknown
+    figure name or when a table the figure declares is missing, and ``KeyError`` / ``TypeError`` when
+    ``ctx["effective_depth"]`` lacks a threshold a figure draws.
+    """
+    tables = {key: canonical(table) for key, table in tables.items()}
+    if name.startswith("models/"):
+        return model_profile_chart(tables, ctx, name.split("/", 1)[1])
+    return FIGURE_BY_NAME[name].builder(tables, ctx)
+
+
+_GRADIENT_ID = re.compile(r"\bgradient_(\d+)\b")
+
+
+def stable_svg(svg: str) -> str:
+    """``svg`` with vl-convert's gradient ids (``gradient_<n>``, numbered by a counter that lives as long
+    as the process) renumbered 0, 1, … in order of first appearance."""
+    ids: dict[str, int] = {}
+    return _GRADIENT_ID.sub(lambda m: f"gradient_{ids.setdefault(m.group(1), len(ids))}", svg)
+
+
+def save_chart(chart: alt.TopLevelMixin, pdf: str, svg: str, html: str) -> None:
+    """Save ``chart`` to the paths ``pdf``, ``svg`` and ``html`` (self-contained, inline scripts),
+    creating their folders.  The SVG's gradient ids are renumbered (``stable_svg``) so one chart gives
+    the same bytes whatever was rendered before it in the process.  Raises altair's
+    ``SchemaValidationError`` for a spec that does not validate against the Vega-Lite schema, and
+    vl-convert's ``ValueError`` when it cannot render."""
+    import vl_convert as vlc
+
+    spec = chart.to_dict()  # validates against the Vega-Lite schema
+    for path in (pdf, svg, html):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(pdf).write_bytes(vlc.vegalite_to_pdf(spec))
+    Path(svg).write_text(stable_svg(vlc.vegalite_to_svg(spec)))
+    chart.save(html, inline=True)
+
+
+def build_figure(
+    name: str, tables: list[str], ctx: Context, pdf: str, svg: str, html: str, tokens: list[str] | None = None
+) -> None:
+    """Read the parquet ``tables`` (and ``tokens``), build figure ``name`` (or ``models/<model>``, a
+    per-model profile) with the context ``ctx`` and save it to ``pdf``, ``svg`` and ``html``.  Raises
+    what ``read_tables``, ``build_chart`` and ``save_chart`` raise."""
+    save_chart(build_chart(name, read_tables(tables, tokens), ctx), pdf, svg, html)
+
+
+def title_page(info: dict[str, Any], contents: list[tuple[int, str]] | None = None) -> bytes:
+    """A one-page PDF with the experiment's provenance and, when given, the contents (page, title).
+
+    ``info``: name, config_hash, variants, effective_depth (optional) and models, tasks (required:
+    ``KeyError`` without them)."""
+    import vl_convert as vlc
+
+    lines = [
+        f"config: {info.get('config_hash', '?')}",
+        f"models ({len(info['models'])}): " + ", ".join(info["models"]),
+        f"tasks ({len(info['tasks'])}): " + ", ".join(info["tasks"]),
+        "variants: " + ", ".join(f"{k}={v}" for k, v in info.get("variants", {}).items()),
+        *([f"effective depth: {info['effective_depth']}"] if info.get("effective_depth") else []),
+        f"effdepth {__version__} · {_dt.date.today().isoformat()}",
+    ]
+    if contents:
+        lines += ["", "Contents"] + [f"  p. {page:>3}   {title}" for page, title in contents]
+    wrapped: list[str] = []
+    for line in lines:
+        while len(line) > 110:
+            wrapped.append(line[:110])
+            line = "    " + line[110:]
+        wrapped.append(line)
+    chart = message_chart(f"Effective depth · {info.get('name', 'experiment')}", wrapped)
+    return vlc.vegalite_to_pdf(chart.to_dict())
+
+
+def merge_pdfs(title: bytes, pdfs: list[str], output: str, titles: list[str] | None = None) -> None:
+    """Write to ``output`` the ``title`` page (PDF bytes) followed by every PDF of ``pdfs``, in the given
+    order, with an outline entry each (``titles``, else the file stems).  Raises ``FileNotFoundError``
+    for a missing PDF and pypdf's ``PdfReadError`` for one it cannot read."""
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    for page in PdfReader(io.BytesIO(title)).pages:
+        writer.add_page(page)
+    for i, path in enumerate(pdfs):
+        reader = PdfReader(path)
+        for page in reader.pages:
+            writer.add_page(page)
+        writer.add_outline_item(title=titles[i] if titles else Path(path).stem, page_number=len(writer.pages) - len(reader.pages))
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "wb") as fh:
+        writer.write(fh)
+
+
+def all_pdf(info: dict[str, Any], pdfs: list[str], output: str) -> None:
+    """Write all.pdf to ``output``: a title page from ``info`` (see ``title_page``) with the contents,
+    then every figure of ``pdfs`` in their stable order (a PDF in a folder ``models`` is a per-model
+    profile).  Raises what ``title_page`` and ``merge_pdfs`` raise."""
+    from pypdf import PdfReader
+
+    titles = []
+    for path in pdfs:
+        stem = Path(path).stem
+        titles.append(f"Effective-depth profile · {stem}" if Path(path).parent.name == "models" else figure_title(stem))
+    contents, page = [], 2
+    for path, title in zip(pdfs, titles):
+        contents.append((page, title))
+        page += len(PdfReader(path).pages)
+    merge_pdfs(title_page(info, contents), pdfs, output, titles)
