@@ -25,16 +25,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from effdepth.adapters import adapter_for  # noqa: E402
-from effdepth.capture import LayerRunner  # noqa: E402
-from effdepth.extract import extract_stats  # noqa: E402
 from effdepth.analyses.integrated_gradients import integrated_gradients  # noqa: E402
 from effdepth.analyses.layer_skip import layer_skip, skip_positions  # noqa: E402
-from effdepth.analyses.residual_erasure import residual_erasure  # noqa: E402
 from effdepth.analyses.logit_lens import table as logit_lens_table  # noqa: E402
 from effdepth.analyses.relative_contribution import table as relative_contribution_table  # noqa: E402
-from effdepth.testing import char_tokenizer, tiny_model  # noqa: E402
+from effdepth.analyses.residual_erasure import residual_erasure  # noqa: E402
+from effdepth.capture import LayerRunner  # noqa: E402
+from effdepth.extract import extract_stats  # noqa: E402
 from effdepth.reference import reference_erasure, reference_ig, reference_lens, reference_rc, reference_skip  # noqa: E402
-
+from effdepth.testing import char_tokenizer, tiny_model  # noqa: E402
 
 ANALYSES = ("layer_skip", "residual_erasure", "integrated_gradients", "rc_cosine+logit_lens")
 
@@ -139,11 +138,22 @@ def load(name: str, dtype: torch.dtype, device: str):
 
         from effdepth.testing import char_tokenizer as tok
 
-        shapes = {"1.5b": (28, 1536, 12, 2, 8960, 151936), "7b": (28, 3584, 28, 4, 18944, 152064),
-                  "14b": (48, 5120, 40, 8, 13824, 152064), "32b": (64, 5120, 40, 8, 27648, 152064)}
+        shapes = {
+            "1.5b": (28, 1536, 12, 2, 8960, 151936),
+            "7b": (28, 3584, 28, 4, 18944, 152064),
+            "14b": (48, 5120, 40, 8, 13824, 152064),
+            "32b": (64, 5120, 40, 8, 27648, 152064),
+        }
         layers, d, heads, kv, mlp, vocab = shapes[name.removeprefix("qwen2.5-").removesuffix("-shape")]
-        config = Qwen2Config(num_hidden_layers=layers, hidden_size=d, num_attention_heads=heads, num_key_value_heads=kv,
-                             intermediate_size=mlp, vocab_size=vocab, architectures=["Qwen2ForCausalLM"])
+        config = Qwen2Config(
+            num_hidden_layers=layers,
+            hidden_size=d,
+            num_attention_heads=heads,
+            num_key_value_heads=kv,
+            intermediate_size=mlp,
+            vocab_size=vocab,
+            architectures=["Qwen2ForCausalLM"],
+        )
         with torch.device(device):
             model = AutoModelForCausalLM.from_config(config, dtype=dtype)
         return model.eval().requires_grad_(False), tok()
@@ -175,8 +185,11 @@ def main() -> None:
     parser.add_argument("--ig-steps", type=int, default=32, help="IG steps for both paths (the naive loop is slow)")
     parser.add_argument("--analyses", nargs="+", choices=ANALYSES, default=list(ANALYSES))
     parser.add_argument("--repeat", type=int, default=1, help="run both paths N times, alternately, and report median wall times")
-    parser.add_argument("--check-windows", action="store_true",
-                        help="also run skip and erasure with full rows instead of token windows and report the largest difference")
+    parser.add_argument(
+        "--check-windows",
+        action="store_true",
+        help="also run skip and erasure with full rows instead of token windows and report the largest difference",
+    )
     parser.add_argument("--skip-naive", action="store_true", help="time the fast paths only (large models)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -205,12 +218,18 @@ def main() -> None:
             return rc, lens
 
         cases = {
-            "layer_skip": (lambda: layer_skip(model, ids, positions, ("layer", "attention", "mlp")),
-                           lambda: reference_skip(model, ids, positions, ("layer", "attention", "mlp"))),
-            "residual_erasure": (lambda: residual_erasure(model, ids, n_answer, baseline),
-                                 lambda: reference_erasure(model, ids, n_answer, baseline)),
-            "integrated_gradients": (lambda: integrated_gradients(model, ids, n_answer, steps=args.ig_steps)["ig"],
-                                     lambda: reference_ig(model, ids, n_answer, steps=args.ig_steps)),
+            "layer_skip": (
+                lambda: layer_skip(model, ids, positions, ("layer", "attention", "mlp")),
+                lambda: reference_skip(model, ids, positions, ("layer", "attention", "mlp")),
+            ),
+            "residual_erasure": (
+                lambda: residual_erasure(model, ids, n_answer, baseline),
+                lambda: reference_erasure(model, ids, n_answer, baseline),
+            ),
+            "integrated_gradients": (
+                lambda: integrated_gradients(model, ids, n_answer, steps=args.ig_steps)["ig"],
+                lambda: reference_ig(model, ids, n_answer, steps=args.ig_steps),
+            ),
             "rc_cosine+logit_lens": (forward_fast, lambda: (reference_rc(model, sequences), reference_lens(model, sequences, 5))),
         }
         for analysis, (fast_fn, slow_fn) in cases.items():
@@ -218,7 +237,9 @@ def main() -> None:
                 continue
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
-            (fast, fast_s, fast_evals), (slow, slow_s, slow_evals) = interleaved(model, fast_fn, slow_fn, args.repeat, args.skip_naive)
+            (fast, fast_s, fast_evals), (slow, slow_s, slow_evals) = interleaved(
+                model, fast_fn, slow_fn, args.repeat, args.skip_naive
+            )
             fast_peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
             window_diff = float("nan")
             if args.check_windows and analysis in ("layer_skip", "residual_erasure"):
@@ -229,13 +250,24 @@ def main() -> None:
             else:
                 diff = max_diff(fast, slow) if analysis != "rc_cosine+logit_lens" else compare_forward(fast, slow)
             fast_flop, slow_flop = flops(model, *fast_evals), flops(model, *slow_evals)
-            row = {"model": name, "analysis": analysis, "tokens": len(ids), "layers": n_layers,
-                   "fast_s": round(fast_s, 3), "naive_s": round(slow_s, 3), "ratio": round(slow_s / fast_s, 1),
-                   "fast_token_layers": fast_evals[0], "naive_token_layers": slow_evals[0],
-                   "work_ratio": round(slow_flop / fast_flop, 2) if slow_flop else float("nan"),
-                   "fast_gflops": round(fast_flop / fast_s / 1e9, 1), "naive_gflops": round(slow_flop / slow_s / 1e9, 1),
-                   "peak_gflops": round(peak), "max_abs_diff": f"{diff:.2e}", "window_diff": f"{window_diff:.2e}",
-                   "peak_mem_gib": round(fast_peak, 2)}
+            row = {
+                "model": name,
+                "analysis": analysis,
+                "tokens": len(ids),
+                "layers": n_layers,
+                "fast_s": round(fast_s, 3),
+                "naive_s": round(slow_s, 3),
+                "ratio": round(slow_s / fast_s, 1),
+                "fast_token_layers": fast_evals[0],
+                "naive_token_layers": slow_evals[0],
+                "work_ratio": round(slow_flop / fast_flop, 2) if slow_flop else float("nan"),
+                "fast_gflops": round(fast_flop / fast_s / 1e9, 1),
+                "naive_gflops": round(slow_flop / slow_s / 1e9, 1),
+                "peak_gflops": round(peak),
+                "max_abs_diff": f"{diff:.2e}",
+                "window_diff": f"{window_diff:.2e}",
+                "peak_mem_gib": round(fast_peak, 2),
+            }
             rows.append(row)
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     if args.out:

@@ -16,19 +16,35 @@ post-processor) on a vocabulary small enough to build in milliseconds:
 from __future__ import annotations
 
 import string
-from functools import lru_cache
+from functools import cache
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizer, PreTrainedTokenizerFast
 
 # Words a few prompts of the tests use whole; everything else falls back to characters or bytes.
-WORDS = ["Give", "the", "answer", "directly", "Problem", "how", "many", "Natalia", "sold", "clips", "The", "final", "is",
-         "on", "a", "chair", "man", "sits"]
+WORDS = [
+    "Give",
+    "the",
+    "answer",
+    "directly",
+    "Problem",
+    "how",
+    "many",
+    "Natalia",
+    "sold",
+    "clips",
+    "The",
+    "final",
+    "is",
+    "on",
+    "a",
+    "chair",
+    "man",
+    "sits",
+]
 
 # Qwen2's pre-tokeniser pattern (tokenizer.json): digits one by one, no space glued to them.
-QWEN_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+QWEN_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 
 CORPUS = [
     "Give the answer directly: 964 + 494 = 1458",
@@ -55,7 +71,7 @@ def sentencepiece_dummy_prefix(add_eos: bool = False) -> PreTrainedTokenizerFast
     return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _trained_bpe(gpt2_digits: bool) -> str:
     specials = ["<|endoftext|>", "<｜begin▁of▁sentence｜>"]
     core = Tokenizer(models.BPE())
@@ -64,11 +80,15 @@ def _trained_bpe(gpt2_digits: bool) -> str:
         core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     else:
         core.pre_tokenizer = pre_tokenizers.Sequence(
-            [pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+            [
+                pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
         )
     core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
     core.train_from_iterator(CORPUS * 4, trainer=trainer)
     return core.to_str()
 
@@ -79,7 +99,9 @@ def byte_level_bpe(bos: bool = False, gpt2_digits: bool = False) -> PreTrainedTo
     core = Tokenizer.from_str(_trained_bpe(gpt2_digits))
     steps = [processors.ByteLevel(trim_offsets=False)]
     if bos:
-        steps.append(processors.TemplateProcessing(single="<｜begin▁of▁sentence｜> $A", special_tokens=[("<｜begin▁of▁sentence｜>", 1)]))
+        steps.append(
+            processors.TemplateProcessing(single="<｜begin▁of▁sentence｜> $A", special_tokens=[("<｜begin▁of▁sentence｜>", 1)])
+        )
     core.post_processor = processors.Sequence(steps)
     extra = {"bos_token": "<｜begin▁of▁sentence｜>"} if bos else {}
     return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>", **extra)

@@ -34,8 +34,10 @@ class CacheError(RuntimeError):
 
 
 def rebuild_hint(path: Path | str) -> str:
-    return (f"delete {path} and run the workflow again (Snakemake rebuilds a missing output), or rebuild every "
-            "cache with `snakemake --forcerun extract`")
+    return (
+        f"delete {path} and run the workflow again (Snakemake rebuilds a missing output), or rebuild every "
+        "cache with `snakemake --forcerun extract`"
+    )
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:
@@ -113,7 +115,9 @@ def read_metadata(path: Path | str) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as fh:
             raw = fh.metadata()
     except Exception as exc:  # safetensors raises SafetensorError, OSError or ValueError on damage
-        raise CacheError(f"{path} is not a readable safetensors cache ({type(exc).__name__}: {exc}); {rebuild_hint(path)}") from exc
+        raise CacheError(
+            f"{path} is not a readable safetensors cache ({type(exc).__name__}: {exc}); {rebuild_hint(path)}"
+        ) from exc
     return dict(_record(path, raw)["metadata"])
 
 
@@ -139,7 +143,9 @@ def load_tensors(path: Path | str, names: list[str] | None = None) -> tuple[dict
     except CacheError:
         raise
     except Exception as exc:  # safetensors raises SafetensorError, OSError or ValueError on damage
-        raise CacheError(f"{path} is not a readable safetensors cache ({type(exc).__name__}: {exc}); {rebuild_hint(path)}") from exc
+        raise CacheError(
+            f"{path} is not a readable safetensors cache ({type(exc).__name__}: {exc}); {rebuild_hint(path)}"
+        ) from exc
     record = _record(path, raw)
     sums = record["sha256"]
     if set(sums) != available:

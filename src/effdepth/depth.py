@@ -301,8 +301,15 @@ def estimators_for(kl_threshold: float, overlap_threshold: float) -> list[Estima
     for effect in ("output", "future"):
         for agg in ("max", "mean"):
             out.append(
-                Estimator(f"depth_score_{effect}", "centre_of_mass", agg, None, f"skip_{effect}_{agg}", depth_score,
-                          "no skip effect at any layer (all zero)")
+                Estimator(
+                    f"depth_score_{effect}",
+                    "centre_of_mass",
+                    agg,
+                    None,
+                    f"skip_{effect}_{agg}",
+                    depth_score,
+                    "no skip effect at any layer (all zero)",
+                )
             )
     return out
 
@@ -311,11 +318,25 @@ def threshold_estimators(kl_threshold: float, overlap_threshold: float) -> list[
     t_kl, t_ov = float(kl_threshold), float(overlap_threshold)
     return [
         Estimator("kl", "paper", "mean", t_kl, "kl", lambda c: ed_kl(c, t_kl), f"KL never falls below {t_kl:g}·max KL"),
-        Estimator("kl", "robust", "mean", t_kl, "kl", lambda c: ed_kl(c, t_kl, robust=True),
-                  f"KL does not stay below {t_kl:g}·max KL up to the last layer"),
+        Estimator(
+            "kl",
+            "robust",
+            "mean",
+            t_kl,
+            "kl",
+            lambda c: ed_kl(c, t_kl, robust=True),
+            f"KL does not stay below {t_kl:g}·max KL up to the last layer",
+        ),
         Estimator("overlap", "paper", "mean", t_ov, "overlap", lambda c: ed_overlap(c, t_ov), f"overlap never exceeds {t_ov:g}"),
-        Estimator("overlap", "robust", "mean", t_ov, "overlap", lambda c: ed_overlap(c, t_ov, robust=True),
-                  f"overlap does not stay above {t_ov:g} up to the last layer"),
+        Estimator(
+            "overlap",
+            "robust",
+            "mean",
+            t_ov,
+            "overlap",
+            lambda c: ed_overlap(c, t_ov, robust=True),
+            f"overlap does not stay above {t_ov:g} up to the last layer",
+        ),
     ]
 
 
@@ -358,9 +379,11 @@ def nonfinite_reason(rows: pl.DataFrame, analysis: str) -> str | None:
     layers = sorted({int(v) for v in bad[layer_col].drop_nulls().to_list()})
     metrics = sorted(set(bad["metric"].drop_nulls().to_list()))
     shown = ", ".join(map(str, layers[:12])) + (f", … ({len(layers)} layers)" if len(layers) > 12 else "")
-    return (f"non-finite values in the {_LABELS.get(analysis, analysis)} curve at layers {shown} "
-            f"(metrics {', '.join(metrics)}): the activations overflowed or the weights hold NaN; rerun extraction "
-            "with `dtype: bfloat16` or `dtype: float32` for this model")
+    return (
+        f"non-finite values in the {_LABELS.get(analysis, analysis)} curve at layers {shown} "
+        f"(metrics {', '.join(metrics)}): the activations overflowed or the weights hold NaN; rerun extraction "
+        "with `dtype: bfloat16` or `dtype: float32` for this model"
+    )
 
 
 def mark_nonfinite(rows: dict[str, pl.DataFrame], curves: dict[str, Curves]) -> None:
@@ -475,7 +498,12 @@ def read_reference(path: Path | str) -> pl.DataFrame:
     """The paper's table (model, hf_id, n_layers, dataset, ed_cosine, ed_kl, ed_overlap) in long form:
     model, task, estimator, published_n_layers, published_ed, published_ratio."""
     ref = pl.read_csv(path)
-    long = ref.unpivot(index=["model", "dataset", "n_layers"], on=list(REFERENCE_COLUMNS.values()), variable_name="column", value_name="published_ed")
+    long = ref.unpivot(
+        index=["model", "dataset", "n_layers"],
+        on=list(REFERENCE_COLUMNS.values()),
+        variable_name="column",
+        value_name="published_ed",
+    )
     inverse = {v: k for k, v in REFERENCE_COLUMNS.items()}
     return long.select(
         pl.col("model"),
@@ -502,7 +530,10 @@ def compare_with_reference(table: pl.DataFrame, reference: pl.DataFrame) -> pl.D
         .alias("published_in_ci"),
     )
     return out.select([pl.col(c).cast(t) for c, t in REFERENCE_SCHEMA.items()]).sort(
-        "model", "task", pl.col("estimator").replace_strict({e: i for i, e in enumerate(ESTIMATOR_ORDER)}, return_dtype=pl.Int32), "form"
+        "model",
+        "task",
+        pl.col("estimator").replace_strict({e: i for i, e in enumerate(ESTIMATOR_ORDER)}, return_dtype=pl.Int32),
+        "form",
     )
 
 
@@ -550,8 +581,13 @@ def run(
     unsolved = table.filter(pl.col("ed").is_null())
     for r in unsolved.iter_rows(named=True):
         log.warning("no ED: %s / %s %s (%s): %s", r["model"], r["task"], r["estimator"], r["form"], r["reason"])
-    log.info("%d estimates (%d without a solution), %d sweep rows, %d compared with the paper",
-             table.height, unsolved.height, sweep.height, comparison.height)
+    log.info(
+        "%d estimates (%d without a solution), %d sweep rows, %d compared with the paper",
+        table.height,
+        unsolved.height,
+        sweep.height,
+        comparison.height,
+    )
     return table
 
 

@@ -75,12 +75,26 @@ def extract_stats(
     non-finite value raises ``numerics.NonFiniteError`` naming ``model_name``, ``task``, the prompt,
     layer and sublayer (docs/methods.md, "Numerical checks")."""
     adapter = adapter_for(model)
-    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("layer_stats", "lens_kl", "lens_overlap", "token_prompt", "token_position", "resid_sum", "resid_count", "resid_last")}
+    out: dict[str, list[torch.Tensor]] = {
+        k: []
+        for k in (
+            "layer_stats",
+            "lens_kl",
+            "lens_overlap",
+            "token_prompt",
+            "token_position",
+            "resid_sum",
+            "resid_count",
+            "resid_last",
+        )
+    }
     raw: dict[str, torch.Tensor] = {}
     batches = plan_batches([len(p["input_ids"]) for p in prompts], batch_size, max_batch_tokens)
     sizes = [sum(len(prompts[i]["input_ids"]) for i in b) for b in batches]
     label = f"extraction {model_name or 'model'}/{task or 'task'} batches"
-    for first, batch in progress([(b[0], [prompts[i] for i in b]) for b in batches], len(batches), label, log, sizes=sizes, unit="tokens"):
+    for first, batch in progress(
+        [(b[0], [prompts[i] for i in b]) for b in batches], len(batches), label, log, sizes=sizes, unit="tokens"
+    ):
         capture, mask = run_captured(model, adapter, [p["input_ids"] for p in batch], pad_id)
         resid = capture.residuals()  # L+1 tensors [B, T, d]
         final_logits = capture.logits
@@ -161,8 +175,15 @@ def run_extraction(
 
         model_fingerprint = fingerprint_of(model.name_or_path)
     tensors = extract_stats(
-        model, prompts, pad_token_id(tokenizer, embedding_rows(model)), batch_size=batch_size, max_batch_tokens=max_batch_tokens, top_k=top_k,
-        store_activations=store_activations, model_name=name, task=task,
+        model,
+        prompts,
+        pad_token_id(tokenizer, embedding_rows(model)),
+        batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
+        top_k=top_k,
+        store_activations=store_activations,
+        model_name=name,
+        task=task,
     )
     meta = {
         **metadata,

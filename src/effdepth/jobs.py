@@ -60,8 +60,15 @@ def _provenance(model: str, model_options: dict[str, Any], task: str, digest: st
     }
 
 
-def _load(model: str, model_dir: str, model_options: dict[str, Any], prompts: str, prompt_options: dict[str, Any], n: int,
-          top_k: int | None = None):
+def _load(
+    model: str,
+    model_dir: str,
+    model_options: dict[str, Any],
+    prompts: str,
+    prompt_options: dict[str, Any],
+    n: int,
+    top_k: int | None = None,
+):
     """(model, tokenizer, chosen prompts, prompts hash), with model, tokenizer and prompts checked
     against each other before the first forward (``effdepth.models.check_model_tokenizer``,
     ``check_prompt_ids``)."""
@@ -76,8 +83,17 @@ def _load(model: str, model_dir: str, model_options: dict[str, Any], prompts: st
     return net, tokenizer, chosen, digest
 
 
-def extract(model: str, task: str, model_dir: str, model_options: dict[str, Any], prompts: str,
-            prompt_options: dict[str, Any], options: dict[str, Any], output: str, fingerprint: str | None = None) -> None:
+def extract(
+    model: str,
+    task: str,
+    model_dir: str,
+    model_options: dict[str, Any],
+    prompts: str,
+    prompt_options: dict[str, Any],
+    options: dict[str, Any],
+    output: str,
+    fingerprint: str | None = None,
+) -> None:
     """One extraction pass over the task's prompts -> the cache ``output`` (``effdepth.extract``).
 
     ``options``: batch_size, max_batch_tokens, store_activations (config ``extraction``) and top_k
@@ -86,11 +102,19 @@ def extract(model: str, task: str, model_dir: str, model_options: dict[str, Any]
     from .extract import run_extraction
     from .fingerprint import read_fingerprint
 
-    net, tokenizer, chosen, digest = _load(model, model_dir, model_options, prompts, prompt_options,
-                                           int(prompt_options["n_prompts"]), options["top_k"])
+    net, tokenizer, chosen, digest = _load(
+        model, model_dir, model_options, prompts, prompt_options, int(prompt_options["n_prompts"]), options["top_k"]
+    )
     log.info("%s / %s: %d prompts, %d tokens", model, task, len(chosen), sum(len(p["input_ids"]) for p in chosen))
-    run_extraction(net, tokenizer, chosen, output, _provenance(model, model_options, task, digest),
-                   model_fingerprint=read_fingerprint(fingerprint) if fingerprint else None, **options)
+    run_extraction(
+        net,
+        tokenizer,
+        chosen,
+        output,
+        _provenance(model, model_options, task, digest),
+        model_fingerprint=read_fingerprint(fingerprint) if fingerprint else None,
+        **options,
+    )
 
 
 def forward_table(analysis: str, stats: str, output: str, variant: str, model: str, task: str) -> None:
@@ -135,29 +159,44 @@ class Subject:
         from .log import progress
 
         sizes = [len(p["input_ids"]) for p in self.prompts]
-        return progress(self.prompts, len(self.prompts), f"{what} {self.model_name}/{self.task}", self.log,
-                        sizes=sizes, unit="tokens")
+        return progress(
+            self.prompts, len(self.prompts), f"{what} {self.model_name}/{self.task}", self.log, sizes=sizes, unit="tokens"
+        )
 
     def check(self, tensor: Any, what: str, prompt: int, layer_axis: int | None = 0) -> None:
         """Stop with model, task, prompt and layer named at the first non-finite value of a result."""
         from .numerics import check_finite
 
-        check_finite(tensor, model=self.model_name, task=self.task, prompt=self.prompts[prompt].get("id", prompt),
-                     layer_axis=layer_axis, what=what)
+        check_finite(
+            tensor,
+            model=self.model_name,
+            task=self.task,
+            prompt=self.prompts[prompt].get("id", prompt),
+            layer_axis=layer_axis,
+            what=what,
+        )
 
 
-def intervention(analysis: str, model: str, task: str, model_dir: str, model_options: dict[str, Any], prompts: str,
-                 prompt_options: dict[str, Any], options: dict[str, Any], outputs: dict[str, str],
-                 inputs: dict[str, str] | None = None) -> None:
+def intervention(
+    analysis: str,
+    model: str,
+    task: str,
+    model_dir: str,
+    model_options: dict[str, Any],
+    prompts: str,
+    prompt_options: dict[str, Any],
+    options: dict[str, Any],
+    outputs: dict[str, str],
+    inputs: dict[str, str] | None = None,
+) -> None:
     """Run the intervention analysis ``analysis`` on (model, task) and write ``outputs['table']`` and
     ``outputs['tokens']`` (the token strings of its prompts, to label layer × token maps).
 
     Prompts: the first ``options['n_prompts']`` (default: the task's ``n_prompts``) that fit the
     task's ``max_tokens``."""
     from .analyses import REGISTRY
-    from .tables import tokens_table, write_table
-
     from .numerics import check_weights
+    from .tables import tokens_table, write_table
 
     n = int(options.get("n_prompts") or prompt_options["n_prompts"])
     net, tokenizer, chosen, _ = _load(model, model_dir, model_options, prompts, prompt_options, n)

@@ -85,8 +85,14 @@ def setup_job(smk: Any) -> logging.Logger:
 
     def excepthook(kind, value, tb):
         state["failed"] = True
-        logger.critical("%s failed after %.1f s: %s: %s", what, time.monotonic() - state["start"], kind.__name__, value,
-                        exc_info=(kind, value, tb))
+        logger.critical(
+            "%s failed after %.1f s: %s: %s",
+            what,
+            time.monotonic() - state["start"],
+            kind.__name__,
+            value,
+            exc_info=(kind, value, tb),
+        )
         for handler in [*logger.handlers, *logging.getLogger().handlers]:
             handler.flush()
         if previous is not sys.__excepthook__:  # the default would print the traceback to stderr a second time
@@ -130,7 +136,11 @@ class _Progress:
             rate = self.work_done / elapsed if elapsed > 0 else 0.0
             left = (self.work_total - self.work_done) / rate if rate > 0 else float("nan")
             extra = f", {self.work_done:.0f}/{self.work_total:.0f} {self.unit}" if self.sizes is not None else ""
-            tail = f"done in {format_duration(elapsed)}" if final else f"elapsed {format_duration(elapsed)}, about {format_duration(left)} left"
+            tail = (
+                f"done in {format_duration(elapsed)}"
+                if final
+                else f"elapsed {format_duration(elapsed)}, about {format_duration(left)} left"
+            )
             self.logger.info("%s: %d/%d%s, %s", self.what, self.done, self.total, extra, tail)
             self.last = now
 

@@ -36,9 +36,19 @@ class NonFiniteError(NumericalError):
     ``sublayer``, ``what``, ``index`` (its index in the checked tensor) and ``value`` (nan/inf/-inf).
     """
 
-    def __init__(self, message: str, *, model: str | None = None, task: str | None = None, prompt: Any = None,
-                 layer: int | None = None, sublayer: str | None = None, what: str = "",
-                 index: tuple[int, ...] | None = None, value: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        task: str | None = None,
+        prompt: Any = None,
+        layer: int | None = None,
+        sublayer: str | None = None,
+        what: str = "",
+        index: tuple[int, ...] | None = None,
+        value: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.model, self.task, self.prompt = model, task, prompt
         self.layer, self.sublayer, self.what = layer, sublayer, what
@@ -49,16 +59,25 @@ def dtype_hint(dtype: torch.dtype | str | None) -> str:
     """Advice for a non-finite activation computed in ``dtype``."""
     name = str(dtype).replace("torch.", "") if dtype is not None else ""
     if name == "float16":
-        return ("float16 overflows above ±65504, which the residual stream of many models exceeds: run the model in "
-                "bfloat16 or float32 by setting `dtype: bfloat16` (or `dtype: float32`) in its config entry")
-    return ("check the model's weights for NaN/inf (effdepth.numerics.check_weights) and, for a reduced-precision "
-            "dtype, try `dtype: float32` in the model's config entry")
+        return (
+            "float16 overflows above ±65504, which the residual stream of many models exceeds: run the model in "
+            "bfloat16 or float32 by setting `dtype: bfloat16` (or `dtype: float32`) in its config entry"
+        )
+    return (
+        "check the model's weights for NaN/inf (effdepth.numerics.check_weights) and, for a reduced-precision "
+        "dtype, try `dtype: float32` in the model's config entry"
+    )
 
 
 def _where(model, task, prompt, layer, sublayer, what) -> str:
-    parts = [f"model {model}" if model is not None else None, f"task {task}" if task is not None else None,
-             f"prompt {prompt}" if prompt is not None else None, f"layer {layer}" if layer is not None else None,
-             sublayer, what or None]
+    parts = [
+        f"model {model}" if model is not None else None,
+        f"task {task}" if task is not None else None,
+        f"prompt {prompt}" if prompt is not None else None,
+        f"layer {layer}" if layer is not None else None,
+        sublayer,
+        what or None,
+    ]
     return ", ".join(p for p in parts if p)
 
 
@@ -110,11 +129,14 @@ def check_finite(
     peak = float(finite.abs().max()) if finite.numel() else math.nan
     dtype = tensor.dtype
     hint = dtype_hint(dtype)
-    message = (f"non-finite value ({value}) in {_where(model, task, prompt, layer, sublayer, what)} "
-               f"at index {index} of a {str(dtype).replace('torch.', '')} tensor of shape {tuple(tensor.shape)} "
-               f"(largest finite |x| there: {peak:.4g}); {hint}")
-    raise NonFiniteError(message, model=model, task=task, prompt=prompt, layer=layer, sublayer=sublayer, what=what,
-                         index=index, value=value)
+    message = (
+        f"non-finite value ({value}) in {_where(model, task, prompt, layer, sublayer, what)} "
+        f"at index {index} of a {str(dtype).replace('torch.', '')} tensor of shape {tuple(tensor.shape)} "
+        f"(largest finite |x| there: {peak:.4g}); {hint}"
+    )
+    raise NonFiniteError(
+        message, model=model, task=task, prompt=prompt, layer=layer, sublayer=sublayer, what=what, index=index, value=value
+    )
 
 
 def check_layer_captures(
@@ -136,11 +158,20 @@ def check_layer_captures(
     if all(bool(torch.isfinite(x).all()) for x in (resid, attn, mlp)):
         return
     for layer in range(attn.shape[0]):
-        for tensor, sublayer in ((resid[layer], "residual stream input h_l"), (attn[layer], "attention output a_l"),
-                                 (mlp[layer], "MLP output m_l")):
+        for tensor, sublayer in (
+            (resid[layer], "residual stream input h_l"),
+            (attn[layer], "attention output a_l"),
+            (mlp[layer], "MLP output m_l"),
+        ):
             check_finite(tensor, model=model, task=task, prompt=prompt, layer=layer, sublayer=sublayer)
-    check_finite(resid[-1], model=model, task=task, prompt=prompt, layer=attn.shape[0],
-                 sublayer="final residual h_L (before the final norm)")
+    check_finite(
+        resid[-1],
+        model=model,
+        task=task,
+        prompt=prompt,
+        layer=attn.shape[0],
+        sublayer="final residual h_L (before the final norm)",
+    )
 
 
 def check_weights(model: torch.nn.Module, *, name: str | None) -> None:
@@ -157,7 +188,10 @@ def check_weights(model: torch.nn.Module, *, name: str | None) -> None:
                 f"non-finite weight ({found[1]}) in model {name}: {what}{list(found[0])}; the model files are corrupt "
                 "or were converted wrongly — delete the model directory (or fix `path:`) and let the workflow fetch or "
                 "convert it again",
-                model=name, what=what, index=found[0], value=found[1],
+                model=name,
+                what=what,
+                index=found[0],
+                value=found[1],
             )
 
 
@@ -209,11 +243,24 @@ def check_completeness(
         if not math.isfinite(value):
             raise NonFiniteError(
                 f"non-finite integrated-gradients {what} ({value}) in {_where(model, task, prompt, layer, None, '')}; "
-                f"{dtype_hint(None)}", model=model, task=task, prompt=prompt, layer=layer, what=what, value=value)
+                f"{dtype_hint(None)}",
+                model=model,
+                task=task,
+                prompt=prompt,
+                layer=layer,
+                what=what,
+                value=value,
+            )
     gap = completeness_gap(attribution_sum, f_input, f_baseline)
     if gap > tolerance:
         (logger or log).warning(
             "integrated gradients incomplete for %s: sum of attributions %.4g vs F(x) - F(x') = %.4g (gap %.0f %% > %.0f %%); "
-            "raise `steps` (now %d)", _where(model, task, prompt, layer, None, ""), attribution_sum, f_input - f_baseline,
-            100 * gap, 100 * tolerance, steps)
+            "raise `steps` (now %d)",
+            _where(model, task, prompt, layer, None, ""),
+            attribution_sum,
+            f_input - f_baseline,
+            100 * gap,
+            100 * tolerance,
+            steps,
+        )
     return gap

@@ -17,7 +17,12 @@ def reference_activations(model, ids):
     store = {"h": [None] * len(layers), "a": [None] * len(layers), "m": [None] * len(layers)}
     handles = []
     for i, layer in enumerate(layers):
-        handles.append(layer.register_forward_pre_hook(lambda mod, args, kw, i=i: store["h"].__setitem__(i, (args[0] if args else kw["hidden_states"])[0]), with_kwargs=True))
+        handles.append(
+            layer.register_forward_pre_hook(
+                lambda mod, args, kw, i=i: store["h"].__setitem__(i, (args[0] if args else kw["hidden_states"])[0]),
+                with_kwargs=True,
+            )
+        )
         handles.append(layer.self_attn.register_forward_hook(lambda mod, args, out, i=i: store["a"].__setitem__(i, out[0][0])))
         handles.append(layer.mlp.register_forward_hook(lambda mod, args, out, i=i: store["m"].__setitem__(i, out[0])))
     try:
@@ -84,11 +89,15 @@ def forward_with(model, ids, hooks):
     layers = model.model.layers
     seen = [None] * len(layers)
     handles = [
-        layer.register_forward_hook(lambda mod, args, kw, out, i=i: seen.__setitem__(i, (args[0] if args else kw["hidden_states"], out)), with_kwargs=True)
+        layer.register_forward_hook(
+            lambda mod, args, kw, out, i=i: seen.__setitem__(i, (args[0] if args else kw["hidden_states"], out)), with_kwargs=True
+        )
         for i, layer in enumerate(layers)
     ]
     for module, hook, kind in hooks:
-        handles.insert(0, module.register_forward_pre_hook(hook, with_kwargs=True) if kind == "pre" else module.register_forward_hook(hook))
+        handles.insert(
+            0, module.register_forward_pre_hook(hook, with_kwargs=True) if kind == "pre" else module.register_forward_hook(hook)
+        )
     try:
         logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0]
     finally:
@@ -104,12 +113,18 @@ def reference_skip(model, ids, positions, kinds, variant="correct"):
         clean_logits, clean = forward_with(model, ids, [])
         clean_c = [o - i for i, o in clean]
         clean_p = torch.softmax(clean_logits, -1)
-        out = {k: torch.zeros(len(kinds), n_layers, n_layers, len(positions), dtype=torch.float64) for k in ("future_max", "future_mean")}
-        out.update({k: torch.zeros(len(kinds), n_layers, len(positions), dtype=torch.float64) for k in ("output_max", "output_mean")})
+        out = {
+            k: torch.zeros(len(kinds), n_layers, n_layers, len(positions), dtype=torch.float64)
+            for k in ("future_max", "future_mean")
+        }
+        out.update(
+            {k: torch.zeros(len(kinds), n_layers, len(positions), dtype=torch.float64) for k in ("output_max", "output_mean")}
+        )
         for ki, kind in enumerate(kinds):
             for s in range(n_layers):
                 for pi, t in enumerate(positions):
                     if kind == "layer":
+
                         def hook(mod, args, output, t=t):
                             new = output.clone()
                             if variant == "published":
@@ -117,9 +132,11 @@ def reference_skip(model, ids, positions, kinds, variant="correct"):
                             else:
                                 new[0, 1:t] = args[0][0, 1:t]
                             return new
+
                         hooks = [(layers[s], hook, "post")]
                     else:
                         sub = layers[s].self_attn if kind == "attention" else layers[s].mlp
+
                         def hook(mod, args, output, t=t, kind=kind):
                             if kind == "attention":
                                 value = output[0].clone()
@@ -128,10 +145,16 @@ def reference_skip(model, ids, positions, kinds, variant="correct"):
                             value = output.clone()
                             value[0, 1:t] = 0
                             return value
+
                         hooks = [(sub, hook, "post")]
                     logits, run = forward_with(model, ids, hooks)
                     for j in range(s + 1, n_layers):
-                        rel = [float((clean_c[j][tau] - (run[j][1] - run[j][0])[tau]).norm() / clean_c[j][tau].norm().clamp_min(1e-6)) for tau in range(t, len(ids))]
+                        rel = [
+                            float(
+                                (clean_c[j][tau] - (run[j][1] - run[j][0])[tau]).norm() / clean_c[j][tau].norm().clamp_min(1e-6)
+                            )
+                            for tau in range(t, len(ids))
+                        ]
                         out["future_max"][ki, s, j, pi] = max(rel)
                         out["future_mean"][ki, s, j, pi] = sum(rel) / len(rel)
                     change = [float((torch.softmax(logits[tau], -1) - clean_p[tau]).norm()) for tau in range(t, len(ids))]
@@ -150,16 +173,20 @@ def reference_erasure(model, ids, n_answer, baseline):
         for l in range(n_layers + 1):
             for t in range(len(ids)):
                 if l < n_layers:
+
                     def hook(mod, args, kwargs, l=l, t=t):
                         hidden = (args[0] if args else kwargs["hidden_states"]).clone()
                         hidden[0, t] = baseline[l]
                         return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
+
                     hooks = [(layers[l], hook, "pre")]
                 else:
+
                     def hook(mod, args, output, t=t):
                         new = output.clone()
                         new[0, t] = baseline[n_layers]
                         return new
+
                     hooks = [(layers[-1], hook, "post")]
                 logits, _ = forward_with(model, ids, hooks)
                 out[l, t] = max(float((torch.softmax(logits[i], -1) - torch.softmax(clean_logits[i], -1)).norm()) for i in answer)

@@ -16,7 +16,6 @@ from typing import Any
 import polars as pl
 import torch
 
-
 BASE_SCHEMA = {
     "model": pl.Utf8,
     "task": pl.Utf8,

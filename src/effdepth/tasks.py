@@ -232,7 +232,8 @@ def _read_json_text(path: Path) -> str:
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise TaskFileError(
             f"{path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at column {column}); save the file as UTF-8",
-            str(path), line,
+            str(path),
+            line,
         ) from None
 
 
@@ -242,7 +243,9 @@ def _read_json_rows(path: Path) -> list[_Row]:
         try:
             items = _parse_json(text)
         except json.JSONDecodeError as exc:
-            raise TaskFileError(f"{source}, line {exc.lineno}, column {exc.colno}: invalid JSON ({exc.msg})", source, exc.lineno) from None
+            raise TaskFileError(
+                f"{source}, line {exc.lineno}, column {exc.colno}: invalid JSON ({exc.msg})", source, exc.lineno
+            ) from None
         except ValueError as exc:
             raise TaskFileError(f"{source}: invalid JSON ({exc})", source) from None
         return [_object_row(item, source, number, "row") for number, item in enumerate(items, 1)]
@@ -253,7 +256,9 @@ def _read_json_rows(path: Path) -> list[_Row]:
         try:
             value = _parse_json(line)
         except json.JSONDecodeError as exc:
-            raise TaskFileError(f"{source}, line {number}, column {exc.colno}: invalid JSON ({exc.msg})", source, number) from None
+            raise TaskFileError(
+                f"{source}, line {number}, column {exc.colno}: invalid JSON ({exc.msg})", source, number
+            ) from None
         except ValueError as exc:
             raise TaskFileError(f"{source}, line {number}: invalid JSON ({exc})", source, number) from None
         rows.append(_object_row(value, source, number, "line"))
@@ -309,7 +314,9 @@ def _load_hub(source: str, spec: dict[str, Any], n: int | None) -> list[dict[str
 
 def _file_pairs(spec: dict[str, Any], rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     if "question_field" in spec:
-        return [(_text(r, spec["question_field"], "question_field"), _text(r, spec["answer_field"], "answer_field")) for r in rows]
+        return [
+            (_text(r, spec["question_field"], "question_field"), _text(r, spec["answer_field"], "answer_field")) for r in rows
+        ]
     return [(_text(r, spec["text_field"], "text_field"), "") for r in rows]
 
 
@@ -320,8 +327,10 @@ def _pairs(name: str, spec: dict[str, Any], base_dir: Path | str, complete: bool
     if source in ARITHMETIC_SOURCES:
         return arithmetic(source, int(spec["digits"]), n, task_seed(name, spec))
     if source == "fixed":
-        items = [_Row(item if isinstance(item, dict) else {"item": item}, f"tasks.{name}.items", i, "item")
-                 for i, item in enumerate(spec["items"], 1)]
+        items = [
+            _Row(item if isinstance(item, dict) else {"item": item}, f"tasks.{name}.items", i, "item")
+            for i, item in enumerate(spec["items"], 1)
+        ]
         return [(_text(item, "question"), _text(item, "answer")) for item in items]
     if source == "file":
         return _file_pairs(spec, read_rows(Path(base_dir) / spec["path"]))
@@ -471,8 +480,9 @@ def _same_text(decoded: str, expected: str, unk_token: str | None, at_start: boo
     return False
 
 
-def _answer_start(tokenizer, content: list[int], offsets: list[tuple[int, int]] | None, question: str, answer: str,
-                  added: set[int]) -> int:
+def _answer_start(
+    tokenizer, content: list[int], offsets: list[tuple[int, int]] | None, question: str, answer: str, added: set[int]
+) -> int:
     """Index of the first answer token in ``content`` (the text's tokens without special tokens).
 
     With character offsets (fast tokenizers): the first token that ends inside the answer.  Without
@@ -487,7 +497,7 @@ def _answer_start(tokenizer, content: list[int], offsets: list[tuple[int, int]] 
 
     def tail(k: int) -> str | None:  # the text of content[k:], None where decoding is not prefix-stable
         head = _decode(tokenizer, content[:k], added)
-        return decoded[len(head):] if decoded.startswith(head) else None
+        return decoded[len(head) :] if decoded.startswith(head) else None
 
     # Start from the largest k whose tail is nearly as long as the answer (binary search: tails grow
     # as k falls), then step back until the tail is longer than the answer, the question's trailing
@@ -513,7 +523,7 @@ def _is_answer(decoded: str, question: str, answer: str, unk_token: str | None) 
     such as " 1" that joins the question's last space to the answer's first digit)."""
     borrowed = decoded[: len(decoded) - len(decoded.lstrip())]
     return _same_text(decoded, answer, unk_token) or (
-        bool(borrowed) and question.endswith(borrowed) and _same_text(decoded[len(borrowed):], answer, unk_token)
+        bool(borrowed) and question.endswith(borrowed) and _same_text(decoded[len(borrowed) :], answer, unk_token)
     )
 
 
@@ -550,7 +560,9 @@ def tokenize_prompt(tokenizer, question: str, answer: str, index: int | None = N
         content, offsets = list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
     else:
         content, offsets = list(tokenizer(text, add_special_tokens=False)["input_ids"]), None
-    start = next((i for i in range(len(with_specials) - len(content) + 1) if with_specials[i : i + len(content)] == content), None)
+    start = next(
+        (i for i in range(len(with_specials) - len(content) + 1) if with_specials[i : i + len(content)] == content), None
+    )
     if start is None:
         raise TaskError(f"{label}: the tokenizer encodes the text differently with and without its special tokens: {text!r}")
     prefix = with_specials[:start]  # e.g. BOS; what follows the text (e.g. EOS) is dropped
@@ -560,7 +572,9 @@ def tokenize_prompt(tokenizer, question: str, answer: str, index: int | None = N
     if eos is not None and eos in content:
         raise TaskError(f"{label}: the text contains the end-of-sequence token {tokenizer.eos_token!r}: {text!r}")
     if bos is not None and bos in content[1:]:
-        raise TaskError(f"{label}: the text contains the beginning-of-sequence token {tokenizer.bos_token!r} after its start: {text!r}")
+        raise TaskError(
+            f"{label}: the text contains the beginning-of-sequence token {tokenizer.bos_token!r} after its start: {text!r}"
+        )
     added = _added_ids(tokenizer)
     decoded = _decode(tokenizer, content, added)
     if not _same_text(decoded, text, tokenizer.unk_token, at_start=True):
@@ -568,7 +582,7 @@ def tokenize_prompt(tokenizer, question: str, answer: str, index: int | None = N
     k = _answer_start(tokenizer, content, offsets, question, answer, added)
     if answer:
         head = _decode(tokenizer, content[:k], added)
-        got = decoded[len(head):] if decoded.startswith(head) else _decode(tokenizer, content[k:], added)
+        got = decoded[len(head) :] if decoded.startswith(head) else _decode(tokenizer, content[k:], added)
         if not _is_answer(got, question, answer, tokenizer.unk_token):
             raise TaskError(
                 f"{label}: the answer tokens decode to {got!r}, not to the answer {answer!r} "
@@ -600,7 +614,9 @@ def select_prompts(frame: pl.DataFrame, tokenizer, n: int, max_tokens: int | Non
     chosen, with_unknown = [], 0
     for row in frame.iter_rows(named=True):
         if row["text"] != row["question"] + row["answer"]:
-            raise TaskError(f"prompt {row['id']}: its text {row['text']!r} is not question + answer {row['question'] + row['answer']!r}")
+            raise TaskError(
+                f"prompt {row['id']}: its text {row['text']!r} is not question + answer {row['question'] + row['answer']!r}"
+            )
         ids, n_answer = tokenize_prompt(tokenizer, row["question"], row["answer"], index=row["id"])
         if max_tokens is not None and len(ids) > max_tokens:
             continue
@@ -611,7 +627,9 @@ def select_prompts(frame: pl.DataFrame, tokenizer, n: int, max_tokens: int | Non
     if not chosen:
         raise TaskError(f"no prompt fits max_tokens={max_tokens}")
     if with_unknown:
-        log.warning("%d of the %d prompts hold characters the tokenizer maps to %s", with_unknown, len(chosen), tokenizer.unk_token)
+        log.warning(
+            "%d of the %d prompts hold characters the tokenizer maps to %s", with_unknown, len(chosen), tokenizer.unk_token
+        )
     if len(chosen) < n:
         log.warning(
             "only %d of the %d requested prompts fit max_tokens=%s (of %d candidates)", len(chosen), n, max_tokens, frame.height

@@ -7,10 +7,10 @@ import polars as pl
 import pytest
 import torch
 
-from effdepth.extract import extract_stats
 from effdepth.analyses.block_influence import table as block_influence_table
 from effdepth.analyses.logit_lens import table as logit_lens_table
 from effdepth.analyses.relative_contribution import table as relative_contribution_table
+from effdepth.extract import extract_stats
 from effdepth.reference import reference_activations, reference_lens, reference_rc, vec_cos
 
 TEXTS = ["The cat sat on the mat today.", "2 + 2 = 4", "Once upon a time, in a land far away."]
@@ -19,7 +19,11 @@ TEXTS = ["The cat sat on the mat today.", "2 + 2 = 4", "Once upon a time, in a l
 def stats_for(model, sequences, top_k=5):
     prompts = [{"input_ids": s} for s in sequences]
     stats = extract_stats(model, prompts, pad_id=0, batch_size=2, top_k=top_k)
-    meta = {"n_prompts": str(len(sequences)), "n_layers": str(model.config.num_hidden_layers), "d_model": str(model.config.hidden_size)}
+    meta = {
+        "n_prompts": str(len(sequences)),
+        "n_layers": str(model.config.num_hidden_layers),
+        "d_model": str(model.config.hidden_size),
+    }
     return stats, meta
 
 
@@ -51,7 +55,9 @@ def test_relative_contribution_published_divides_by_d_model(model64, tokenizer):
         expected += sum(vec_cos(c[t].tolist(), h[1][t].tolist()) for t in range(len(ids))) / d / len(sequences)
     assert headline(published, "cos_layer")[1] == pytest.approx(expected, rel=1e-5)
     # signs (hence ED_cos) are unaffected by the normaliser
-    assert [math.copysign(1, v) for v in headline(published, "cos_layer")] == [math.copysign(1, v) for v in headline(correct, "cos_layer")]
+    assert [math.copysign(1, v) for v in headline(published, "cos_layer")] == [
+        math.copysign(1, v) for v in headline(correct, "cos_layer")
+    ]
 
 
 def test_published_normaliser_hand_computed():

@@ -7,7 +7,7 @@ import torch
 from effdepth.analyses.integrated_gradients import ig_baseline, integrated_gradients
 from effdepth.analyses.layer_skip import layer_skip, skip_positions
 from effdepth.analyses.residual_erasure import erasure_baseline, residual_erasure
-from effdepth.reference import forward_with, reference_erasure, reference_ig, reference_skip
+from effdepth.reference import reference_erasure, reference_ig, reference_skip
 from effdepth.staircase import answer_positions
 
 TEXT = "Give the answer directly: 123 + 456 = "
@@ -47,8 +47,12 @@ def test_full_rows_without_windowed_attention(model64, tokenizer, monkeypatch):
     for key in reference:
         torch.testing.assert_close(skip[key], reference[key], rtol=1e-6, atol=1e-9, msg=key)
     baseline = torch.zeros(model64.config.num_hidden_layers + 1, model64.config.hidden_size, dtype=torch.float64)
-    torch.testing.assert_close(residual_erasure(model64, ids, n_answer, baseline), reference_erasure(model64, ids, n_answer, baseline),
-                               rtol=1e-6, atol=1e-10)
+    torch.testing.assert_close(
+        residual_erasure(model64, ids, n_answer, baseline),
+        reference_erasure(model64, ids, n_answer, baseline),
+        rtol=1e-6,
+        atol=1e-10,
+    )
 
 
 @pytest.mark.parametrize("setting", ["eager-float32", "sliding-window"])
@@ -71,8 +75,9 @@ def test_windowed_interventions_other_masks(setting, tokenizer):
         torch.testing.assert_close(fast[key], slow[key].to(fast[key].dtype), **tol, msg=key)
     torch.manual_seed(0)
     baseline = torch.randn(model.config.num_hidden_layers + 1, model.config.hidden_size, dtype=model.dtype)
-    torch.testing.assert_close(residual_erasure(model, ids, n_answer, baseline, max_batch=5),
-                               reference_erasure(model, ids, n_answer, baseline), **tol)
+    torch.testing.assert_close(
+        residual_erasure(model, ids, n_answer, baseline, max_batch=5), reference_erasure(model, ids, n_answer, baseline), **tol
+    )
 
 
 def test_staircase_planning():

@@ -31,7 +31,9 @@ def test_float16_overflow_stops_extraction_at_its_layer(tmp_path):
     reference = extract_stats(_overflowing(torch.float32), _prompts(), 0, batch_size=2)
     assert all(torch.isfinite(t).all() for t in reference.values() if t.is_floating_point())
     with pytest.raises(NonFiniteError) as info:
-        run_extraction(_overflowing(torch.float16), char_tokenizer(), _prompts(), tmp_path / "stats.safetensors", META, batch_size=2)
+        run_extraction(
+            _overflowing(torch.float16), char_tokenizer(), _prompts(), tmp_path / "stats.safetensors", META, batch_size=2
+        )
     err = info.value
     assert (err.model, err.task, err.prompt, err.layer) == ("tiny-qwen2", "addition", "q0", 1)
     assert err.sublayer == "MLP output m_l" and "dtype: bfloat16" in str(err)

@@ -14,15 +14,26 @@ import torch
 
 from effdepth.cache import CacheError, load_tensors, read_metadata, save_tensors
 
-META = {"model": "tiny", "revision": "local", "dtype": "float32", "prompts_hash": "abc", "task": "words",
-        **{f"extra_{c}": c for c in "qwertyuiopasdfgh"}, "list": [1, 2]}
+META = {
+    "model": "tiny",
+    "revision": "local",
+    "dtype": "float32",
+    "prompts_hash": "abc",
+    "task": "words",
+    **{f"extra_{c}": c for c in "qwertyuiopasdfgh"},
+    "list": [1, 2],
+}
 FP = "sha256:" + "0" * 64
 
 
 def _tensors() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return {"b": torch.randn(3, 5, generator=g), "a": torch.arange(7, dtype=torch.int32),
-            "half": torch.randn(4, generator=g).to(torch.bfloat16), "empty": torch.zeros(0, 3)}
+    return {
+        "b": torch.randn(3, 5, generator=g),
+        "a": torch.arange(7, dtype=torch.int32),
+        "half": torch.randn(4, generator=g).to(torch.bfloat16),
+        "empty": torch.zeros(0, 3),
+    }
 
 
 def _write(path: Path) -> bytes:
@@ -51,8 +62,14 @@ def test_identical_inputs_give_identical_bytes_across_processes(tmp_path):
     )
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "three.safetensors")], capture_output=True, text=True,
-                         env=env, check=True, cwd=root)
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "three.safetensors")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=root,
+    )
     assert out.stdout == hashlib.sha256(first).hexdigest()
 
 

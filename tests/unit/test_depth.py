@@ -106,20 +106,40 @@ PAPER = {"kl_threshold": 0.5, "overlap_threshold": 0.3}
 # --- tables ---------------------------------------------------------------------------------------
 
 
-def _table(analysis: str, model: str, task: str, metrics: dict[str, np.ndarray], weights: np.ndarray, variant: str = "correct",
-           combine: str = "mean", extra: dict | None = None, n_layers: int = 8) -> pl.DataFrame:
+def _table(
+    analysis: str,
+    model: str,
+    task: str,
+    metrics: dict[str, np.ndarray],
+    weights: np.ndarray,
+    variant: str = "correct",
+    combine: str = "mean",
+    extra: dict | None = None,
+    n_layers: int = 8,
+) -> pl.DataFrame:
     """Rows of one analysis: per-prompt curves [P, n] per metric, plus the aggregate row (weighted mean
     or max over prompts), like effdepth.tables builds them."""
     rows = []
     for metric, per in metrics.items():
         agg = per.max(0) if combine == "max" else (weights[:, None] * per).sum(0) / weights.sum()
         for layer in range(per.shape[1]):
-            rows.append({"metric": metric, "layer": layer, "prompt": None, "value": float(agg[layer]), "weight": float(weights.sum())})
-            rows += [{"metric": metric, "layer": layer, "prompt": p, "value": float(per[p, layer]), "weight": float(weights[p])}
-                     for p in range(per.shape[0])]
-    frame = pl.DataFrame(rows, schema={"metric": pl.Utf8, "layer": pl.Int32, "prompt": pl.Int32, "value": pl.Float64, "weight": pl.Float64})
-    frame = frame.with_columns(model=pl.lit(model), task=pl.lit(task), analysis=pl.lit(analysis), variant=pl.lit(variant),
-                               n_layers=pl.lit(n_layers, pl.Int32))
+            rows.append(
+                {"metric": metric, "layer": layer, "prompt": None, "value": float(agg[layer]), "weight": float(weights.sum())}
+            )
+            rows += [
+                {"metric": metric, "layer": layer, "prompt": p, "value": float(per[p, layer]), "weight": float(weights[p])}
+                for p in range(per.shape[0])
+            ]
+    frame = pl.DataFrame(
+        rows, schema={"metric": pl.Utf8, "layer": pl.Int32, "prompt": pl.Int32, "value": pl.Float64, "weight": pl.Float64}
+    )
+    frame = frame.with_columns(
+        model=pl.lit(model),
+        task=pl.lit(task),
+        analysis=pl.lit(analysis),
+        variant=pl.lit(variant),
+        n_layers=pl.lit(n_layers, pl.Int32),
+    )
     for key, value in (extra or {}).items():
         frame = frame.with_columns(value.alias(key) if isinstance(value, pl.Expr) else pl.lit(value).alias(key))
     return frame
@@ -128,11 +148,25 @@ def _table(analysis: str, model: str, task: str, metrics: dict[str, np.ndarray],
 def _skip_table(model: str, task: str, output: np.ndarray, future: np.ndarray, weights: np.ndarray, agg: str) -> pl.DataFrame:
     """layer_skip rows: output [P, L] (layer = skipped_layer), future [P, L, L] (j > s only)."""
     L = output.shape[1]
-    out = _table("layer_skip", model, task, {"output": output}, weights, combine=agg,
-                 extra={"kind": "layer", "aggregation": agg, "skipped_layer": pl.col("layer")})
+    out = _table(
+        "layer_skip",
+        model,
+        task,
+        {"output": output},
+        weights,
+        combine=agg,
+        extra={"kind": "layer", "aggregation": agg, "skipped_layer": pl.col("layer")},
+    )
     per = future.reshape(future.shape[0], L * L)
-    fut = _table("layer_skip", model, task, {"future": per}, weights, combine=agg,
-                 extra={"kind": "layer", "aggregation": agg, "skipped_layer": (pl.col("layer") // L).cast(pl.Int32)})
+    fut = _table(
+        "layer_skip",
+        model,
+        task,
+        {"future": per},
+        weights,
+        combine=agg,
+        extra={"kind": "layer", "aggregation": agg, "skipped_layer": (pl.col("layer") // L).cast(pl.Int32)},
+    )
     fut = fut.with_columns(layer=(pl.col("layer") % L).cast(pl.Int32)).filter(pl.col("layer") > pl.col("skipped_layer"))
     return pl.concat([out, fut], how="diagonal_relaxed")
 
@@ -149,27 +183,51 @@ def tables() -> dict[str, pl.DataFrame]:
     w = rng.integers(20, 60, P).astype(float)
     layers = np.arange(L)
     cos = 0.4 * np.tanh(layers - 4.5)  # negative up to layer 4, positive from 5: ED_cos = 4
-    rc = _table("relative_contribution", "good", "easy", {f"cos_{m}": _noisy(rng, cos, P, 0.01) for m in ("attention", "mlp", "layer")}, w)
-    flat = _table("relative_contribution", "flat", "easy", {f"cos_{m}": _noisy(rng, np.full(L, 0.3), P, 0.01) for m in ("attention", "mlp", "layer")}, w)
+    rc = _table(
+        "relative_contribution", "good", "easy", {f"cos_{m}": _noisy(rng, cos, P, 0.01) for m in ("attention", "mlp", "layer")}, w
+    )
+    flat = _table(
+        "relative_contribution",
+        "flat",
+        "easy",
+        {f"cos_{m}": _noisy(rng, np.full(L, 0.3), P, 0.01) for m in ("attention", "mlp", "layer")},
+        w,
+    )
     lens_layers = np.arange(L + 1)
     kl = 10.0 * np.exp(-lens_layers / 2.0)  # below 5 from layer 2 on
     overlap = np.clip(lens_layers / L, 0, 1)  # above 0.3 from layer 3 on
-    lens = pl.concat([
-        _table("logit_lens", m, "easy", {"kl": _noisy(rng, kl, P, 0.05), "overlap": _noisy(rng, overlap, P, 0.01)}, w) for m in ("good", "flat")
-    ])
+    lens = pl.concat(
+        [
+            _table("logit_lens", m, "easy", {"kl": _noisy(rng, kl, P, 0.05), "overlap": _noisy(rng, overlap, P, 0.01)}, w)
+            for m in ("good", "flat")
+        ]
+    )
     output = np.exp(-layers / 3.0)
     s, j = np.meshgrid(layers, layers, indexing="ij")
     future = np.where(j > s, np.exp(-s / 3.0), 0.0)
-    skip = pl.concat([
-        _skip_table("good", "easy", np.abs(_noisy(rng, output, P, 0.01)), np.abs(future[None] + 0.01 * rng.standard_normal((P, L, L))), w, agg)
-        for agg in ("max", "mean")
-    ])
+    skip = pl.concat(
+        [
+            _skip_table(
+                "good",
+                "easy",
+                np.abs(_noisy(rng, output, P, 0.01)),
+                np.abs(future[None] + 0.01 * rng.standard_normal((P, L, L))),
+                w,
+                agg,
+            )
+            for agg in ("max", "mean")
+        ]
+    )
     return {"relative_contribution": pl.concat([rc, flat]), "logit_lens": lens, "layer_skip": skip}
 
 
 def _pick(table: pl.DataFrame, model: str, estimator: str, form: str, aggregation: str = "mean") -> dict:
-    rows = table.filter((pl.col("model") == model) & (pl.col("estimator") == estimator) & (pl.col("form") == form)
-                        & (pl.col("aggregation") == aggregation)).to_dicts()
+    rows = table.filter(
+        (pl.col("model") == model)
+        & (pl.col("estimator") == estimator)
+        & (pl.col("form") == form)
+        & (pl.col("aggregation") == aggregation)
+    ).to_dicts()
     assert len(rows) == 1, rows
     return rows[0]
 
@@ -196,7 +254,9 @@ def test_depth_scores_match_their_definition(tables):
     table, _ = effective_depth(tables, **PAPER, bootstrap=0)
     skip = tables["layer_skip"].filter(pl.col("prompt").is_null() & (pl.col("aggregation") == "mean"))
     out = skip.filter(pl.col("metric") == "output").sort("skipped_layer")["value"].to_numpy()
-    assert _pick(table, "good", "depth_score_output", "centre_of_mass")["ed"] == pytest.approx((np.arange(8) * out).sum() / out.sum())
+    assert _pick(table, "good", "depth_score_output", "centre_of_mass")["ed"] == pytest.approx(
+        (np.arange(8) * out).sum() / out.sum()
+    )
     fut = skip.filter(pl.col("metric") == "future").group_by("skipped_layer").agg(pl.col("value").mean()).sort("skipped_layer")
     m = np.zeros(8)
     m[fut["skipped_layer"].to_numpy()] = fut["value"].to_numpy()  # m_7 = 0: no later layer
@@ -267,20 +327,52 @@ def test_published_variant_logit_lens_has_no_final_layer_row(tables):
 
 def test_reference_comparison(tmp_path):
     ref_csv = tmp_path / "ref.csv"
-    ref_csv.write_text("model,hf_id,n_layers,dataset,ed_cosine,ed_kl,ed_overlap\nM,org/M,28,gsm8k,16,1,23\nN,org/N,28,gsm8k,10,10,10\n")
+    ref_csv.write_text(
+        "model,hf_id,n_layers,dataset,ed_cosine,ed_kl,ed_overlap\nM,org/M,28,gsm8k,16,1,23\nN,org/N,28,gsm8k,10,10,10\n"
+    )
     reference = read_reference(ref_csv)
     assert reference.height == 6 and set(reference["estimator"]) == {"cos", "kl", "overlap"}
     ours = pl.DataFrame(
         [
-            {"model": "M", "task": "gsm8k", "estimator": "kl", "form": "paper", "ed": 1.0, "ci_low": 1.0, "ci_high": 3.0, "n_layers": 28},
-            {"model": "M", "task": "gsm8k", "estimator": "kl", "form": "robust", "ed": 20.0, "ci_low": 19.0, "ci_high": 21.0, "n_layers": 28},
-            {"model": "M", "task": "hellaswag", "estimator": "kl", "form": "paper", "ed": 5.0, "ci_low": 4.0, "ci_high": 6.0, "n_layers": 28},
+            {
+                "model": "M",
+                "task": "gsm8k",
+                "estimator": "kl",
+                "form": "paper",
+                "ed": 1.0,
+                "ci_low": 1.0,
+                "ci_high": 3.0,
+                "n_layers": 28,
+            },
+            {
+                "model": "M",
+                "task": "gsm8k",
+                "estimator": "kl",
+                "form": "robust",
+                "ed": 20.0,
+                "ci_low": 19.0,
+                "ci_high": 21.0,
+                "n_layers": 28,
+            },
+            {
+                "model": "M",
+                "task": "hellaswag",
+                "estimator": "kl",
+                "form": "paper",
+                "ed": 5.0,
+                "ci_low": 4.0,
+                "ci_high": 6.0,
+                "n_layers": 28,
+            },
         ],
         schema={k: SCHEMA[k] for k in ("model", "task", "estimator", "form", "ed", "ci_low", "ci_high", "n_layers")},
     ).with_columns(ratio=(pl.col("ed") + 1) / 28, reason=pl.lit(None, pl.Utf8), variant=pl.lit("correct"))
     cmp = compare_with_reference(ours, reference)
     assert cmp.schema == pl.Schema(REFERENCE_SCHEMA)
-    assert cmp.select("form", "published_ed", "difference", "published_in_ci").rows() == [("paper", 1.0, 0.0, True), ("robust", 1.0, 19.0, False)]
+    assert cmp.select("form", "published_ed", "difference", "published_in_ci").rows() == [
+        ("paper", 1.0, 0.0, True),
+        ("robust", 1.0, 19.0, False),
+    ]
     assert cmp["published_ratio"][0] == pytest.approx(2 / 28)
     empty = compare_with_reference(ours.with_columns(model=pl.lit("other")), reference)
     assert empty.height == 0 and empty.schema == pl.Schema(REFERENCE_SCHEMA)
@@ -289,7 +381,9 @@ def test_reference_comparison(tmp_path):
 def test_the_shipped_reference_table_has_the_papers_36_values():
     reference = read_reference(depth.REFERENCE_PATH)
     assert reference.height == 36 * 3
-    artefact = reference.filter((pl.col("model") == "DeepSeek-R1-Distill-Qwen-1.5B") & (pl.col("task") == "gsm8k") & (pl.col("estimator") == "kl"))
+    artefact = reference.filter(
+        (pl.col("model") == "DeepSeek-R1-Distill-Qwen-1.5B") & (pl.col("task") == "gsm8k") & (pl.col("estimator") == "kl")
+    )
     assert artefact["published_ed"].item() == 1 and artefact["published_ratio"].item() == pytest.approx(0.07, abs=0.005)
     assert ("Qwen2.5-7B-Instruct", "aime24") in depth.reference_pairs()
 
@@ -300,11 +394,21 @@ def test_run_writes_every_output(tables, tmp_path):
         path = tmp_path / f"{name}.parquet"
         table.write_parquet(path)
         paths.append(str(path))
-    outputs = {k: str(tmp_path / f"out_{k}.{ext}") for k, ext in (("table", "parquet"), ("csv", "csv"), ("sweep", "parquet"),
-                                                                   ("reference", "parquet"), ("reference_csv", "csv"))}
+    outputs = {
+        k: str(tmp_path / f"out_{k}.{ext}")
+        for k, ext in (
+            ("table", "parquet"),
+            ("csv", "csv"),
+            ("sweep", "parquet"),
+            ("reference", "parquet"),
+            ("reference_csv", "csv"),
+        )
+    }
     depth.run(paths, depth.REFERENCE_PATH, {"bootstrap": 20, "seed": 0, "kl_threshold": 0.5, "overlap_threshold": 0.3}, outputs)
     written = pl.read_parquet(outputs["table"])
-    assert written.height > 0 and {"ed", "ratio", "ci_low", "ci_high", "n_layers", "n_prompts", "variant", "reason"} <= set(written.columns)
+    assert written.height > 0 and {"ed", "ratio", "ci_low", "ci_high", "n_layers", "n_prompts", "variant", "reason"} <= set(
+        written.columns
+    )
     assert pl.read_csv(outputs["csv"]).height == written.height
     reference = pl.read_parquet(outputs["reference"])
     assert reference.height == 0 and reference.columns == list(REFERENCE_SCHEMA)  # no paper model in the fixture

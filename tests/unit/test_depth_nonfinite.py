@@ -14,11 +14,20 @@ WEIGHTS = np.full(P, 10.0)
 
 
 def _lens(model: str, kl: np.ndarray, overlap: np.ndarray) -> pl.DataFrame:
-    return _table("logit_lens", model, "easy", {"kl": np.tile(kl, (P, 1)), "overlap": np.tile(overlap, (P, 1))}, WEIGHTS, n_layers=L)
+    return _table(
+        "logit_lens", model, "easy", {"kl": np.tile(kl, (P, 1)), "overlap": np.tile(overlap, (P, 1))}, WEIGHTS, n_layers=L
+    )
 
 
 def _rc(model: str, cos: np.ndarray) -> pl.DataFrame:
-    return _table("relative_contribution", model, "easy", {f"cos_{m}": np.tile(cos, (P, 1)) for m in ("attention", "mlp", "layer")}, WEIGHTS, n_layers=L)
+    return _table(
+        "relative_contribution",
+        model,
+        "easy",
+        {f"cos_{m}": np.tile(cos, (P, 1)) for m in ("attention", "mlp", "layer")},
+        WEIGHTS,
+        n_layers=L,
+    )
 
 
 def _row(table: pl.DataFrame, model: str, estimator: str, form: str = "paper") -> dict:
@@ -72,8 +81,11 @@ def test_reason_names_the_affected_layers_only(tables):
 def test_one_prompt_row_is_enough_to_withhold_the_estimate():
     kl = 10.0 * np.exp(-np.arange(L + 1) / 2.0)
     lens = _lens("m", kl, np.clip(np.arange(L + 1) / L, 0, 1))
-    lens = lens.with_columns(value=pl.when((pl.col("prompt") == 2) & (pl.col("layer") == 5) & (pl.col("metric") == "overlap"))
-                             .then(float("nan")).otherwise(pl.col("value")))
+    lens = lens.with_columns(
+        value=pl.when((pl.col("prompt") == 2) & (pl.col("layer") == 5) & (pl.col("metric") == "overlap"))
+        .then(float("nan"))
+        .otherwise(pl.col("value"))
+    )
     assert nonfinite_reason(lens, "logit_lens").startswith("non-finite values in the logit-lens curve at layers 5 ")
     table, _ = effective_depth({"logit_lens": lens}, **PAPER, bootstrap=20)
     assert table["ed"].null_count() == table.height

@@ -31,11 +31,14 @@ def _job(tmp_path: Path, body: str) -> tuple[subprocess.CompletedProcess, str]:
 
 
 def test_failing_job_leaves_its_traceback_in_the_log(tmp_path):
-    done, text = _job(tmp_path, """
+    done, text = _job(
+        tmp_path,
+        """
         def inner():
             raise ValueError("prompt 3 has no answer")
         inner()
-    """)
+    """,
+    )
     assert done.returncode != 0
     assert "start rule extract (model=tiny, task=words)" in text
     assert "failed after" in text and "ValueError: prompt 3 has no answer" in text
@@ -45,11 +48,14 @@ def test_failing_job_leaves_its_traceback_in_the_log(tmp_path):
 
 
 def test_successful_job_logs_start_finish_and_library_warnings(tmp_path):
-    done, text = _job(tmp_path, """
+    done, text = _job(
+        tmp_path,
+        """
         warnings.warn("tokenizer has no pad token")
         import logging; logging.getLogger("transformers.modeling_utils").warning("weights not initialised")
         log.info("wrote cache")
-    """)
+    """,
+    )
     assert done.returncode == 0, done.stderr
     lines = text.splitlines()
     assert "start rule extract" in lines[0] and "finished rule extract" in lines[-1]

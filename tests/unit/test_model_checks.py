@@ -51,8 +51,11 @@ def test_pad_fallbacks(tok):
 def test_tokenizer_larger_than_the_embedding_is_an_error(tok):
     tok.add_tokens(["<extra>"])  # an ordinary token the embedding has no row for
     model = tiny_model("llama", seed=1, vocab_size=104)
-    with pytest.raises(ModelTokenizerError, match=r"model 'tiny': the tokenizer has 1 token id\(s\) the 104-row input "
-                                                  r"embedding cannot look up \(ids \[104\], tokens \['<extra>'\]\)"):
+    with pytest.raises(
+        ModelTokenizerError,
+        match=r"model 'tiny': the tokenizer has 1 token id\(s\) the 104-row input "
+        r"embedding cannot look up \(ids \[104\], tokens \['<extra>'\]\)",
+    ):
         check_model_tokenizer(model, tok, "tiny")
 
 
@@ -76,7 +79,10 @@ def test_top_k_outside_the_vocabulary_is_an_error(tok, top_k):
 def test_prompt_ids_outside_the_embedding_are_an_error(tok):
     prompts = _prompts(tok)
     prompts[1]["input_ids"][3] = 104
-    with pytest.raises(ModelTokenizerError, match=r"model 'tiny': prompt 1 has token ids \[104\] outside the 104-row "
-                                                  r"input embedding \(1 of 2 prompts affected\)"):
+    with pytest.raises(
+        ModelTokenizerError,
+        match=r"model 'tiny': prompt 1 has token ids \[104\] outside the 104-row "
+        r"input embedding \(1 of 2 prompts affected\)",
+    ):
         check_prompt_ids(prompts, 104, "tiny")
     check_prompt_ids(prompts, 105, "tiny")

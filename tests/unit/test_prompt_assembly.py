@@ -143,8 +143,9 @@ def test_unknown_characters_stand_for_one_character_each():
 def test_select_prompts_keeps_its_format_and_names_the_failing_prompt():
     tok = sentencepiece_dummy_prefix(add_eos=True)
     pairs = [("Give the answer directly: 12 + 34 = ", "46"), ("The final answer is ", "72")]
-    frame = pl.DataFrame({"id": [0, 1], "question": [q for q, _ in pairs], "answer": [a for _, a in pairs],
-                          "text": [q + a for q, a in pairs]})
+    frame = pl.DataFrame(
+        {"id": [0, 1], "question": [q for q, _ in pairs], "answer": [a for _, a in pairs], "text": [q + a for q, a in pairs]}
+    )
     chosen = select_prompts(frame, tok, n=2)
     assert [sorted(c) for c in chosen] == [["answer", "id", "input_ids", "n_answer", "question", "text"]] * 2
     assert [c["n_answer"] for c in chosen] == [2, 2]

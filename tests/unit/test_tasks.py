@@ -24,7 +24,9 @@ def test_gsm8k_format_on_real_data():
     path = shared_file("gsm8k", "test.jsonl")
     frame = build_prompts("gsm8k", {"source": "gsm8k", "n_prompts": 2, "path": str(path)})
     first = frame.row(0, named=True)
-    assert first["question"].startswith("Given the following problem, reason and give a final answer to the problem.\nProblem: Janet")
+    assert first["question"].startswith(
+        "Given the following problem, reason and give a final answer to the problem.\nProblem: Janet"
+    )
     assert first["question"].endswith('"The final answer is [answer]" where [answer] is the response to the problem.\n\n')
     assert first["answer"].startswith("Janet sells 16 - 3 - 4")
     assert first["answer"].endswith("market.\nThe final answer is 18")
@@ -75,15 +77,24 @@ def test_frozen_prompts_round_trip_and_tamper_detection(tmp_path):
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    changed = pl.from_arrow(table).with_columns(pl.lit("x").alias("answer")).to_arrow().replace_schema_metadata(table.schema.metadata)
+    changed = (
+        pl.from_arrow(table).with_columns(pl.lit("x").alias("answer")).to_arrow().replace_schema_metadata(table.schema.metadata)
+    )
     pq.write_table(changed, path)
     with pytest.raises(TaskError, match="does not match the stored"):
         read_prompts(path)
 
 
 def test_local_file_task_and_missing_file(tmp_path):
-    frame = build_prompts("w", {"source": "file", "path": str(REPO / "tests/data/tiny_task.jsonl"),
-                                "question_field": "question", "answer_field": "answer"})
+    frame = build_prompts(
+        "w",
+        {
+            "source": "file",
+            "path": str(REPO / "tests/data/tiny_task.jsonl"),
+            "question_field": "question",
+            "answer_field": "answer",
+        },
+    )
     assert frame.height == 8 and (frame["text"] == frame["question"] + frame["answer"]).all()
     with pytest.raises(TaskError, match="task file not found"):
         build_prompts("w", {"source": "file", "path": str(tmp_path / "no.jsonl"), "text_field": "text"})
@@ -93,8 +104,9 @@ def test_tokenize_split_and_max_tokens(tokenizer):
     ids, n_answer = tokenize_prompt(tokenizer, "1 + 2 = ", "3")
     assert n_answer == 1 and tokenizer.decode(ids[-1:]) == "3"
     questions, answers = ["a" * 50, "b"], ["c", "d"]
-    frame = pl.DataFrame({"id": [0, 1], "question": questions, "answer": answers,
-                          "text": [q + a for q, a in zip(questions, answers)]})
+    frame = pl.DataFrame(
+        {"id": [0, 1], "question": questions, "answer": answers, "text": [q + a for q, a in zip(questions, answers)]}
+    )
     chosen = select_prompts(frame, tokenizer, n=2, max_tokens=10)
     assert [c["id"] for c in chosen] == [1]  # and a warning says only 1 of 2 fit
     with pytest.raises(TaskError, match="no prompt fits"):
@@ -117,13 +129,21 @@ def _jsonl(tmp_path, *lines: str, name: str = "task.jsonl", encoding: str = "utf
 
 
 def _file_task(path, **fields):
-    return {"source": "file", "path": str(path), "n_prompts": 3, **(fields or {"question_field": "question", "answer_field": "answer"})}
+    return {
+        "source": "file",
+        "path": str(path),
+        "n_prompts": 3,
+        **(fields or {"question_field": "question", "answer_field": "answer"}),
+    }
 
 
 @pytest.mark.parametrize("field, line", [("answer", 2), ("question", 3)])
 def test_null_text_is_an_error_naming_file_line_and_field(tmp_path, field, line):
-    rows = ['{"question": "What is 2 + 2? ", "answer": "4"}', '{"question": "What is 3 + 5? ", "answer": "8"}',
-            '{"question": "What is 4 + 5? ", "answer": "9"}']
+    rows = [
+        '{"question": "What is 2 + 2? ", "answer": "4"}',
+        '{"question": "What is 3 + 5? ", "answer": "8"}',
+        '{"question": "What is 4 + 5? ", "answer": "9"}',
+    ]
     rows[line - 1] = rows[line - 1].replace(f'"{field}": "', f'"{field}": null, "x": "')
     path = _jsonl(tmp_path, *rows)
     with pytest.raises(TaskFileError, match=f"task 't': .*task.jsonl, line {line}, field '{field}': is null") as caught:
@@ -133,14 +153,20 @@ def test_null_text_is_an_error_naming_file_line_and_field(tmp_path, field, line)
 
 @pytest.mark.parametrize("value", ['""', '"   "', "true", "[1, 2]", '{"a": 1}'])
 def test_empty_or_non_text_values_are_errors(tmp_path, value):
-    path = _jsonl(tmp_path, '{"question": "q ", "answer": "4"}', '{"question": "q ", "answer": %s}' % value)
+    path = _jsonl(tmp_path, '{"question": "q ", "answer": "4"}', f'{{"question": "q ", "answer": {value}}}')
     with pytest.raises(TaskFileError, match="line 2, field 'answer': is (empty|the boolean|a list|a dict)"):
         build_prompts("t", _file_task(path))
 
 
 def test_numbers_keep_the_text_a_person_writes(tmp_path):
-    path = _jsonl(tmp_path, '{"question": 12, "answer": 4}', '{"question": "q ", "answer": 4.0}',
-                  '{"question": "q ", "answer": 0.5}', '{"question": "q ", "answer": 1e-7}', '{"question": "q ", "answer": 12345678901234567890}')
+    path = _jsonl(
+        tmp_path,
+        '{"question": 12, "answer": 4}',
+        '{"question": "q ", "answer": 4.0}',
+        '{"question": "q ", "answer": 0.5}',
+        '{"question": "q ", "answer": 1e-7}',
+        '{"question": "q ", "answer": 12345678901234567890}',
+    )
     frame = build_prompts("t", _file_task(path))
     assert frame["answer"].to_list() == ["4", "4", "0.5", "0.0000001", "12345678901234567890"]
     assert frame["question"][0] == "12"
@@ -158,8 +184,11 @@ def test_parquet_integer_column_with_a_hole_reads_as_digits_and_the_hole_is_an_e
 def test_misspelt_field_lists_the_fields_and_the_close_match(tmp_path):
     path = _jsonl(tmp_path, '{"question": "What is 2 + 2? ", "answer": "4"}')
     spec = _file_task(path, question_field="question", answer_field="answr")
-    with pytest.raises(TaskFileError, match=r"task 'my_task': .*line 1, field 'answr': answer_field 'answr' is missing; "
-                                            r"the row has fields \[question, answer\]; did you mean 'answer'\?"):
+    with pytest.raises(
+        TaskFileError,
+        match=r"task 'my_task': .*line 1, field 'answr': answer_field 'answr' is missing; "
+        r"the row has fields \[question, answer\]; did you mean 'answer'\?",
+    ):
         build_prompts("my_task", spec)
 
 
@@ -219,8 +248,18 @@ def test_validate_task_file_checks_every_row_without_the_network(tmp_path, monke
         validate_task_file("t", _file_task(path))
     assert validate_task_file("g", {"source": "gsm8k", "n_prompts": 2}) is None  # no local copy: nothing to check
     assert validate_task_file("a", {"source": "addition", "digits": 2, "n_prompts": 2}) is None
-    assert validate_task_file("w", {"source": "file", "path": str(REPO / "tests/data/tiny_task.jsonl"),
-                                    "question_field": "question", "answer_field": "answer"}) is None
+    assert (
+        validate_task_file(
+            "w",
+            {
+                "source": "file",
+                "path": str(REPO / "tests/data/tiny_task.jsonl"),
+                "question_field": "question",
+                "answer_field": "answer",
+            },
+        )
+        is None
+    )
 
 
 def test_hub_failure_is_not_a_task_error(monkeypatch):

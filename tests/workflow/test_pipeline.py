@@ -19,7 +19,14 @@ GPU_RULES = {"extract", "intervention"}
 
 def test_end_to_end_outputs(finished_run):
     tables = finished_run / "results" / "tables"
-    for analysis in ("relative_contribution", "logit_lens", "block_influence", "layer_skip", "residual_erasure", "integrated_gradients"):
+    for analysis in (
+        "relative_contribution",
+        "logit_lens",
+        "block_influence",
+        "layer_skip",
+        "residual_erasure",
+        "integrated_gradients",
+    ):
         table = pl.read_parquet(tables / f"{analysis}.parquet")
         assert set(table["model"]) == {"tiny-qwen2", "tiny-llama"}, analysis
         assert {"model", "task", "analysis", "metric", "layer", "value"} <= set(table.columns)

@@ -29,7 +29,7 @@ def _jobs_in_log(log: str) -> tuple[dict[str, tuple], set[str]]:
         job = planned_jobs(block)
         jobid = re.search(r"^\s+jobid: (\d+)$", block, re.M)
         if job and jobid:
-            (rule, wildcards), = job
+            ((rule, wildcards),) = job
             outputs = re.search(r"^\s+output: (.*)$", block, re.M)
             started[jobid.group(1)] = (rule, frozenset(wildcards.items()), outputs.group(1).split(", ") if outputs else [])
     return started, set(re.findall(r"Finished jobid: (\d+)", log))
@@ -89,7 +89,10 @@ def test_killed_run_resumes_with_only_the_unfinished_jobs(tiny_models, tmp_path)
     # the job never finished (rerun-incomplete, profiles/default) gets it planned again.
     assert all(Path(tmp_path, out).is_file() for out in incomplete), incomplete
     planned = _job_keys(snakemake(tmp_path, "-n", *args).stdout)
-    assert planned == unfinished, {"planned but finished": planned - unfinished, "unfinished but not planned": unfinished - planned}
+    assert planned == unfinished, {
+        "planned but finished": planned - unfinished,
+        "unfinished but not planned": unfinished - planned,
+    }
 
     rerun = snakemake(tmp_path, *args)
     assert _job_keys(rerun.stdout + rerun.stderr) == unfinished

@@ -40,7 +40,18 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 def run_snakemake(workdir: Path, *args: str, env: dict[str, str], timeout: int = 300, cwd: Path | None = None):
     """snakemake under `timeout -k` (a hung status loop must not hang the test suite)."""
-    cmd = ["timeout", "-k", "15", str(timeout), SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    cmd = [
+        "timeout",
+        "-k",
+        "15",
+        str(timeout),
+        SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *args,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd or workdir, timeout=timeout + 60)
     result.output = result.stdout + result.stderr
     assert result.returncode not in (124, 137), f"snakemake timed out after {timeout}s:\n{result.output[-6000:]}"
@@ -81,7 +92,10 @@ def slurm_env():
     if os.environ.get("EFFDEPTH_SKIP_SLURM") == "1":
         pytest.skip("EFFDEPTH_SKIP_SLURM=1: real-SLURM tests skipped on request")
     if os.geteuid() != 0:
-        pytest.fail("the real-SLURM tests run munged/slurmctld/slurmd as root: run them as root, or set EFFDEPTH_SKIP_SLURM=1 to skip them")
+        pytest.fail(
+            "the real-SLURM tests run munged/slurmctld/slurmd as root: run them as root, "
+            "or set EFFDEPTH_SKIP_SLURM=1 to skip them"
+        )
     install = _cluster("install", timeout=1200)
     if install.returncode != 0:
         pytest.fail(
@@ -102,7 +116,9 @@ def slurm_env():
         if not already_up:
             stop = _cluster("stop")
             status = _cluster("status")
-            assert stop.returncode == 0 and status.returncode != 0, f"SLURM daemons still running:\n{stop.stderr}\n{status.stdout}"
+            assert stop.returncode == 0 and status.returncode != 0, (
+                f"SLURM daemons still running:\n{stop.stderr}\n{status.stdout}"
+            )
 
 
 def _slurm_job(env: dict[str, str], jobid: str) -> dict[str, str]:
@@ -114,8 +130,17 @@ def _slurm_job(env: dict[str, str], jobid: str) -> dict[str, str]:
 def test_tiny_config_runs_through_sbatch_and_equals_local_run(slurm_env, finished_run, tiny_models, tmp_path):
     config = write_config(tmp_path, _subset_config(tmp_path, tiny_models))
     result = run_snakemake(
-        tmp_path, *SLURM_TARGETS, "--cores", "2", "--profile", str(SLURM_PROFILE), "--profile", str(SLURM_TEST_PROFILE),
-        "--configfile", str(config), env=slurm_env,
+        tmp_path,
+        *SLURM_TARGETS,
+        "--cores",
+        "2",
+        "--profile",
+        str(SLURM_PROFILE),
+        "--profile",
+        str(SLURM_TEST_PROFILE),
+        "--configfile",
+        str(config),
+        env=slurm_env,
     )
     out = result.output
     assert result.returncode == 0, out[-8000:]
@@ -149,8 +174,17 @@ def test_failing_job_is_reported_and_snakemake_exits_nonzero(slurm_env, tiny_mod
     path = write_config(tmp_path, config)
     target = f"results/cache/broken/{TASK}/stats.safetensors"
     result = run_snakemake(
-        tmp_path, target, "--cores", "2", "--profile", str(SLURM_PROFILE), "--profile", str(SLURM_TEST_PROFILE),
-        "--configfile", str(path), env=slurm_env,
+        tmp_path,
+        target,
+        "--cores",
+        "2",
+        "--profile",
+        str(SLURM_PROFILE),
+        "--profile",
+        str(SLURM_TEST_PROFILE),
+        "--configfile",
+        str(path),
+        env=slurm_env,
     )
     out = result.output
     assert result.returncode != 0, out[-6000:]
@@ -167,7 +201,9 @@ def test_failing_job_is_reported_and_snakemake_exits_nonzero(slurm_env, tiny_mod
 def test_missing_partition_stops_before_any_job(slurm_env, tiny_models, tmp_path):
     env = {k: v for k, v in slurm_env.items() if k != "EFFDEPTH_SLURM_PARTITION"}
     config = write_config(tmp_path, _subset_config(tmp_path, tiny_models))
-    result = run_snakemake(tmp_path, *SLURM_TARGETS, "--cores", "2", "--profile", str(SLURM_PROFILE), "--configfile", str(config), env=env)
+    result = run_snakemake(
+        tmp_path, *SLURM_TARGETS, "--cores", "2", "--profile", str(SLURM_PROFILE), "--configfile", str(config), env=env
+    )
     assert result.returncode != 0
     assert "SLURM partition not set: export EFFDEPTH_SLURM_PARTITION=" in result.output, result.output[-4000:]
     assert "submitted with SLURM jobid" not in result.output
@@ -184,7 +220,7 @@ def _job_resources(output: str) -> list[tuple[str, dict[str, str], dict[str, str
         job = planned_jobs(block)
         if not job:
             continue
-        (rule, wildcards), = job
+        ((rule, wildcards),) = job
         found = re.search(r"^\s+resources: (.*)$", block, re.M)
         resources = dict(p.split("=", 1) for p in found.group(1).split(", ")) if found else {}
         jobs.append((rule, wildcards, resources))
@@ -197,7 +233,20 @@ def test_paper_dry_run_with_slurm_profile_requests_gpus_for_all_models(tmp_path)
     cluster and no SLURM settings: every GPU job of the 12 models asks for a GPU, memory and time
     from the model's size."""
     config = REPO / "config.yaml"
-    cmd = ["timeout", "-k", "15", "300", SNAKEMAKE, "-n", "--profile", "slurm", "--directory", str(tmp_path), "--configfile", str(config)]
+    cmd = [
+        "timeout",
+        "-k",
+        "15",
+        "300",
+        SNAKEMAKE,
+        "-n",
+        "--profile",
+        "slurm",
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(config),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=_clean_env(), cwd=REPO, timeout=360)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
@@ -229,7 +278,9 @@ def test_paper_dry_run_with_slurm_profile_requests_gpus_for_all_models(tmp_path)
 
 
 def _gpu_shell(command: str, **env: str) -> subprocess.Popen:
-    return subprocess.Popen([str(GPU_SHELL), "-c", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**_clean_env(), **env})
+    return subprocess.Popen(
+        [str(GPU_SHELL), "-c", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**_clean_env(), **env}
+    )
 
 
 def test_gpu_shell_gives_concurrent_jobs_their_own_gpu(tmp_path):
@@ -240,8 +291,8 @@ def test_gpu_shell_gives_concurrent_jobs_their_own_gpu(tmp_path):
     assert all(p.returncode == 0 for p in procs), outs
     runs = sorted((float(start), float(end), gpu) for gpu, start, end in (o.split() for o, _ in outs))
     assert {gpu for *_, gpu in runs} <= {"4", "7"}
-    for i, (start, end, gpu) in enumerate(runs):  # never two jobs on one GPU at the same time
-        for start2, end2, gpu2 in runs[i + 1 :]:
+    for i, (_, end, gpu) in enumerate(runs):  # never two jobs on one GPU at the same time
+        for start2, _, gpu2 in runs[i + 1 :]:
             assert gpu != gpu2 or start2 >= end, runs
     assert runs[2][0] >= min(runs[0][1], runs[1][1]) - 0.05, runs  # the third job waited for a free GPU
 
@@ -260,8 +311,20 @@ def test_local_gpu_profile_pins_gpu_jobs(finished_run, tiny_models, tmp_path):
     config = write_config(tmp_path, _subset_config(tmp_path, tiny_models))
     env = _clean_env(CUDA_VISIBLE_DEVICES="0,1", EFFDEPTH_GPU_LOCK_DIR=str(tmp_path / "locks"))
     result = run_snakemake(
-        tmp_path, *SLURM_TARGETS, "--profile", str(REPO / "profiles" / "local-gpu"), "--cores", "2", "--resources", "gpu=2",
-        "--set-threads", "extract=1", "intervention=1", "--configfile", str(config), env=env,
+        tmp_path,
+        *SLURM_TARGETS,
+        "--profile",
+        str(REPO / "profiles" / "local-gpu"),
+        "--cores",
+        "2",
+        "--resources",
+        "gpu=2",
+        "--set-threads",
+        "extract=1",
+        "intervention=1",
+        "--configfile",
+        str(config),
+        env=env,
     )
     assert result.returncode == 0, result.output[-6000:]
     pinned = re.findall(r"gpu-shell: CUDA_VISIBLE_DEVICES=(\S+)", result.output)

@@ -6,10 +6,10 @@ rule aggregate:
         lambda w: table_paths(w.analysis),
     output:
         AGGREGATED,
-    wildcard_constraints:
-        analysis=_alternatives(list(ANALYSES)),
     log:
         "logs/aggregate/{analysis}.log",
+    wildcard_constraints:
+        analysis=_alternatives(list(ANALYSES)),
     localrule: True
     conda:
         "../../envs/effdepth.yaml"
@@ -20,12 +20,12 @@ rule aggregate:
 rule resolved_config:
     output:
         RESOLVED_CONFIG,
-    params:
-        config=config,
     log:
         "logs/resolved_config.log",
     localrule: True
     conda:
         "../../envs/effdepth.yaml"
+    params:
+        config=config,
     script:
         "../scripts/resolved_config.py"

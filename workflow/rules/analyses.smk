@@ -7,15 +7,15 @@ rule forward_table:
         CACHE,
     output:
         TABLE,
-    wildcard_constraints:
-        analysis=_alternatives([a for a in FORWARD_ANALYSES if a in ANALYSES]),
-    params:
-        variant=lambda w: ANALYSES[w.analysis]["variant"],
     log:
         "logs/forward_table/{model}/{task}/{analysis}.log",
+    wildcard_constraints:
+        analysis=_alternatives([a for a in FORWARD_ANALYSES if a in ANALYSES]),
     localrule: True
     conda:
         "../../envs/effdepth.yaml"
+    params:
+        variant=lambda w: ANALYSES[w.analysis]["variant"],
     script:
         "../scripts/forward_table.py"
 
@@ -26,22 +26,22 @@ rule intervention:
     output:
         table=TABLE,
         tokens=TOKENS,
+    log:
+        "logs/{analysis}/{model}/{task}.log",
+    benchmark:
+        "logs/benchmark/{analysis}/{model}/{task}.tsv"
     wildcard_constraints:
         analysis=_alternatives([a for a in INTERVENTION_ANALYSES if a in ANALYSES]),
-    params:
-        model_options=model_options,
-        prompt_options=prompt_options,
-        options=analysis_options,
+    conda:
+        "../../envs/effdepth.yaml"
     threads: 4
     resources:
         gpu=gpu_count,
         mem_mb=gpu_mem_mb,
         runtime=gpu_runtime,
-    log:
-        "logs/{analysis}/{model}/{task}.log",
-    benchmark:
-        "logs/benchmark/{analysis}/{model}/{task}.tsv"
-    conda:
-        "../../envs/effdepth.yaml"
+    params:
+        model_options=model_options,
+        prompt_options=prompt_options,
+        options=analysis_options,
     script:
         "../scripts/intervention.py"

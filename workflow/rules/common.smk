@@ -156,10 +156,7 @@ def token_paths(analysis):
 ED_CONFIGURED = [a for a in ED_ANALYSES if a in ANALYSES]
 REFERENCE_FILE = str(Path(workflow.basedir) / REFERENCE_PATH)
 REFERENCE_MATCHES = any(
-    (m, t) in reference_pairs(REFERENCE_FILE)
-    for m in MODELS
-    for a in ED_CONFIGURED
-    for t in analysis_tasks(a)
+    (m, t) in reference_pairs(REFERENCE_FILE) for m in MODELS for a in ED_CONFIGURED for t in analysis_tasks(a)
 )
 
 

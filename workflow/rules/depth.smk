@@ -25,12 +25,12 @@ rule effective_depth:
             subcategory="tables",
             labels={"figure": "table", "shows": "comparison with the published values"},
         ),
-    params:
-        options=config["effective_depth"],
     log:
         "logs/effective_depth.log",
     localrule: True
     conda:
         "../../envs/effdepth.yaml"
+    params:
+        options=config["effective_depth"],
     script:
         "../scripts/effective_depth.py"

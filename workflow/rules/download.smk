@@ -4,17 +4,17 @@
 rule download_model:
     output:
         directory("resources/models/{model}"),
+    log:
+        "logs/download_model/{model}.log",
     wildcard_constraints:
         model=_alternatives(HUB_MODELS),
+    retries: 2
+    conda:
+        "../../envs/effdepth.yaml"
     params:
         hf_id=lambda w: config["models"][w.model]["hf_id"],
         revision=lambda w: config["models"][w.model]["revision"],
         trust_remote_code=lambda w: config["models"][w.model]["trust_remote_code"],
-    log:
-        "logs/download_model/{model}.log",
-    retries: 2
-    conda:
-        "../../envs/effdepth.yaml"
     script:
         "../scripts/download_model.py"
 
@@ -24,10 +24,10 @@ rule model_fingerprint:
         "resources/models/{model}",
     output:
         FINGERPRINT,
-    wildcard_constraints:
-        model=_alternatives(HUB_MODELS),
     log:
         "logs/model_fingerprint/{model}.log",
+    wildcard_constraints:
+        model=_alternatives(HUB_MODELS),
     localrule: True
     conda:
         "../../envs/effdepth.yaml"
@@ -40,14 +40,14 @@ rule convert_gguf:
         fingerprint=FINGERPRINT,
     output:
         directory("resources/models/{model}"),
-    wildcard_constraints:
-        model=_alternatives(GGUF_MODELS),
-    params:
-        gguf=lambda w: config["models"][w.model]["gguf"],
     log:
         "logs/convert_gguf/{model}.log",
+    wildcard_constraints:
+        model=_alternatives(GGUF_MODELS),
     conda:
         "../../envs/effdepth.yaml"
+    params:
+        gguf=lambda w: config["models"][w.model]["gguf"],
     script:
         "../scripts/convert_gguf.py"
 
@@ -57,12 +57,12 @@ rule prepare_prompts:
         task_files,
     output:
         PROMPTS,
-    params:
-        spec=task_options,
     log:
         "logs/prepare_prompts/{task}.log",
     retries: 2
     conda:
         "../../envs/effdepth.yaml"
+    params:
+        spec=task_options,
     script:
         "../scripts/prepare_prompts.py"

@@ -8,20 +8,20 @@ rule extract:
         prompts=PROMPTS,
     output:
         CACHE,
-    params:
-        model_options=model_options,
-        prompt_options=prompt_options,
-        options=extraction_options(),
-    threads: 4
-    resources:
-        gpu=gpu_count,
-        mem_mb=gpu_mem_mb,
-        runtime=gpu_runtime,
     log:
         "logs/extract/{model}/{task}.log",
     benchmark:
         "logs/benchmark/extract/{model}/{task}.tsv"
     conda:
         "../../envs/effdepth.yaml"
+    threads: 4
+    resources:
+        gpu=gpu_count,
+        mem_mb=gpu_mem_mb,
+        runtime=gpu_runtime,
+    params:
+        model_options=model_options,
+        prompt_options=prompt_options,
+        options=extraction_options(),
     script:
         "../scripts/extract.py"

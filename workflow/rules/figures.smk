@@ -12,6 +12,7 @@ from effdepth.figures import (
     report_options,
 )
 
+
 report: "../report/workflow.rst"
 
 
@@ -20,7 +21,10 @@ PROFILE_MODELS = MODELS if ED_CONFIGURED else []
 FIGURE_CONTEXT = figure_context(config)
 TABLE_FILES = {
     **{a: AGGREGATED.format(analysis=a) for a in ANALYSES},
-    **{t: ED_TABLES[k] for k, t in (("table", "effective_depth"), ("sweep", "effective_depth_sweep"), ("reference", "effective_depth_reference"))},
+    **{
+        t: ED_TABLES[k]
+        for k, t in (("table", "effective_depth"), ("sweep", "effective_depth_sweep"), ("reference", "effective_depth_reference"))
+    },
 }
 
 
@@ -48,14 +52,14 @@ for _name in FIGURE_NAMES:
             ),
             svg=FIGURE.format(figure=_name, ext="svg"),
             html=FIGURE.format(figure=_name, ext="html"),
-        params:
-            figure=_name,
-            context=FIGURE_CONTEXT,
         log:
             f"logs/figure/{_name}.log",
         localrule: True
         conda:
             "../../envs/effdepth.yaml"
+        params:
+            figure=_name,
+            context=FIGURE_CONTEXT,
         script:
             "../scripts/figure.py"
 
@@ -74,14 +78,14 @@ rule model_profile:
         ),
         svg=PROFILE.format(model="{model}", ext="svg"),
         html=PROFILE.format(model="{model}", ext="html"),
-    params:
-        figure=lambda w: f"models/{w.model}",
-        context=FIGURE_CONTEXT,
     log:
         "logs/figure/models/{model}.log",
     localrule: True
     conda:
         "../../envs/effdepth.yaml"
+    params:
+        figure=lambda w: f"models/{w.model}",
+        context=FIGURE_CONTEXT,
     script:
         "../scripts/figure.py"
 
@@ -92,6 +96,11 @@ rule all_pdf:
         [PROFILE.format(model=m, ext="pdf") for m in PROFILE_MODELS],
     output:
         ALL_PDF,
+    log:
+        "logs/figure/all.log",
+    localrule: True
+    conda:
+        "../../envs/effdepth.yaml"
     params:
         info={
             "name": config.get("name", "experiment"),
@@ -101,10 +110,5 @@ rule all_pdf:
             "effective_depth": ", ".join(f"{k}={v}" for k, v in config["effective_depth"].items()),
             "config_hash": config_hash(),
         },
-    log:
-        "logs/figure/all.log",
-    localrule: True
-    conda:
-        "../../envs/effdepth.yaml"
     script:
         "../scripts/all_pdf.py"

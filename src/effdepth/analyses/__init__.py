@@ -67,18 +67,26 @@ _STAIRCASE = ("max_batch", "max_batch_tokens", "max_alive_tokens")
 REGISTRY: dict[str, Analysis] = {
     a.name: a
     for a in (
-        Analysis("relative_contribution", FORWARD, (),
-                 ("rc_attention", "rc_mlp", "rc_layer", "cos_attention", "cos_mlp", "cos_layer")),
+        Analysis(
+            "relative_contribution", FORWARD, (), ("rc_attention", "rc_mlp", "rc_layer", "cos_attention", "cos_mlp", "cos_layer")
+        ),
         Analysis("logit_lens", FORWARD, (), ("kl", "overlap")),
         Analysis("block_influence", FORWARD, (), ("block_influence", "angular_distance")),
-        Analysis("layer_skip", INTERVENTION,
-                 ("positions_per_prompt", "n_prompts", "position_stride", "seed", "kinds", *_STAIRCASE),
-                 ("future", "output"), kinds_option="kinds", published_kinds=("layer",)),
-        Analysis("residual_erasure", INTERVENTION, ("n_prompts", *_STAIRCASE), ("output_change",),
-                 baseline="baseline_task"),
-        Analysis("integrated_gradients", INTERVENTION,
-                 ("steps", "n_prompts", "completeness_tolerance", "max_batch", "max_batch_tokens"),
-                 ("attribution", "f_input", "f_baseline", "attribution_sum", "completeness_gap")),
+        Analysis(
+            "layer_skip",
+            INTERVENTION,
+            ("positions_per_prompt", "n_prompts", "position_stride", "seed", "kinds", *_STAIRCASE),
+            ("future", "output"),
+            kinds_option="kinds",
+            published_kinds=("layer",),
+        ),
+        Analysis("residual_erasure", INTERVENTION, ("n_prompts", *_STAIRCASE), ("output_change",), baseline="baseline_task"),
+        Analysis(
+            "integrated_gradients",
+            INTERVENTION,
+            ("steps", "n_prompts", "completeness_tolerance", "max_batch", "max_batch_tokens"),
+            ("attribution", "f_input", "f_baseline", "attribution_sum", "completeness_gap"),
+        ),
     )
 }
 

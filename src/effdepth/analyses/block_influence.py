@@ -18,7 +18,9 @@ def table(stats: dict[str, torch.Tensor], meta: dict[str, str], variant: str, **
     n_prompts, n_layers = int(meta["n_prompts"]), int(meta["n_layers"])
     col = LAYER_STATS.index("cos_in_out")
     sums, counts = per_prompt_sums(1.0 - stats["layer_stats"][:, :, col : col + 1], stats["token_prompt"], n_prompts)
-    influence = frame(mean_rows(sums, counts, ["block_influence"], "correct", 0, n_layers), analysis="block_influence", variant=variant, **ids)
+    influence = frame(
+        mean_rows(sums, counts, ["block_influence"], "correct", 0, n_layers), analysis="block_influence", variant=variant, **ids
+    )
     last = stats["resid_last"].double()  # [P, L+1, d]
     unit = last / last.norm(dim=-1, keepdim=True).clamp_min(1e-6)
     rows: dict[str, list[Any]] = {"metric": [], "layer": [], "span": [], "prompt": [], "value": [], "weight": []}
@@ -34,4 +36,3 @@ def table(stats: dict[str, torch.Tensor], meta: dict[str, str], variant: str, **
                 rows["value"].append(float(dist.mean() if p is None else dist[p]))
                 rows["weight"].append(float(n_prompts if p is None else 1))
     return pl.concat([influence, frame(rows, analysis="block_influence", variant=variant, **ids)], how="diagonal_relaxed")
-

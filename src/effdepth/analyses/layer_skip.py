@@ -114,7 +114,9 @@ def layer_skip(
         ids = torch.arange(s * n_kinds, (s + 1) * n_kinds)
         replacements = [skip_replacement(clean, s, kind, variant) for kind in kinds]
         if windowed and s < n_layers - 1:  # no later layer needs the last layer's prefix
-            full.add(torch.stack([skipped_state(clean, s, last, kind, variant, r)[:last] for kind, r in zip(kinds, replacements)]), ids)
+            full.add(
+                torch.stack([skipped_state(clean, s, last, kind, variant, r)[:last] for kind, r in zip(kinds, replacements)]), ids
+            )
         for lane, t in zip(lanes, positions):
             if windowed:  # tokens >= t enter layer s+1 untouched
                 states = clean.h[s + 1, t:].unsqueeze(0).expand(n_kinds, -1, -1).clone()
@@ -162,11 +164,15 @@ def layer_skip(
     return result
 
 
-def table(results: list[dict[str, torch.Tensor]], positions: list[list[int]], kinds: list[str], variant: str, **ids: str) -> pl.DataFrame:
+def table(
+    results: list[dict[str, torch.Tensor]], positions: list[list[int]], kinds: list[str], variant: str, **ids: str
+) -> pl.DataFrame:
     """Skip effects: metric ``future`` (layer = effect layer j, skipped_layer = s) and ``output``
     (layer = skipped layer), each with aggregation max (the paper) and mean, over positions and
     prompts.  Per-prompt rows aggregate that prompt's positions."""
-    rows: dict[str, list[Any]] = {k: [] for k in ("metric", "kind", "aggregation", "skipped_layer", "layer", "prompt", "value", "weight")}
+    rows: dict[str, list[Any]] = {
+        k: [] for k in ("metric", "kind", "aggregation", "skipped_layer", "layer", "prompt", "value", "weight")
+    }
 
     def add(metric, kind, agg, s, j, p, value, weight):
         for key, v in zip(rows, (metric, kind, agg, s, j, p, value, weight)):
@@ -186,10 +192,28 @@ def table(results: list[dict[str, torch.Tensor]], positions: list[list[int]], ki
             for s in range(n_layers):
                 for p in [None, *valid]:
                     out = all_output[s] if p is None else reduce(per_prompt_output[valid.index(p)])[s]
-                    add("output", kind, agg, s, s, p, float(out), float(len(positions[p]) if p is not None else sum(map(len, positions))))
+                    add(
+                        "output",
+                        kind,
+                        agg,
+                        s,
+                        s,
+                        p,
+                        float(out),
+                        float(len(positions[p]) if p is not None else sum(map(len, positions))),
+                    )
                     fut = all_future[s] if p is None else reduce(per_prompt_future[valid.index(p)])[s]
                     for j in range(s + 1, n_layers):
-                        add("future", kind, agg, s, j, p, float(fut[j]), float(len(positions[p]) if p is not None else sum(map(len, positions))))
+                        add(
+                            "future",
+                            kind,
+                            agg,
+                            s,
+                            j,
+                            p,
+                            float(fut[j]),
+                            float(len(positions[p]) if p is not None else sum(map(len, positions))),
+                        )
     return frame(rows, analysis="layer_skip", variant=variant, **ids)
 
 
@@ -202,8 +226,10 @@ def run(subject: Any, options: dict[str, Any]) -> pl.DataFrame:
 
     kinds = list(REGISTRY["layer_skip"].kinds(options))
     if kinds != list(options["kinds"]):
-        subject.log.warning("variant published: the public code skips whole layers only; not running kinds %s",
-                            [k for k in options["kinds"] if k not in kinds])
+        subject.log.warning(
+            "variant published: the public code skips whole layers only; not running kinds %s",
+            [k for k in options["kinds"] if k not in kinds],
+        )
     positions, results = [], []
     for i, prompt in enumerate(subject.progress("layer skip")):
         n_tokens = len(prompt["input_ids"])
@@ -211,8 +237,15 @@ def run(subject: Any, options: dict[str, Any]) -> pl.DataFrame:
         positions.append(pos)
         result = {}
         if pos:
-            result = layer_skip(subject.model, prompt["input_ids"], pos, tuple(kinds), options["variant"],
-                                batch_size_for(options, n_tokens), alive_for(options, n_tokens))
+            result = layer_skip(
+                subject.model,
+                prompt["input_ids"],
+                pos,
+                tuple(kinds),
+                options["variant"],
+                batch_size_for(options, n_tokens),
+                alive_for(options, n_tokens),
+            )
             for key in ("future_max", "output_max"):  # [K, L, (L,) P]: the layer is axis 1
                 subject.check(result[key], f"layer-skip {key}", i, layer_axis=1)
         results.append(result)

@@ -115,7 +115,10 @@ def run(subject: Any, options: dict[str, Any]) -> pl.DataFrame:
     maps = []
     for p, prompt in enumerate(subject.progress("residual erasure")):
         ids = prompt["input_ids"]
-        maps.append(residual_erasure(subject.model, ids, prompt["n_answer"], baseline,
-                                     batch_size_for(options, len(ids)), alive_for(options, len(ids))))
+        maps.append(
+            residual_erasure(
+                subject.model, ids, prompt["n_answer"], baseline, batch_size_for(options, len(ids)), alive_for(options, len(ids))
+            )
+        )
         subject.check(maps[-1], "residual-erasure map", p)
     return map_table(maps, "output_change", "residual_erasure", options["variant"], **subject.ids)
