@@ -27,10 +27,10 @@ def test_adapter_registry(model32, arch):
 
 def test_unknown_architecture_lists_supported():
     config = tiny_config("qwen2")
-    config.architectures = ["GPT2LMHeadModel"]
+    config.architectures = ["BloomForCausalLM"]
     with pytest.raises(UnsupportedArchitecture) as info:
         adapter_for(config)
-    assert "GPT2LMHeadModel" in str(info.value) and "LlamaForCausalLM" in str(info.value)
+    assert "BloomForCausalLM" in str(info.value) and "LlamaForCausalLM" in str(info.value)
 
 
 def test_residual_identity(model64, tokenizer):
