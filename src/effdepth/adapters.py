@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -321,3 +322,70 @@ def adapter_for(model_or_config: Any) -> Adapter:
 
         config = SimpleNamespace(**config)
     return entry(config)
+
+
+# ----------------------------------------------------------------------------- refusing before a job runs
+
+# GGUF ``general.architecture`` -> transformers model_type (as transformers' GGUF loader maps them).
+GGUF_ARCHITECTURES: dict[str, str] = {
+    "llama": "llama",
+    "mistral": "mistral",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "qwen2moe": "qwen2_moe",
+    "qwen3moe": "qwen3_moe",
+    "gemma": "gemma",
+    "gemma2": "gemma2",
+    "gemma3": "gemma3_text",
+    "phi3": "phi3",
+    "gpt2": "gpt2",
+    "falcon": "falcon",
+    "olmo2": "olmo2",
+    "gptneox": "gpt_neox",
+}
+
+
+def gguf_architecture(path: str | Path) -> str:
+    """``general.architecture`` of a GGUF file, read from its header (the ``gguf`` package, which
+    transformers' GGUF loading needs anyway).  Raises UnsupportedArchitecture if it cannot be read."""
+    try:
+        from gguf import GGUFReader
+    except ImportError as exc:  # pragma: no cover - gguf ships with the GGUF extra
+        raise UnsupportedArchitecture(f"cannot read {path}: the `gguf` package is not installed") from exc
+    field = GGUFReader(str(path)).get_field("general.architecture")
+    if field is None:
+        raise UnsupportedArchitecture(f"{path} has no general.architecture field")
+    return bytes(field.parts[field.data[0]]).decode()
+
+
+def check_model_config(config: str | Path | dict[str, Any]) -> str:
+    """Refuse an unsupported architecture before any job runs; return its adapter's name.
+
+    ``config``: a config dict, a ``config.json`` path, a model directory holding one, or a
+    ``.gguf`` file (its ``general.architecture`` is mapped through GGUF_ARCHITECTURES to a
+    ``model_type``; a GGUF-loaded config has no ``architectures``, e.g. Gemma 3 is ``gemma3_text``).
+    Only the config is read: no weights, no network.  That the adapter really decomposes the model
+    is proven when it is loaded (``effdepth.models.load_model`` calls
+    ``effdepth.capture.verify_decomposition``).
+
+    Raises UnsupportedArchitecture (a ValueError) naming the architecture and the supported
+    families; FileNotFoundError if the path does not exist.
+    """
+    import json
+
+    if isinstance(config, dict):
+        data = config
+    else:
+        path = Path(config)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.exists():
+            raise FileNotFoundError(f"model config not found: {path}")
+        if path.suffix == ".gguf":
+            arch = gguf_architecture(path)
+            if arch not in GGUF_ARCHITECTURES:
+                raise _unsupported(f"GGUF architecture {arch}")
+            data = {"model_type": GGUF_ARCHITECTURES[arch]}
+        else:
+            data = json.loads(path.read_text())
+    return adapter_for(data).name
