@@ -1,4 +1,8 @@
-"""Shared fixtures: tiny random models (Qwen2 and Llama) and the real benchmark files when present."""
+"""Shared fixtures: tiny random models and the real benchmark files when present.
+
+``arch`` (Qwen2, Llama) parametrizes the slow-reference intervention and analysis tests, whose
+reference hooks sit on Llama-shaped modules; ``family`` parametrizes the adapter tests over every
+supported family (``effdepth.testing.ARCHITECTURES``)."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from effdepth.testing import char_tokenizer, tiny_model
+from effdepth.testing import ARCHITECTURES, char_tokenizer, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 # Real GSM8K / AIME24 files (not part of the repository): $EFFDEPTH_SHARED_DATA, else ../shared/data.
@@ -18,6 +22,17 @@ SHARED_DATA = Path(os.environ.get("EFFDEPTH_SHARED_DATA", REPO.parent / "shared"
 @pytest.fixture(params=["qwen2", "llama"])
 def arch(request) -> str:
     return request.param
+
+
+@pytest.fixture(params=ARCHITECTURES)
+def family(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def family_model64(family):
+    """A tiny float64 model of every supported family."""
+    return tiny_model(family, seed=3, dtype=torch.float64)
 
 
 @pytest.fixture

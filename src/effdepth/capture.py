@@ -28,6 +28,12 @@ def _hidden_from_call(args: tuple, kwargs: dict) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
+def _positional_names(layer: nn.Module) -> list[str]:
+    """Names of ``layer.forward``'s positional parameters, the hidden states first."""
+    params = inspect.signature(layer.forward).parameters.values()
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
 @dataclass
 class Capture:
     """Activations of one batch.  Every tensor is [B, T, d]; lists are indexed by layer.
@@ -51,7 +57,13 @@ class Capture:
 
 @contextlib.contextmanager
 def capturing(model: nn.Module, adapter: Adapter, capture: Capture, *, keep_kwargs: bool = False) -> Iterator[Capture]:
-    """Register hooks filling ``capture`` during forwards inside the block; always removed on exit."""
+    """Register hooks filling ``capture`` during forwards inside the block; always removed on exit.
+
+    a_l and m_l are the outputs of ``adapter.attention(layer)`` and ``adapter.mlp_output(layer)``
+    times the adapter's residual multiplier, so that h_{l+1} = h_l + a_l + m_l for every block
+    shape (docs/methods.md, "Residual decomposition"; proven per model by
+    ``effdepth.capture.verify_decomposition``).
+    """
     layers = adapter.decoder_layers(model)
     n = len(layers)
     capture.resid_pre[:] = [None] * n  # type: ignore[list-item]
@@ -61,21 +73,29 @@ def capturing(model: nn.Module, adapter: Adapter, capture: Capture, *, keep_kwar
     handles = []
 
     for i, layer in enumerate(layers):
+        names = _positional_names(layer)
+        scale = adapter.multiplier(model, layer)
 
-        def pre_hook(module, args, kwargs, i=i):
+        def pre_hook(module, args, kwargs, i=i, names=names):
             capture.resid_pre[i] = _hidden_from_call(args, kwargs).detach()
             if keep_kwargs:
-                capture.layer_kwargs[i] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+                # Arguments some models pass positionally (GPT-2: cache, mask) are kept by name.
+                bound = dict(zip(names[1:], args[1:]))
+                bound.update((k, v) for k, v in kwargs.items() if k != "hidden_states")
+                capture.layer_kwargs[i] = bound
 
-        def attn_hook(module, args, kwargs, output, i=i):
-            capture.attn_out[i] = _first_tensor(output).detach()
+        # Clones: a model may add to a sublayer output in place (Falcon adds a_l to m_l).
+        def attn_hook(module, args, output, i=i, scale=scale):
+            out = _first_tensor(output).detach()
+            capture.attn_out[i] = out.clone() if scale == 1.0 else out * scale
 
-        def mlp_hook(module, args, output, i=i):
-            capture.mlp_out[i] = _first_tensor(output).detach()
+        def mlp_hook(module, args, output, i=i, scale=scale):
+            out = _first_tensor(output).detach()
+            capture.mlp_out[i] = out.clone() if scale == 1.0 else out * scale
 
         handles.append(layer.register_forward_pre_hook(pre_hook, with_kwargs=True))
-        handles.append(adapter.attention(layer).register_forward_hook(attn_hook, with_kwargs=True))
-        handles.append(adapter.feed_forward(layer).register_forward_hook(mlp_hook))
+        handles.append(adapter.attention(layer).register_forward_hook(attn_hook))
+        handles.append(adapter.mlp_output(layer).register_forward_hook(mlp_hook))
 
     def last_hook(module, args, output):
         capture.resid_final = _first_tensor(output).detach()
@@ -153,6 +173,9 @@ class KVPrefix:
 # Attention implementations whose masks LayerRunner can window (see LayerRunner.windows).
 WINDOWED_ATTENTION = ("sdpa", "eager")
 
+# Names under which decoder layers take their key/value cache.
+_CACHE_ARGS = ("cache", "past_key_values", "layer_past")
+
 # Layer keyword arguments that carry the token axis, and where: sliced for a window of tokens.
 _TOKEN_AXIS_KWARGS = {"position_ids": -1, "cache_position": 0}
 _WINDOWED_KWARGS = {"attention_mask", "position_embeddings", *_TOKEN_AXIS_KWARGS}
@@ -191,8 +214,9 @@ class LayerRunner:
             kw.pop("past_key_values", None)
             kw.pop("past_key_value", None)
             kw.pop("cache", None)
+            kw.pop("layer_past", None)
         params = inspect.signature(self.layers[0].forward).parameters
-        self._cache_arg = next((name for name in ("cache", "past_key_values") if name in params), None)
+        self._cache_arg = next((name for name in _CACHE_ARGS if name in params), None)
         self._windowable = (
             getattr(model.config, "_attn_implementation", None) in WINDOWED_ATTENTION
             and self._cache_arg is not None
@@ -302,3 +326,157 @@ class LayerRunner:
     def logits(self, resid_final: torch.Tensor) -> torch.Tensor:
         """[..., d] raw last residual -> [..., V] logits (float32, or float64 for a float64 model)."""
         return widen(self.adapter.logits(self.model, resid_final))
+
+
+# ----------------------------------------------------------------------------- the load-time proof
+
+# Largest accepted relative error (per token: ‖error‖ / ‖reference‖) of the proof, by model dtype.
+# Half precision rounds h_l + a_l and then + m_l once each (about 2^-8 of the residual norm each).
+PROOF_RTOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}
+
+
+class DecompositionError(RuntimeError):
+    """An adapter's decomposition does not reproduce the model (see ``verify_decomposition``)."""
+
+
+@dataclass
+class DecompositionReport:
+    """Outcome of ``verify_decomposition``: per-layer maxima over the probe's tokens of
+    ‖error‖ / ‖reference‖ (float), and the tolerance they were held to.
+
+    identity[l]  h_{l+1} against h_l + a_l + m_l
+    runner[l]    h_{l+1} against LayerRunner.layer(l, h_l) (full rows)
+    window[l]    the same for a windowed call over the second half of the probe (None: not windowable)
+    lens         logit lens of h_L against the model's logits
+    """
+
+    adapter: str
+    architecture: str
+    dtype: str
+    n_tokens: int
+    rtol: float
+    identity: list[float]
+    runner: list[float]
+    window: list[float] | None
+    lens: float
+
+    def summary(self) -> str:
+        window = "n/a (full rows only)" if self.window is None else f"{max(self.window):.2e}"
+        return (
+            f"{self.architecture} via adapter {self.adapter!r} ({self.dtype}, {len(self.identity)} layers, "
+            f"{self.n_tokens}-token probe): max relative error identity {max(self.identity):.2e}, "
+            f"layer re-run {max(self.runner):.2e}, windowed {window}, logit lens {self.lens:.2e} "
+            f"(tolerance {self.rtol:.0e})"
+        )
+
+
+def _relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    """max over tokens of ‖value − reference‖ / ‖reference‖ (float64; NaN stays NaN)."""
+    value, reference = value.double(), reference.to(value.device).double()
+    err = (value - reference).norm(dim=-1) / reference.norm(dim=-1).clamp_min(1e-12)
+    return float(err.max()) if err.numel() else 0.0
+
+
+def probe_ids(vocab_size: int, n_tokens: int = 24) -> list[int]:
+    """A fixed probe sequence of ``n_tokens`` ids spread over the vocabulary (ids 4 and up)."""
+    span = max(1, vocab_size - 4)
+    return [4 + (7919 * i + 11) % span for i in range(n_tokens)]
+
+
+@torch.no_grad()
+def verify_decomposition(
+    model: nn.Module,
+    adapter: Adapter | None = None,
+    *,
+    input_ids: list[int] | None = None,
+    rtol: float | None = None,
+    check_runner: bool = True,
+) -> DecompositionReport:
+    """Prove on one short probe that ``adapter`` decomposes ``model`` (docs/methods.md, "Residual
+    decomposition" and "Logit lens"):
+
+    * for every layer l, h_{l+1} = h_l + a_l + m_l on every token;
+    * the logit lens of the final residual, ``adapter.logits(model, h_L)``, equals the model's logits;
+    * with ``check_runner``: ``LayerRunner`` re-runs every layer from the captured h_l to h_{l+1},
+      and — where the attention supports windowed calls — a call over the probe's second half,
+      attending to the recorded keys/values of the first, gives the same rows.
+
+    ``adapter``: default ``adapter_for(model)``.  ``input_ids``: the probe (default ``probe_ids``,
+    24 tokens, batch 1, no padding).  ``rtol``: the largest accepted per-token relative error
+    ‖error‖ / ‖reference‖; default PROOF_RTOL of the model's dtype.
+
+    Returns a DecompositionReport.  Raises DecompositionError naming the adapter, the layer and the
+    size of the error when a check fails (a hook that never ran counts as a failure);
+    UnsupportedArchitecture when ``adapter`` is None and the architecture has none.
+    """
+    from .adapters import adapter_for, architecture_of
+
+    adapter = adapter or adapter_for(model)
+    try:
+        arch = architecture_of(model)
+    except ValueError:
+        arch = type(model).__name__
+    dtype = next(model.parameters()).dtype
+    if dtype not in PROOF_RTOL:  # quantised weights: held to the compute dtype's tolerance
+        dtype = getattr(model, "dtype", torch.float32)
+    tol = rtol if rtol is not None else PROOF_RTOL.get(dtype, PROOF_RTOL[torch.bfloat16])
+    ids = input_ids or probe_ids(int(model.config.vocab_size))
+    device = next(model.parameters()).device
+    capture = Capture()
+    with capturing(model, adapter, capture, keep_kwargs=True):
+        out = model(input_ids=torch.tensor([ids], device=device), use_cache=False)
+    where = f"{arch} via adapter {adapter.name!r}"
+
+    def fail(layer: int | None, what: str, error: float) -> DecompositionError:
+        at = "the logit lens" if layer is None else f"layer {layer}"
+        return DecompositionError(
+            f"{where}: {what} fails at {at}: relative error {error:.3g} > tolerance {tol:.0e} "
+            f"({str(dtype).replace('torch.', '')}). The adapter does not describe this model's "
+            "blocks; fix or add its entry in effdepth.adapters.ADAPTERS."
+        )
+
+    n_layers = len(capture.resid_pre)
+    for l in range(n_layers):
+        for name, value in (("resid_pre", capture.resid_pre[l]), ("attn_out", capture.attn_out[l]), ("mlp_out", capture.mlp_out[l])):
+            if value is None:
+                raise DecompositionError(f"{where}: no {name} captured at layer {l}: its hook never ran")
+    if capture.resid_final is None:
+        raise DecompositionError(f"{where}: the final residual was not captured")
+    h = capture.residuals()
+    identity = []
+    for l in range(n_layers):
+        target = h[l + 1]
+        total = widen(h[l]).to(target.device) + widen(capture.attn_out[l]).to(target.device) + widen(capture.mlp_out[l]).to(target.device)
+        error = _relative_error(total, widen(target))
+        identity.append(error)
+        if not error <= tol:
+            raise fail(l, "h_{l+1} = h_l + a_l + m_l", error)
+    logits = out.logits
+    lens = _relative_error(widen(adapter.logits(model, h[-1].to(logits.device))), widen(logits))
+    if not lens <= tol:
+        raise fail(None, "logit lens of h_L = model logits", lens)
+    runner_errors: list[float] = []
+    window_errors: list[float] | None = None
+    if check_runner:
+        runner = LayerRunner(model, adapter, capture)
+        window_errors = [] if runner.windows else None
+        start = len(ids) // 2
+        for l in range(n_layers):
+            target = widen(h[l + 1][0])
+            if runner.windows:
+                full, (keys, values) = runner.layer(l, h[l], record=True)
+                windowed = runner.layer(l, h[l][:, start:], start=start, prefix=(keys[:, :, :start], values[:, :, :start]))
+                error = _relative_error(widen(windowed[0]), target[start:])
+                window_errors.append(error)  # type: ignore[union-attr]
+                if not error <= tol:
+                    raise fail(l, "a windowed layer call (LayerRunner, second half of the probe)", error)
+            else:
+                full = runner.layer(l, h[l])
+            error = _relative_error(widen(full[0]), target)
+            runner_errors.append(error)
+            if not error <= tol:
+                raise fail(l, "re-running the layer (LayerRunner)", error)
+    return DecompositionReport(
+        adapter=adapter.name, architecture=arch, dtype=str(dtype).replace("torch.", ""), n_tokens=len(ids), rtol=tol,
+        identity=identity, runner=runner_errors, window=window_errors, lens=lens,
+    )

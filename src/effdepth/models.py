@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from .adapters import check_model_config
+from .capture import verify_decomposition
 from .fileio import share_tree
 from .log import get_logger
 
@@ -106,14 +108,24 @@ def load_model(model_dir: Path | str, entry: dict[str, Any] | None = None):
     """Load a causal LM and its tokenizer from a local Hugging Face directory, in eval mode.
 
     ``entry`` is the model's config block (dtype, device, device_map, load_in_8bit,
-    trust_remote_code, attn_implementation).  Returns (model, tokenizer).
+    trust_remote_code, attn_implementation; ``verify_decomposition: false`` skips the proof).
+    Returns (model, tokenizer).
+
+    Before the weights are read the architecture is checked (``effdepth.adapters.check_model_config``);
+    once loaded, the adapter is proven on a short probe (``verify_decomposition``: every layer's
+    h_{l+1} = h_l + a_l + m_l, the logit lens reproduces the model's logits, LayerRunner re-runs
+    layers exactly; docs/methods.md, "Residual decomposition").
+
+    Raises ModelSourceError (no config.json), effdepth.adapters.UnsupportedArchitecture (no adapter
+    for the architecture), effdepth.capture.DecompositionError (the adapter fails the proof).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     entry = entry or {}
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ModelSourceError(f"{model_dir} is not a Hugging Face model directory (no config.json)")
+    check_model_config(model_dir)
     device = pick_device(entry.get("device", "auto"))
     dtype = pick_dtype(entry.get("dtype", "auto"), device)
     kwargs: dict[str, Any] = {
@@ -134,6 +146,9 @@ def load_model(model_dir: Path | str, entry: dict[str, Any] | None = None):
         model.to(device)
     model.eval()
     model.requires_grad_(False)
+    if entry.get("verify_decomposition", True):
+        report = verify_decomposition(model)
+        log.info("decomposition proven: %s", report.summary())
     return model, load_tokenizer(model_dir, trust_remote_code=kwargs["trust_remote_code"])
 
 

