@@ -1,9 +1,8 @@
 """Architecture adapters: where a decoder-only LM keeps its layers and what its residual stream is made of.
 
-Every supported layer is a residual block h_{l+1} = h_l + a_l + m_l (docs/methods.md, "Residual
-decomposition"); an adapter says which module's output is the attention contribution a_l and the
-MLP contribution m_l, how to recompute m_l from the residual the MLP reads, and how the model maps
-its last residual to logits (the logit lens, docs/methods.md "Logit lens").  Three block shapes:
+Every supported layer is a residual block h_{l+1} = h_l + a_l + m_l (docs/methods.md#block-shapes);
+an adapter says which module's output is the attention contribution a_l and the MLP contribution m_l, how to recompute m_l from the residual the MLP reads, and how the model maps
+its last residual to logits (the logit lens, docs/methods.md#logit-lens).  Three block shapes:
 
 * ``sequential`` (pre-norm): a_l = s·Attn(N_1(h_l)), m_l = s·MLP(N_2(h_l + a_l)) — Llama, Qwen2/3,
   Mistral, Gemma 1, GPT-2, Phi-3, Granite (s = ``residual_multiplier``), the MoE models (MLP = the
@@ -112,7 +111,7 @@ class Adapter:
         """m_l recomputed from the residual the MLP reads.  x: [..., T, d] -> [..., T, d].
 
         For a sequential or sandwich block x is h_l + a_l; for a parallel block x is h_l
-        (docs/methods.md, "Parallel blocks").  Norms and the residual multiplier are included, so
+        (docs/methods.md#parallel-blocks).  Norms and the residual multiplier are included, so
         ``h_l + a_l + mlp_contribution(model, layer, x)`` is the layer output.
         """
         for path in self.mlp_path:
@@ -143,7 +142,7 @@ class Adapter:
 
         z = W_U · Norm_f(resid), then divided by the model's logit scaling (Granite) and soft-capped
         c·tanh(z / c) where the model configures a final soft cap (Gemma 2/3) — exactly what the
-        model does to its last residual (docs/methods.md, "Logit lens").
+        model does to its last residual (docs/methods.md#logit-lens).
         """
         z = self.unembedding(model)(self.norm(model)(resid))
         config = model.config
@@ -179,15 +178,29 @@ _GEMMA2 = Adapter(
     logit_softcap="final_logit_softcapping",
 )
 _GPT2 = Adapter(
-    name="gpt2", layers="transformer.h", embed="transformer.wte", final_norm="transformer.ln_f",
-    attn="attn", mlp="mlp", mlp_path=("ln_2", "mlp"),
+    name="gpt2",
+    layers="transformer.h",
+    embed="transformer.wte",
+    final_norm="transformer.ln_f",
+    attn="attn",
+    mlp="mlp",
+    mlp_path=("ln_2", "mlp"),
 )
 _PHI = Adapter(
-    name="phi", block="parallel", final_norm="model.final_layernorm", mlp_path=("input_layernorm", "mlp"),
+    name="phi",
+    block="parallel",
+    final_norm="model.final_layernorm",
+    mlp_path=("input_layernorm", "mlp"),
 )
 _GPTJ = Adapter(
-    name="gptj", block="parallel", layers="transformer.h", embed="transformer.wte", final_norm="transformer.ln_f",
-    attn="attn", mlp="mlp", mlp_path=("ln_1", "mlp"),
+    name="gptj",
+    block="parallel",
+    layers="transformer.h",
+    embed="transformer.wte",
+    final_norm="transformer.ln_f",
+    attn="attn",
+    mlp="mlp",
+    mlp_path=("ln_1", "mlp"),
 )
 
 
@@ -196,15 +209,26 @@ def _gpt_neox(config: Any) -> Adapter:
     return Adapter(
         name="gpt-neox" + ("-parallel" if parallel else ""),
         block="parallel" if parallel else "sequential",
-        layers="gpt_neox.layers", embed="gpt_neox.embed_in", final_norm="gpt_neox.final_layer_norm",
-        unembed="lm_head|embed_out", attn="attention", mlp="mlp", mlp_path=("post_attention_layernorm", "mlp"),
+        layers="gpt_neox.layers",
+        embed="gpt_neox.embed_in",
+        final_norm="gpt_neox.final_layer_norm",
+        unembed="lm_head|embed_out",
+        attn="attention",
+        mlp="mlp",
+        mlp_path=("post_attention_layernorm", "mlp"),
     )
 
 
 def _falcon(config: Any) -> Adapter:
     new = bool(getattr(config, "new_decoder_architecture", False))
     n_ln = getattr(config, "num_ln_in_parallel_attn", None) or (2 if new else None)
-    common = {"layers": "transformer.h", "embed": "transformer.word_embeddings", "final_norm": "transformer.ln_f", "attn": "self_attention", "mlp": "mlp"}
+    common = {
+        "layers": "transformer.h",
+        "embed": "transformer.word_embeddings",
+        "final_norm": "transformer.ln_f",
+        "attn": "self_attention",
+        "mlp": "mlp",
+    }
     if new and n_ln == 2:
         return Adapter(name="falcon-parallel-2ln", block="parallel", mlp_path=("ln_mlp", "mlp"), **common)
     if new or getattr(config, "parallel_attn", True):
@@ -232,11 +256,18 @@ ADAPTERS: dict[str, Adapter | _Resolver] = {
     # sandwich / post-norm
     "Gemma2ForCausalLM": _GEMMA2,
     "Gemma3ForCausalLM": Adapter(
-        name="gemma3", block="sandwich", attn="post_attention_layernorm", mlp="post_feedforward_layernorm",
-        mlp_path=("pre_feedforward_layernorm", "mlp", "post_feedforward_layernorm"), logit_softcap="final_logit_softcapping",
+        name="gemma3",
+        block="sandwich",
+        attn="post_attention_layernorm",
+        mlp="post_feedforward_layernorm",
+        mlp_path=("pre_feedforward_layernorm", "mlp", "post_feedforward_layernorm"),
+        logit_softcap="final_logit_softcapping",
     ),
     "Olmo2ForCausalLM": Adapter(
-        name="olmo2", block="sandwich", attn="post_attention_layernorm", mlp="post_feedforward_layernorm",
+        name="olmo2",
+        block="sandwich",
+        attn="post_attention_layernorm",
+        mlp="post_feedforward_layernorm",
         mlp_path=("mlp", "post_feedforward_layernorm"),
     ),
     # parallel (or configurable)

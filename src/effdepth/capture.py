@@ -61,7 +61,7 @@ def capturing(model: nn.Module, adapter: Adapter, capture: Capture, *, keep_kwar
 
     a_l and m_l are the outputs of ``adapter.attention(layer)`` and ``adapter.mlp_output(layer)``
     times the adapter's residual multiplier, so that h_{l+1} = h_l + a_l + m_l for every block
-    shape (docs/methods.md, "Residual decomposition"; proven per model by
+    shape (docs/methods.md#block-shapes; proven per model by
     ``effdepth.capture.verify_decomposition``).
     """
     layers = adapter.decoder_layers(model)
@@ -244,7 +244,9 @@ class LayerRunner:
                     # SDPA's own causal flag aligns queries to the first key; spell the mask out.
                     allowed = torch.ones(stop - start, stop, dtype=torch.bool, device=device).tril(start)[None, None]
                     if self.model.config._attn_implementation == "eager":  # eager adds its mask to the scores
-                        value = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+                        value = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
+                            ~allowed, torch.finfo(dtype).min
+                        )
                     else:
                         value = allowed
                 elif value is not None:
@@ -392,8 +394,7 @@ def verify_decomposition(
     rtol: float | None = None,
     check_runner: bool = True,
 ) -> DecompositionReport:
-    """Prove on one short probe that ``adapter`` decomposes ``model`` (docs/methods.md, "Residual
-    decomposition" and "Logit lens"):
+    """Prove on one short probe that ``adapter`` decomposes ``model`` (docs/methods.md#block-shapes and "Logit lens"):
 
     * for every layer l, h_{l+1} = h_l + a_l + m_l on every token;
     * the logit lens of the final residual, ``adapter.logits(model, h_L)``, equals the model's logits;
@@ -437,7 +438,11 @@ def verify_decomposition(
 
     n_layers = len(capture.resid_pre)
     for l in range(n_layers):
-        for name, value in (("resid_pre", capture.resid_pre[l]), ("attn_out", capture.attn_out[l]), ("mlp_out", capture.mlp_out[l])):
+        for name, value in (
+            ("resid_pre", capture.resid_pre[l]),
+            ("attn_out", capture.attn_out[l]),
+            ("mlp_out", capture.mlp_out[l]),
+        ):
             if value is None:
                 raise DecompositionError(f"{where}: no {name} captured at layer {l}: its hook never ran")
     if capture.resid_final is None:
@@ -446,7 +451,11 @@ def verify_decomposition(
     identity = []
     for l in range(n_layers):
         target = h[l + 1]
-        total = widen(h[l]).to(target.device) + widen(capture.attn_out[l]).to(target.device) + widen(capture.mlp_out[l]).to(target.device)
+        total = (
+            widen(h[l]).to(target.device)
+            + widen(capture.attn_out[l]).to(target.device)
+            + widen(capture.mlp_out[l]).to(target.device)
+        )
         error = _relative_error(total, widen(target))
         identity.append(error)
         if not error <= tol:
@@ -477,6 +486,13 @@ def verify_decomposition(
             if not error <= tol:
                 raise fail(l, "re-running the layer (LayerRunner)", error)
     return DecompositionReport(
-        adapter=adapter.name, architecture=arch, dtype=str(dtype).replace("torch.", ""), n_tokens=len(ids), rtol=tol,
-        identity=identity, runner=runner_errors, window=window_errors, lens=lens,
+        adapter=adapter.name,
+        architecture=arch,
+        dtype=str(dtype).replace("torch.", ""),
+        n_tokens=len(ids),
+        rtol=tol,
+        identity=identity,
+        runner=runner_errors,
+        window=window_errors,
+        lens=lens,
     )

@@ -369,7 +369,7 @@ def nonfinite_reason(rows: pl.DataFrame, analysis: str) -> str | None:
 
     Any NaN or ±inf ``value`` — of any metric, prompt or aggregate row — makes every curve of that
     analysis untrustworthy, not only the metric that shows it: NaN logits give NaN KL but a finite,
-    meaningless top-k overlap (docs/methods.md, "Numerical checks").  The reason names the metrics
+    meaningless top-k overlap (docs/methods.md#numerics).  The reason names the metrics
     and layers affected (the skipped layer for layer_skip) and the usual cause.
     """
     bad = rows.filter(~pl.col("value").is_finite())

@@ -73,7 +73,7 @@ def extract_stats(
     Every prompt's captured activations (h_l, a_l, m_l over its non-padding tokens), the final
     logits and each logit-lens output are checked for NaN/±inf as they are produced; the first
     non-finite value raises ``numerics.NonFiniteError`` naming ``model_name``, ``task``, the prompt,
-    layer and sublayer (docs/methods.md, "Numerical checks")."""
+    layer and sublayer (docs/methods.md#numerics)."""
     adapter = adapter_for(model)
     out: dict[str, list[torch.Tensor]] = {
         k: []
@@ -107,7 +107,7 @@ def extract_stats(
             a = torch.stack([x[row, keep] for x in capture.attn_out])  # [L, T_p, d]
             m = torch.stack([x[row, keep] for x in capture.mlp_out])
             check_layer_captures(h, a, m, **where)
-            out["layer_stats"].append(layer_token_stats(h[:-1], a, m).transpose(0, 1).cpu())  # [T_p, L, 7]
+            out["layer_stats"].append(layer_token_stats(h[:-1], a, m, adapter.parallel).transpose(0, 1).cpu())  # [T_p, L, 7]
             z = final_logits[row, keep]
             check_finite(z, **where, layer=n_layers, sublayer="output logits")
             kls, overlaps = [], []

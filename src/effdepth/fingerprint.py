@@ -1,7 +1,7 @@
 """Content fingerprints of model files, so a cache knows which weights made it and the workflow
 reruns when the weights change.
 
-Scheme (docs/methods.md, "Provenance"): SHA-256 over, for every regular file in sorted relative
+Scheme (docs/methods.md#provenance): SHA-256 over, for every regular file in sorted relative
 path order, the line ``<relative path> <size> <SHA-256 of the content>``.  Every byte of every file
 is hashed — weights, config, tokenizer, chat template — so replacing a shard in place, editing the
 config or swapping the tokenizer all change the fingerprint.  Names starting with ``.`` (the hub's

@@ -35,15 +35,16 @@ def relative(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return norm(x) / norm(reference).clamp_min(EPS)
 
 
-def layer_token_stats(h: torch.Tensor, a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+def layer_token_stats(h: torch.Tensor, a: torch.Tensor, m: torch.Tensor, parallel: bool = False) -> torch.Tensor:
     """Relative contributions and cosines of one layer.  h, a, m: [..., d] -> [..., len(LAYER_STATS)].
 
-    RC_att = ‖a‖/‖h‖, RC_mlp = ‖m‖/‖h+a‖, RC_layer = ‖a+m‖/‖h‖,
-    cos_att = cos(a, h), cos_mlp = cos(m, h+a), cos_layer = cos(a+m, h), cos_in_out = cos(h, h+a+m).
-    Computed in float32 whatever the model dtype.
+    RC_att = ‖a‖/‖h‖, RC_mlp = ‖m‖/‖r‖, RC_layer = ‖a+m‖/‖h‖,
+    cos_att = cos(a, h), cos_mlp = cos(m, r), cos_layer = cos(a+m, h), cos_in_out = cos(h, h+a+m),
+    where r, the residual the MLP reads, is h + a for a sequential block and h for a parallel one
+    (docs/methods.md#parallel-blocks).  Computed in float32 whatever the model dtype.
     """
     h, a, m = h.float(), a.float(), m.float()
-    mid = h + a
+    mid = h if parallel else h + a
     c = a + m
     return torch.stack(
         [

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -76,7 +75,9 @@ def convert_gguf(spec: dict[str, Any], dest: Path | str) -> Path:
     log.info("dequantising %s (this takes about a minute)", path.name)
     kwargs = {"gguf_file": path.name}
     loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), dtype=torch.float32, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(spec.get("tokenizer_path") or str(path.parent), **({} if spec.get("tokenizer_path") else kwargs))
+    tokenizer = AutoTokenizer.from_pretrained(
+        spec.get("tokenizer_path") or str(path.parent), **({} if spec.get("tokenizer_path") else kwargs)
+    )
     config = AutoConfig.from_pretrained(str(path.parent), **kwargs)
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
@@ -114,7 +115,7 @@ def load_model(model_dir: Path | str, entry: dict[str, Any] | None = None):
     Before the weights are read the architecture is checked (``effdepth.adapters.check_model_config``);
     once loaded, the adapter is proven on a short probe (``verify_decomposition``: every layer's
     h_{l+1} = h_l + a_l + m_l, the logit lens reproduces the model's logits, LayerRunner re-runs
-    layers exactly; docs/methods.md, "Residual decomposition").
+    layers exactly; docs/methods.md#block-shapes).
 
     Raises ModelSourceError (no config.json), effdepth.adapters.UnsupportedArchitecture (no adapter
     for the architecture), effdepth.capture.DecompositionError (the adapter fails the proof).
@@ -190,7 +191,7 @@ def pad_token_id(tokenizer, n_embeddings: int | None = None) -> int:
     """The id that fills left-padded positions of a batch.
 
     Padded positions are masked out of attention and of every statistic, so any id the embedding can
-    look up serves (docs/methods.md, batching).  The tokenizer's pad id is used when it is below
+    look up serves (docs/methods.md#fast-paths).  The tokenizer's pad id is used when it is below
     ``n_embeddings``; otherwise EOS, then BOS, then 0 -- a pad token appended to a tokenizer after
     training (id == embedding rows) would make the embedding lookup fail.  The choice is logged when
     it is not the tokenizer's own pad id.
@@ -209,7 +210,9 @@ def pad_token_id(tokenizer, n_embeddings: int | None = None) -> int:
         if candidate is not None and 0 <= int(candidate) < (n_embeddings if n_embeddings is not None else float("inf")):
             if candidate != own:
                 why = "has none" if own is None else f"has pad id {own}, outside the {n_embeddings}-row embedding"
-                log.warning("padding batches with %s id %d (the tokenizer %s); padded positions are masked", label, int(candidate), why)
+                log.warning(
+                    "padding batches with %s id %d (the tokenizer %s); padded positions are masked", label, int(candidate), why
+                )
             return int(candidate)
     return 0
 

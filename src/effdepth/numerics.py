@@ -4,8 +4,7 @@ A non-finite activation makes every statistic computed from it meaningless, and 
 silently so: the top-k of NaN logits is well defined (NaN sorts as the largest value), so a logit
 lens of NaN against NaN "agrees" perfectly.  The guards therefore stop a job at the first
 non-finite value and say where it appeared (model, task, prompt, layer, sublayer) and what usually
-causes it — float16 overflows past ±65504 on many recent models (docs/methods.md, "Numerical
-checks").
+causes it — float16 overflows past ±65504 on many recent models (docs/methods.md#numerics).
 
 The fast path is one ``torch.isfinite(x).all()`` per tensor (a single reduction on the tensor's
 device); the first offending element is only located once a check has failed.
@@ -206,7 +205,7 @@ def completeness_gap(attribution_sum: float, f_input: float, f_baseline: float) 
 
     Sundararajan et al. (2017), "Axiomatic attribution for deep networks", completeness axiom: the
     attributions sum to F(x) − F(x') exactly in the limit of infinitely many steps; the Riemann sum
-    with ``steps`` points leaves this gap (docs/methods.md, "Integrated gradients").  Returns inf when
+    with ``steps`` points leaves this gap (docs/methods.md#integrated-gradients).  Returns inf when
     F(x) = F(x') but the attributions do not sum to 0, and 0 when both are 0.  Non-finite inputs
     give NaN.
     """

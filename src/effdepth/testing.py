@@ -13,10 +13,26 @@ import torch
 
 # Tiny families, one per supported block shape and published variant (see effdepth.adapters).
 ARCHITECTURES = (
-    "qwen2", "llama", "qwen3", "mistral", "gemma", "phi3", "granite", "gpt2",  # pre-norm sequential
-    "qwen2_moe", "qwen3_moe", "mixtral",  # mixture of experts
-    "gemma2", "gemma3", "olmo2",  # sandwich / post-norm
-    "gpt_neox", "gpt_neox_sequential", "falcon", "falcon_new", "phi", "gptj",  # parallel (and NeoX / Falcon sequential)
+    "qwen2",
+    "llama",
+    "qwen3",
+    "mistral",
+    "gemma",
+    "phi3",
+    "granite",
+    "gpt2",  # pre-norm sequential
+    "qwen2_moe",
+    "qwen3_moe",
+    "mixtral",  # mixture of experts
+    "gemma2",
+    "gemma3",
+    "olmo2",  # sandwich / post-norm
+    "gpt_neox",
+    "gpt_neox_sequential",
+    "falcon",
+    "falcon_new",
+    "phi",
+    "gptj",  # parallel (and NeoX / Falcon sequential)
 )
 # Written by ``python -m effdepth.testing`` (the test configuration's models).
 DEMO_ARCHITECTURES = ("qwen2", "llama")
@@ -24,6 +40,7 @@ DEMO_ARCHITECTURES = ("qwen2", "llama")
 MOE_ARCHITECTURES = ("qwen2_moe", "qwen3_moe", "mixtral")
 # Families whose attention has no SDPA kernel in transformers (soft-capped attention logits).
 EAGER_ONLY = ("gemma2",)
+
 
 def char_tokenizer():
     """A PreTrainedTokenizerFast splitting text into characters (unknown characters -> <unk>)."""
@@ -37,9 +54,7 @@ def char_tokenizer():
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     core.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>")
 
 
 def tiny_config(arch: str = "qwen2", n_layers: int = 4, d_model: int = 64, vocab_size: int = 128, **overrides):
@@ -52,20 +67,36 @@ def tiny_config(arch: str = "qwen2", n_layers: int = 4, d_model: int = 64, vocab
 
     heads = 4
     llama_like = {
-        "vocab_size": vocab_size, "hidden_size": d_model, "intermediate_size": 2 * d_model, "num_hidden_layers": n_layers,
-        "num_attention_heads": heads, "num_key_value_heads": 2, "max_position_embeddings": 512, "tie_word_embeddings": False,
-        "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3,
+        "vocab_size": vocab_size,
+        "hidden_size": d_model,
+        "intermediate_size": 2 * d_model,
+        "num_hidden_layers": n_layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "tie_word_embeddings": False,
+        "pad_token_id": 0,
+        "bos_token_id": 2,
+        "eos_token_id": 3,
     }
     head_dim = {"head_dim": d_model // heads}
     moe = {"num_experts_per_tok": 2, "moe_intermediate_size": d_model // 2}
     sliding = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)]
     gpt_like = {"vocab_size": vocab_size, "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3, "tie_word_embeddings": False}
     neox = dict(
-        **gpt_like, hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=n_layers,
-        num_attention_heads=heads, max_position_embeddings=512,
+        **gpt_like,
+        hidden_size=d_model,
+        intermediate_size=2 * d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=heads,
+        max_position_embeddings=512,
     )
     falcon = dict(
-        **gpt_like, hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=heads, alibi=False,
+        **gpt_like,
+        hidden_size=d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=heads,
+        alibi=False,
         max_position_embeddings=512,
     )
     families = {
@@ -76,37 +107,65 @@ def tiny_config(arch: str = "qwen2", n_layers: int = 4, d_model: int = 64, vocab
         "gemma": ("GemmaConfig", "GemmaForCausalLM", {**llama_like, **head_dim}),
         "phi3": ("Phi3Config", "Phi3ForCausalLM", llama_like),
         "granite": (
-            "GraniteConfig", "GraniteForCausalLM",
-            {**llama_like, "residual_multiplier": 0.5, "embedding_multiplier": 3.0, "logits_scaling": 4.0, "attention_multiplier": 0.2},
+            "GraniteConfig",
+            "GraniteForCausalLM",
+            {
+                **llama_like,
+                "residual_multiplier": 0.5,
+                "embedding_multiplier": 3.0,
+                "logits_scaling": 4.0,
+                "attention_multiplier": 0.2,
+            },
         ),
         "gpt2": (
-            "GPT2Config", "GPT2LMHeadModel",
+            "GPT2Config",
+            "GPT2LMHeadModel",
             {**gpt_like, "n_embd": d_model, "n_layer": n_layers, "n_head": heads, "n_positions": 512},
         ),
         "qwen2_moe": (
-            "Qwen2MoeConfig", "Qwen2MoeForCausalLM",
+            "Qwen2MoeConfig",
+            "Qwen2MoeForCausalLM",
             {**llama_like, **moe, "num_experts": 4, "shared_expert_intermediate_size": d_model, "decoder_sparse_step": 1},
         ),
-        "qwen3_moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", {**llama_like, **head_dim, **moe, "num_experts": 4, "decoder_sparse_step": 1}),
+        "qwen3_moe": (
+            "Qwen3MoeConfig",
+            "Qwen3MoeForCausalLM",
+            {**llama_like, **head_dim, **moe, "num_experts": 4, "decoder_sparse_step": 1},
+        ),
         "mixtral": ("MixtralConfig", "MixtralForCausalLM", {**llama_like, "num_local_experts": 4, "num_experts_per_tok": 2}),
         "gemma2": (
-            "Gemma2Config", "Gemma2ForCausalLM",
+            "Gemma2Config",
+            "Gemma2ForCausalLM",
             {**llama_like, **head_dim, "sliding_window": 8, "layer_types": sliding, "final_logit_softcapping": 30.0},
         ),
         "gemma3": (
-            "Gemma3TextConfig", "Gemma3ForCausalLM",
+            "Gemma3TextConfig",
+            "Gemma3ForCausalLM",
             {**llama_like, **head_dim, "sliding_window": 8, "layer_types": sliding, "final_logit_softcapping": 30.0},
         ),
         "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", llama_like),
         "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", {**neox, "use_parallel_residual": True, "rotary_pct": 0.5}),
-        "gpt_neox_sequential": ("GPTNeoXConfig", "GPTNeoXForCausalLM", {**neox, "use_parallel_residual": False, "rotary_pct": 0.5}),
-        "falcon": ("FalconConfig", "FalconForCausalLM", {**falcon, "new_decoder_architecture": False, "parallel_attn": True, "multi_query": True}),
+        "gpt_neox_sequential": (
+            "GPTNeoXConfig",
+            "GPTNeoXForCausalLM",
+            {**neox, "use_parallel_residual": False, "rotary_pct": 0.5},
+        ),
+        "falcon": (
+            "FalconConfig",
+            "FalconForCausalLM",
+            {**falcon, "new_decoder_architecture": False, "parallel_attn": True, "multi_query": True},
+        ),
         "falcon_new": ("FalconConfig", "FalconForCausalLM", {**falcon, "new_decoder_architecture": True, "num_kv_heads": 2}),
         "phi": (
-            "PhiConfig", "PhiForCausalLM",
+            "PhiConfig",
+            "PhiForCausalLM",
             {**neox, "partial_rotary_factor": 0.5, "num_key_value_heads": heads},
         ),
-        "gptj": ("GPTJConfig", "GPTJForCausalLM", {**gpt_like, "n_embd": d_model, "n_layer": n_layers, "n_head": heads, "rotary_dim": 8, "n_positions": 512}),
+        "gptj": (
+            "GPTJConfig",
+            "GPTJForCausalLM",
+            {**gpt_like, "n_embd": d_model, "n_layer": n_layers, "n_head": heads, "rotary_dim": 8, "n_positions": 512},
+        ),
     }
     if arch not in families:
         raise ValueError(f"unknown tiny architecture {arch!r}; one of {ARCHITECTURES}")

@@ -156,7 +156,9 @@ def test_batched_equals_single(model32, tokenizer):
     sequences = ids(tokenizer)
     batched = extract_stats(model32, [{"input_ids": s, "id": i} for i, s in enumerate(sequences)], 0, batch_size=3)
     single = extract_stats(model32, [{"input_ids": s, "id": i} for i, s in enumerate(sequences)], 0, batch_size=1)
-    capped = extract_stats(model32, [{"input_ids": s, "id": i} for i, s in enumerate(sequences)], 0, batch_size=3, max_batch_tokens=60)
+    capped = extract_stats(
+        model32, [{"input_ids": s, "id": i} for i, s in enumerate(sequences)], 0, batch_size=3, max_batch_tokens=60
+    )
     for key in batched:
         torch.testing.assert_close(batched[key], single[key], rtol=1e-4, atol=1e-4, msg=key)
         torch.testing.assert_close(capped[key], single[key], rtol=1e-4, atol=1e-4, msg=key)

@@ -14,9 +14,9 @@ from effdepth.adapters import (
     adapter_for,
     check_model_config,
 )
-from effdepth.capture import DecompositionError, run_captured, verify_decomposition
 from effdepth.analyses.layer_skip import layer_skip
 from effdepth.analyses.residual_erasure import residual_erasure
+from effdepth.capture import DecompositionError, run_captured, verify_decomposition
 from effdepth.staircase import answer_positions
 from effdepth.testing import (
     ARCHITECTURES,
@@ -133,11 +133,18 @@ def test_check_model_config_every_family(tmp_path):
     assert check_model_config({"model_type": "gemma3_text"}) == "gemma3"
     # configurable block shapes
     assert check_model_config({"architectures": ["GPTNeoXForCausalLM"], "use_parallel_residual": False}) == "gpt-neox"
-    assert adapter_for({"architectures": ["FalconForCausalLM"], "new_decoder_architecture": False, "parallel_attn": False}).block == "sequential"
+    assert (
+        adapter_for({"architectures": ["FalconForCausalLM"], "new_decoder_architecture": False, "parallel_attn": False}).block
+        == "sequential"
+    )
 
 
 def test_check_model_config_refuses(tmp_path):
-    for config in ({"architectures": ["BloomForCausalLM"]}, {"architectures": ["Gemma3ForConditionalGeneration"]}, {"model_type": "mamba"}):
+    for config in (
+        {"architectures": ["BloomForCausalLM"]},
+        {"architectures": ["Gemma3ForConditionalGeneration"]},
+        {"model_type": "mamba"},
+    ):
         with pytest.raises(UnsupportedArchitecture) as info:
             check_model_config(config)
         assert "Gemma3ForCausalLM" in str(info.value) and "GPTNeoXForCausalLM" in str(info.value)
@@ -178,9 +185,14 @@ def forward_with(model, ids, hooks):
     def record(mod, args, kwargs, out, i):
         seen[i] = ((args[0] if args else kwargs["hidden_states"])[0], _first(out)[0])
 
-    handles = [layer.register_forward_hook(lambda mod, a, k, o, i=i: record(mod, a, k, o, i), with_kwargs=True) for i, layer in enumerate(layers)]
+    handles = [
+        layer.register_forward_hook(lambda mod, a, k, o, i=i: record(mod, a, k, o, i), with_kwargs=True)
+        for i, layer in enumerate(layers)
+    ]
     for module, hook, kind in hooks:
-        handles.insert(0, module.register_forward_pre_hook(hook, with_kwargs=True) if kind == "pre" else module.register_forward_hook(hook))
+        handles.insert(
+            0, module.register_forward_pre_hook(hook, with_kwargs=True) if kind == "pre" else module.register_forward_hook(hook)
+        )
     try:
         logits = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
     finally:
@@ -203,17 +215,21 @@ def reference_skip(model, ids, positions, kinds):
         for s in range(n_layers):
             for pi, t in enumerate(positions):
                 if kind == "layer":
+
                     def hook(mod, args, kwargs, output, t=t):
                         value = _first(output).clone()
                         value[0, 1:t] = (args[0] if args else kwargs["hidden_states"])[0, 1:t]
                         return _replace_first(output, value)
+
                     hooks = [(layers[s], hook, "post-kw")]
                 else:
                     module = adapter.attention(layers[s]) if kind == "attention" else adapter.mlp_output(layers[s])
+
                     def hook(mod, args, output, t=t):
                         value = _first(output).clone()
                         value[0, 1:t] = 0
                         return _replace_first(output, value)
+
                     hooks = [(module, hook, "post")]
                 handles = []
                 if hooks[0][2] == "post-kw":
@@ -225,7 +241,10 @@ def reference_skip(model, ids, positions, kinds):
                     for h in handles:
                         h.remove()
                 for j in range(s + 1, n_layers):
-                    rel = [float((clean_c[j][tau] - (run[j][1] - run[j][0])[tau]).norm() / clean_c[j][tau].norm().clamp_min(1e-6)) for tau in range(t, len(ids))]
+                    rel = [
+                        float((clean_c[j][tau] - (run[j][1] - run[j][0])[tau]).norm() / clean_c[j][tau].norm().clamp_min(1e-6))
+                        for tau in range(t, len(ids))
+                    ]
                     out["future_max"][ki, s, j, pi] = max(rel)
                 change = [float((torch.softmax(logits[tau], -1) - clean_p[tau]).norm()) for tau in range(t, len(ids))]
                 out["output_max"][ki, s, pi] = max(change)
@@ -244,6 +263,7 @@ def reference_erasure(model, ids, n_answer, baseline):
     result = torch.zeros(len(targets), len(ids), dtype=torch.float64)
     for l, module in enumerate(targets):
         for t in range(len(ids)):
+
             def hook(mod, args, kwargs, l=l, t=t):
                 if args:
                     hidden = args[0].clone()
@@ -252,6 +272,7 @@ def reference_erasure(model, ids, n_answer, baseline):
                 hidden = kwargs["hidden_states"].clone()
                 hidden[0, t] = baseline[l]
                 return args, {**kwargs, "hidden_states": hidden}
+
             logits, _ = forward_with(model, ids, [(module, hook, "pre")])
             result[l, t] = (torch.softmax(logits[answer], -1) - clean_p).norm(dim=-1).max()
     return result
@@ -286,3 +307,32 @@ def test_residual_erasure_matches_reference_every_family(family, tokenizer):
     slow = reference_erasure(model, ids, n_answer, baseline)
     torch.testing.assert_close(fast, slow, **tol, msg=family)
     assert fast[:, : len(ids) - n_answer - 1].max() > 0
+
+
+# ---------------------------------------------------------------- relative contribution per block shape
+
+
+def test_relative_contribution_uses_the_residual_each_mlp_reads(family_model64, tokenizer):
+    """Extraction's RC_mlp / cos_mlp, token by token in plain float64 loops: the MLP's reference is
+    h_l + a_l in sequential and sandwich blocks and h_l in parallel ones (docs/methods.md#parallel-blocks)."""
+    from effdepth.extract import extract_stats
+    from effdepth.metrics import LAYER_STATS
+    from effdepth.staircase import clean_run
+
+    model = family_model64
+    adapter = adapter_for(model)
+    ids, _ = prompt(tokenizer)
+    stats = extract_stats(model, [{"input_ids": ids}], pad_id=0, batch_size=1, top_k=5)
+    clean = clean_run(model, ids)
+    rc, cos = LAYER_STATS.index("rc_mlp"), LAYER_STATS.index("cos_mlp")
+    for layer in range(clean.a.shape[0]):
+        for t in range(len(ids)):
+            h, a, m = (x[layer, t].tolist() for x in (clean.h, clean.a, clean.m))
+            ref = h if adapter.parallel else [x + y for x, y in zip(h, a)]
+            norm_m = sum(x * x for x in m) ** 0.5
+            norm_ref = sum(x * x for x in ref) ** 0.5
+            expected_rc = norm_m / max(norm_ref, 1e-6)
+            expected_cos = sum(x * y for x, y in zip(m, ref)) / max(norm_m * norm_ref, 1e-6)
+            got = stats["layer_stats"][t, layer]
+            assert float(got[rc]) == pytest.approx(expected_rc, rel=1e-4, abs=1e-6), (adapter.name, layer, t)
+            assert float(got[cos]) == pytest.approx(expected_cos, rel=1e-4, abs=1e-5), (adapter.name, layer, t)

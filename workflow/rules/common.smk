@@ -90,7 +90,10 @@ def _local_model_source(name, entry):
     return None
 
 
-def _refresh_local_fingerprints():
+def _check_local_models():
+    """Architecture (config.json or GGUF header, effdepth.adapters.check_model_config) and fingerprint
+    of every local model, before any job runs."""
+    from effdepth.adapters import UnsupportedArchitecture, check_model_config
     from effdepth.fingerprint import FingerprintError, refresh_fingerprint
 
     for name, entry in config["models"].items():
@@ -100,12 +103,16 @@ def _refresh_local_fingerprints():
         if "path" in entry and not (source / "config.json").is_file():
             raise WorkflowError(f"models.{name}.path: {source} is not a Hugging Face model directory (no config.json)")
         try:
+            check_model_config(source)
+        except (UnsupportedArchitecture, FileNotFoundError) as error:
+            raise WorkflowError(f"models.{name}: {error}") from None
+        try:
             refresh_fingerprint(source, FINGERPRINT.format(model=name))
         except FingerprintError as error:
             raise WorkflowError(f"models.{name}: {error}") from None
 
 
-_refresh_local_fingerprints()
+_check_local_models()
 
 
 def model_fingerprint(wildcards):
