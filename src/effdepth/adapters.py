@@ -1,7 +1,8 @@
 """Architecture adapters: where a decoder-only LM keeps its layers and what its residual stream is made of.
 
 Every supported layer is a residual block h_{l+1} = h_l + a_l + m_l (docs/methods.md#block-shapes);
-an adapter says which module's output is the attention contribution a_l and the MLP contribution m_l, how to recompute m_l from the residual the MLP reads, and how the model maps
+an adapter says which module's output is the attention contribution a_l and the MLP contribution
+m_l, how to recompute m_l from the residual the MLP reads, and how the model maps
 its last residual to logits (the logit lens, docs/methods.md#logit-lens).  Three block shapes:
 
 * ``sequential`` (pre-norm): a_l = s·Attn(N_1(h_l)), m_l = s·MLP(N_2(h_l + a_l)) — Llama, Qwen2/3,
