@@ -16,7 +16,7 @@ from effdepth.config import (
     validate_config,
 )
 from effdepth.depth import ED_ANALYSES, REFERENCE_PATH, reference_pairs
-from effdepth.figures import ED_CAT, PROFILE_CATEGORY
+from effdepth.figures import ED_CAT, FIGURE_BY_NAME, PROFILE_CATEGORY
 
 _config_files = [str(f) for f in (workflow.overwrite_configfiles or workflow.configfiles or ["config"])]
 try:
@@ -165,6 +165,25 @@ REFERENCE_FILE = str(Path(workflow.basedir) / REFERENCE_PATH)
 REFERENCE_MATCHES = any(
     (m, t) in reference_pairs(REFERENCE_FILE) for m in MODELS for a in ED_CONFIGURED for t in analysis_tasks(a)
 )
+
+
+# Aggregated tables by name, and the inputs of a figure (effdepth.figures.FIGURE_BY_NAME declares them).
+TABLE_FILES = {
+    **{a: AGGREGATED.format(analysis=a) for a in ANALYSES},
+    **{
+        t: ED_TABLES[k]
+        for k, t in (("table", "effective_depth"), ("sweep", "effective_depth_sweep"), ("reference", "effective_depth_reference"))
+    },
+}
+
+
+def figure_inputs(name):
+    """The tables a figure declares, and the token tables of the analysis that labels its axes."""
+    fig = FIGURE_BY_NAME[name]
+    return {
+        "tables": [TABLE_FILES[t] for t in fig.tables],
+        "tokens": token_paths(fig.tokens) if fig.tokens else [],
+    }
 
 
 # --- params: each job receives exactly the configuration it reads ---------------------------------

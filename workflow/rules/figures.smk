@@ -6,7 +6,6 @@
 # when a configured model and task are in the paper's table.
 
 from effdepth.figures import (
-    FIGURE_BY_NAME,
     available_figures,
     figure_context,
     report_options,
@@ -19,24 +18,6 @@ report: "../report/workflow.rst"
 FIGURE_NAMES = available_figures(ANALYSES, reference_matches=REFERENCE_MATCHES)
 PROFILE_MODELS = MODELS if ED_CONFIGURED else []
 FIGURE_CONTEXT = figure_context(config)
-TABLE_FILES = {
-    **{a: AGGREGATED.format(analysis=a) for a in ANALYSES},
-    **{
-        t: ED_TABLES[k]
-        for k, t in (("table", "effective_depth"), ("sweep", "effective_depth_sweep"), ("reference", "effective_depth_reference"))
-    },
-}
-
-
-def figure_inputs(name):
-    """The tables a figure declares, and the token tables of the analysis that labels its axes."""
-    fig = FIGURE_BY_NAME[name]
-    return {
-        "tables": [TABLE_FILES[t] for t in fig.tables],
-        "tokens": token_paths(fig.tokens) if fig.tokens else [],
-    }
-
-
 for _name in FIGURE_NAMES:
 
     rule:
