@@ -36,6 +36,7 @@ class Analysis:
     kinds         for analyses with intervention kinds (layer skip): the option listing them and
                   the kinds its ``published`` variant is restricted to
     baseline      the option naming a task whose extraction cache the job also reads
+    extraction    options the extraction job reads (its statistics are computed there)
     """
 
     name: str
@@ -45,6 +46,7 @@ class Analysis:
     kinds_option: str | None = None
     published_kinds: tuple[str, ...] | None = None
     baseline: str | None = None
+    extraction: tuple[str, ...] = ()
 
     def module(self) -> ModuleType:
         return importlib.import_module(f"effdepth.analyses.{self.name}")
@@ -70,7 +72,7 @@ REGISTRY: dict[str, Analysis] = {
         Analysis(
             "relative_contribution", FORWARD, (), ("rc_attention", "rc_mlp", "rc_layer", "cos_attention", "cos_mlp", "cos_layer")
         ),
-        Analysis("logit_lens", FORWARD, (), ("kl", "overlap")),
+        Analysis("logit_lens", FORWARD, (), ("kl", "overlap"), extraction=("top_k",)),
         Analysis("block_influence", FORWARD, (), ("block_influence", "angular_distance")),
         Analysis(
             "layer_skip",
