@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -168,7 +169,8 @@ def test_tiny_config_runs_through_sbatch_and_equals_local_run(slurm_env, finishe
 def test_failing_job_is_reported_and_snakemake_exits_nonzero(slurm_env, tiny_models, tmp_path):
     broken = tmp_path / "broken-model"
     broken.mkdir()
-    (broken / "config.json").write_text("{ not json")  # present (the DAG builds), unreadable (the job fails)
+    # a supported config.json (the workflow's checks pass, the DAG builds) without weights (the job fails)
+    shutil.copy(tiny_models / MODEL / "config.json", broken / "config.json")
     config = _subset_config(tmp_path, tiny_models, model="broken")
     config["models"]["broken"]["path"] = str(broken)
     path = write_config(tmp_path, config)

@@ -93,7 +93,7 @@ def _local_model_source(name, entry):
 def _check_local_models():
     """Architecture (config.json or GGUF header, effdepth.adapters.check_model_config) and fingerprint
     of every local model, before any job runs."""
-    from effdepth.adapters import UnsupportedArchitecture, check_model_config
+    from effdepth.adapters import check_model_config
     from effdepth.fingerprint import FingerprintError, refresh_fingerprint
 
     for name, entry in config["models"].items():
@@ -104,7 +104,7 @@ def _check_local_models():
             raise WorkflowError(f"models.{name}.path: {source} is not a Hugging Face model directory (no config.json)")
         try:
             check_model_config(source)
-        except (UnsupportedArchitecture, FileNotFoundError) as error:
+        except (ValueError, FileNotFoundError) as error:  # unsupported, or an unreadable config.json
             raise WorkflowError(f"models.{name}: {error}") from None
         try:
             refresh_fingerprint(source, FINGERPRINT.format(model=name))
