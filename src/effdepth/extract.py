@@ -31,7 +31,7 @@ from .cache import save_tensors
 from .capture import run_captured
 from .log import get_logger, progress
 from .metrics import LAYER_STATS, layer_token_stats, lens_token_stats
-from .numerics import check_finite, check_layer_captures, check_tensors, check_weights
+from .numerics import check_finite, check_layer_captures, check_tensors
 
 log = get_logger("effdepth.extract")
 
@@ -163,13 +163,12 @@ def run_extraction(
     metadata: provenance (``cache.REQUIRED_METADATA``; ``model`` and ``task`` also name the model and
     task in error messages).  model_fingerprint: ``fingerprint.model_fingerprint`` of the model files;
     if None and the model was loaded from a local directory (``model.name_or_path``), it is computed
-    from that directory.  Raises ``numerics.NonFiniteError`` for a non-finite weight or activation
-    (nothing is written then).
+    from that directory.  Raises ``numerics.NonFiniteError`` for a non-finite activation (nothing is
+    written then; non-finite weights are refused when the model is loaded, ``models.load_model``).
     """
     from .models import embedding_rows, pad_token_id
 
     name, task = metadata.get("model"), metadata.get("task")
-    check_weights(model, name=name)
     if model_fingerprint is None and Path(getattr(model, "name_or_path", "") or "\0").is_dir():
         from .fingerprint import model_fingerprint as fingerprint_of
 

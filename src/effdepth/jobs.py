@@ -195,12 +195,10 @@ def intervention(
     Prompts: the first ``options['n_prompts']`` (default: the task's ``n_prompts``) that fit the
     task's ``max_tokens``."""
     from .analyses import REGISTRY
-    from .numerics import check_weights
     from .tables import tokens_table, write_table
 
     n = int(options.get("n_prompts") or prompt_options["n_prompts"])
     net, tokenizer, chosen, _ = _load(model, model_dir, model_options, prompts, prompt_options, n)
-    check_weights(net, name=model)
     subject = Subject(model, task, net, tokenizer, chosen, dict(inputs or {}))
     write_table(REGISTRY[analysis].module().run(subject, options), outputs["table"])
     tokens = [tokenizer.convert_ids_to_tokens(p["input_ids"]) for p in chosen]

@@ -14,6 +14,7 @@ from .adapters import check_model_config
 from .capture import verify_decomposition
 from .fileio import share_tree
 from .log import get_logger
+from .numerics import check_weights
 
 log = get_logger("effdepth.models")
 
@@ -118,7 +119,8 @@ def load_model(model_dir: Path | str, entry: dict[str, Any] | None = None):
     layers exactly; docs/methods.md#block-shapes).
 
     Raises ModelSourceError (no config.json), effdepth.adapters.UnsupportedArchitecture (no adapter
-    for the architecture), effdepth.capture.DecompositionError (the adapter fails the proof).
+    for the architecture), effdepth.numerics.NonFiniteError (a NaN or infinite weight, named),
+    effdepth.capture.DecompositionError (the adapter fails the proof).
     """
     from transformers import AutoModelForCausalLM
 
@@ -147,6 +149,7 @@ def load_model(model_dir: Path | str, entry: dict[str, Any] | None = None):
         model.to(device)
     model.eval()
     model.requires_grad_(False)
+    check_weights(model, name=str(model_dir))
     if entry.get("verify_decomposition", True):
         report = verify_decomposition(model)
         log.info("decomposition proven: %s", report.summary())

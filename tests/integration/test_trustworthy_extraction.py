@@ -59,11 +59,16 @@ def test_inf_activation_names_prompt_layer_and_sublayer():
 
 
 def test_nan_weight_is_refused_before_any_forward(tmp_path):
+    """Every job loads its model through load_model, which refuses non-finite weights by name."""
+    from effdepth.models import load_model
+
     model = tiny_model("qwen2", seed=0)
     with torch.no_grad():
         model.model.layers[3].mlp.up_proj.weight[0, 0] = float("nan")
+    model.save_pretrained(tmp_path / "model")
+    char_tokenizer().save_pretrained(tmp_path / "model")
     with pytest.raises(NonFiniteError, match="layers.3.mlp.up_proj.weight"):
-        run_extraction(model, char_tokenizer(), _prompts(), tmp_path / "stats.safetensors", META)
+        load_model(tmp_path / "model", {"device": "cpu"})
 
 
 def test_cache_records_the_model_fingerprint(tmp_path):
