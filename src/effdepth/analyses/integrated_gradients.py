@@ -74,9 +74,9 @@ def integrated_gradients(
 def run(subject: Any, options: dict[str, Any]) -> pl.DataFrame:
     """The IG job: a signed L × T attribution map per prompt of ``subject`` (``effdepth.jobs.Subject``)
     and, per layer and prompt, the completeness terms f_input = F(x), f_baseline = F(x′),
-    attribution_sum = Σ_t IG(l, t) and the relative completeness gap
-    |Σ_t IG − (F(x) − F(x′))| / |F(x) − F(x′)| (docs/methods.md#integrated-gradients), with a
-    warning for every layer whose gap exceeds ``options['completeness_tolerance']``."""
+    attribution_sum = Σ_t IG(l, t) and the completeness gap Σ_t IG − (F(x) − F(x′))
+    (docs/methods.md#integrated-gradients; finite, signed), with a warning for every layer whose
+    relative gap |gap| / |F(x) − F(x′)| exceeds ``options['completeness_tolerance']``."""
     maps, rows = [], {"metric": [], "layer": [], "prompt": [], "value": [], "weight": []}
     for p, prompt in enumerate(subject.progress("integrated gradients")):
         ids = prompt["input_ids"]
@@ -86,11 +86,13 @@ def run(subject: Any, options: dict[str, Any]) -> pl.DataFrame:
         subject.check(out["ig"], "integrated gradients", p)
         maps.append(out["ig"])
         for layer in range(len(out["f_input"])):
-            total = float(out["ig"][layer].sum())
-            gap = check_completeness(
+            total, f_input, f_baseline = (
+                float(v) for v in (out["ig"][layer].sum(), out["f_input"][layer], out["f_baseline"][layer])
+            )
+            check_completeness(
                 total,
-                float(out["f_input"][layer]),
-                float(out["f_baseline"][layer]),
+                f_input,
+                f_baseline,
                 model=subject.model_name,
                 task=subject.task,
                 prompt=prompt.get("id", p),
@@ -100,12 +102,12 @@ def run(subject: Any, options: dict[str, Any]) -> pl.DataFrame:
                 logger=subject.log,
             )
             for metric, value in (
-                ("f_input", out["f_input"][layer]),
-                ("f_baseline", out["f_baseline"][layer]),
+                ("f_input", f_input),
+                ("f_baseline", f_baseline),
                 ("attribution_sum", total),
-                ("completeness_gap", gap),
+                ("completeness_gap", total - (f_input - f_baseline)),
             ):
-                for key, v in zip(rows, (metric, layer, p, float(value), 1.0)):
+                for key, v in zip(rows, (metric, layer, p, value, 1.0)):
                     rows[key].append(v)
     table = map_table(maps, "attribution", "integrated_gradients", options["variant"], **subject.ids)
     ends = frame(rows, analysis="integrated_gradients", variant=options["variant"], **subject.ids)
