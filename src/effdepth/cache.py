@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -106,18 +108,27 @@ def _record(path: Path, raw: dict[str, str] | None) -> dict[str, Any]:
     return record
 
 
-def read_metadata(path: Path | str) -> dict[str, str]:
-    """Provenance metadata of a cache without reading its tensors.  Raises ``CacheError``."""
-    path = Path(path)
+@contextmanager
+def _opened(path: Path) -> Iterator[Any]:
+    """``safe_open`` of a cache, with every failure of the file itself as a ``CacheError``."""
     if not path.is_file():
         raise CacheError(f"cache file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as fh:
-            raw = fh.metadata()
+            yield fh
+    except CacheError:
+        raise
     except Exception as exc:  # safetensors raises SafetensorError, OSError or ValueError on damage
         raise CacheError(
             f"{path} is not a readable safetensors cache ({type(exc).__name__}: {exc}); {rebuild_hint(path)}"
         ) from exc
+
+
+def read_metadata(path: Path | str) -> dict[str, str]:
+    """Provenance metadata of a cache without reading its tensors.  Raises ``CacheError``."""
+    path = Path(path)
+    with _opened(path) as fh:
+        raw = fh.metadata()
     return dict(_record(path, raw)["metadata"])
 
 
@@ -129,23 +140,14 @@ def load_tensors(path: Path | str, names: list[str] | None = None) -> tuple[dict
     lacks checksums or lacks a requested tensor.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CacheError(f"cache file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            raw = fh.metadata()
-            available = set(fh.keys())
-            keys = sorted(available) if names is None else list(names)
-            absent = [k for k in keys if k not in available]
-            if absent:
-                raise CacheError(f"{path} has no tensors {absent}")
-            tensors = {k: fh.get_tensor(k) for k in keys}
-    except CacheError:
-        raise
-    except Exception as exc:  # safetensors raises SafetensorError, OSError or ValueError on damage
-        raise CacheError(
-            f"{path} is not a readable safetensors cache ({type(exc).__name__}: {exc}); {rebuild_hint(path)}"
-        ) from exc
+    with _opened(path) as fh:
+        raw = fh.metadata()
+        available = set(fh.keys())
+        keys = sorted(available) if names is None else list(names)
+        absent = [k for k in keys if k not in available]
+        if absent:
+            raise CacheError(f"{path} has no tensors {absent}")
+        tensors = {k: fh.get_tensor(k) for k in keys}
     record = _record(path, raw)
     sums = record["sha256"]
     if set(sums) != available:
