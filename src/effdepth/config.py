@@ -25,6 +25,55 @@ class ConfigError(ValueError):
     """A configuration file does not describe a valid experiment."""
 
 
+# The keys each task source reads besides source, n_prompts, max_tokens and difficulty: any other key
+# is refused, because a key the source ignores (``path:`` on an arithmetic task) would silently do nothing.
+SOURCE_KEYS = {
+    "gsm8k": ("path", "hf_id"),
+    "hellaswag": ("path", "hf_id"),
+    "aime24": ("path", "hf_id"),
+    "addition": ("digits", "seed"),
+    "multiplication": ("digits", "seed"),
+    "file": ("path", "text_field", "question_field", "answer_field"),
+    "fixed": ("items",),
+}
+COMMON_TASK_KEYS = ("source", "n_prompts", "max_tokens", "difficulty")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` merges may be overridden
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise ConfigError(
+                        f"{key_node.start_mark.name}, line {line}: key {key!r} appears twice in one mapping "
+                        f"(first on line {seen[key]}); YAML would silently keep only the last"
+                    )
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path | str) -> Any:
+    """Parse a YAML config file strictly: a syntax error or a repeated key raises ConfigError naming
+    the file and the line."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.load(fh, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({exc.problem or exc.context})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+
+
 def _where(path: Any) -> str:
     parts = [str(p) for p in path]
     return ".".join(parts) if parts else "<top level>"
@@ -68,6 +117,12 @@ def _semantic_errors(config: dict[str, Any]) -> list[str]:
             errors.append(f"tasks.{name}: source 'fixed' needs items")
         if ("question_field" in task) != ("answer_field" in task):
             errors.append(f"tasks.{name}: question_field and answer_field go together")
+        ignored = sorted(set(task) - {*COMMON_TASK_KEYS, *SOURCE_KEYS[src]})
+        if ignored:
+            errors.append(
+                f"tasks.{name}: source {src!r} does not read {', '.join(map(repr, ignored))} "
+                f"(it reads {', '.join(SOURCE_KEYS[src])})"
+            )
     for analysis, options in (config.get("analyses") or {}).items():
         for task in (options or {}).get("tasks", []):
             if task not in config["tasks"]:
@@ -149,10 +204,28 @@ def load_config(path: Path | str, schema_path: Path | str = DEFAULT_SCHEMA) -> d
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    config = read_yaml(path)
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a mapping with keys models, tasks, analyses")
     return validate_config(config, schema_path, source=str(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m effdepth.config FILE ...``: validate config files, printing every problem with its
+    file, line or dotted key.  Snakemake reads a ``--configfile`` itself before the workflow's checks
+    run and reports a YAML syntax error without its line; this names it."""
+    import sys
+
+    status = 0
+    for path in argv if argv is not None else sys.argv[1:]:
+        try:
+            load_config(path)
+            print(f"{path}: valid")
+        except ConfigError as error:
+            print(error, file=sys.stderr)
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

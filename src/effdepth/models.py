@@ -95,9 +95,25 @@ def convert_gguf(spec: dict[str, Any], dest: Path | str) -> Path:
 
 
 def pick_device(requested: str = "auto") -> torch.device:
+    """The torch device of a model entry's ``device`` (auto: a GPU when this machine has one).
+
+    Checked on the machine that runs the job (a cluster's login node may have no GPU while its
+    compute nodes do).  Raises ModelSourceError when CUDA (or MPS) is asked for and absent."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    device = torch.device(requested)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise ModelSourceError(
+                f"device {requested!r}: CUDA is not available on this machine (torch {torch.__version__} is {build}); "
+                "use device: auto or cpu, or run the job on a GPU node"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ModelSourceError(f"device {requested!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelSourceError(f"device {requested!r}: MPS is not available on this machine")
+    return device
 
 
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:

@@ -129,3 +129,72 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text(yaml.safe_dump(["a", "list"]))
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(bad)
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  m: {path: x}\ntasks:\n  t: {source: addition, digits: 3\nanalyses: {}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml, line [45], column \d+: not valid YAML"):
+        load_config(bad)
+
+
+def test_a_key_given_twice_is_an_error_not_the_last_one(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        "models:\n  m: {path: some/dir}\ntasks:\n  add: {source: addition, digits: 3}\n"
+        "analyses:\n  logit_lens: {top_k: 5}\n  logit_lens: {top_k: 10}\n"
+    )
+    with pytest.raises(ConfigError, match=r"twice\.yaml, line 7: key 'logit_lens' appears twice .*first on line 6"):
+        load_config(path)
+    path.write_text("base: &b {x: 1}\nmerged:\n  <<: *b\n  x: 2\n")  # a merge overridden on purpose is fine
+    from effdepth.config import read_yaml
+
+    assert read_yaml(path)["merged"] == {"x": 2}
+
+
+@pytest.mark.parametrize(
+    ("task", "fragment"),
+    [
+        ({"source": "addition", "digits": 3, "path": "x.jsonl"}, "source 'addition' does not read 'path'"),
+        ({"source": "gsm8k", "digits": 3}, "source 'gsm8k' does not read 'digits'"),
+        ({"source": "fixed", "items": [{"question": "q", "answer": "a"}], "seed": 1}, "source 'fixed' does not read 'seed'"),
+    ],
+)
+def test_keys_a_task_source_ignores_are_errors(task, fragment):
+    config = minimal()
+    config["tasks"]["add"] = task
+    check(config, "tasks.add", fragment)
+
+
+def test_device_and_sweep_values():
+    config = minimal()
+    config["models"]["m"]["device"] = "gpu0"
+    check(config, "models.m.device", "gpu0")
+    for device in ("auto", "cpu", "cuda", "cuda:1", "mps"):
+        config["models"]["m"]["device"] = device
+        validate_config(config)
+    config = minimal() | {"effective_depth": {"sweep": [0.2, 1.5]}}
+    check(config, "effective_depth.sweep.1", "1.5")
+
+
+def test_cuda_asked_on_a_machine_without_it_is_named():
+    import torch
+
+    from effdepth.models import ModelSourceError, pick_device
+
+    if torch.cuda.is_available():
+        assert pick_device("cuda").type == "cuda"
+        return
+    with pytest.raises(ModelSourceError, match="device 'cuda': CUDA is not available on this machine"):
+        pick_device("cuda")
+    assert pick_device("auto").type == "cpu"
+
+
+def test_command_line_check_names_the_line(tmp_path, capsys):
+    from effdepth.config import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [\n")
+    assert main([str(bad), str(REPO / "config" / "test.yaml")]) == 1
+    out = capsys.readouterr()
+    assert f"{bad}, line 2" in out.err and "config/test.yaml: valid" in out.out

@@ -122,6 +122,15 @@ def test_invalid_config_fails_before_any_job(tmp_path, tiny_models):
     assert "tasks.words: unknown key 'n_promts'" in result.stdout + result.stderr
 
 
+def test_a_key_given_twice_fails_before_any_job_with_its_line(tmp_path, tiny_models):
+    path = write_config(tmp_path, tiny_config_for(tmp_path, tiny_models))
+    path.write_text(path.read_text() + "extraction:\n  batch_size: 3\n")  # extraction is already set above
+    result = snakemake(tmp_path, "-n", "--configfile", str(path), check=False)
+    assert result.returncode != 0
+    assert "key 'extraction' appears twice" in result.stdout + result.stderr
+    assert "Job stats" not in result.stdout
+
+
 def test_missing_local_model_is_named(tmp_path, tiny_models):
     config = tiny_config_for(tmp_path, tiny_models)
     config["models"]["tiny-qwen2"]["path"] = str(tmp_path / "nowhere")

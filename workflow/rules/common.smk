@@ -12,6 +12,7 @@ from effdepth.config import (
     TASK_METADATA,
     ConfigError,
     job_entry,
+    read_yaml,
     schema_default,
     validate_config,
 )
@@ -20,6 +21,9 @@ from effdepth.figures import ED_CAT, FIGURE_BY_NAME, PROFILE_CATEGORY
 
 _config_files = [str(f) for f in (workflow.overwrite_configfiles or workflow.configfiles or ["config"])]
 try:
+    for _file in _config_files:  # Snakemake's own YAML reading keeps the last of two equal keys
+        if Path(_file).is_file():
+            read_yaml(_file)
     config = validate_config(
         dict(config),
         Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml",
