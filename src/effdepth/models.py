@@ -74,7 +74,7 @@ def convert_gguf(spec: dict[str, Any], dest: Path | str) -> Path:
 
     path = gguf_file(spec)
     dest = Path(dest)
-    log.info("dequantising %s (%.0f MB; about a minute per 100 MB on 2 CPU cores)", path.name, path.stat().st_size / 1e6)
+    log.info("dequantising %s (%.0f MB)", path.name, path.stat().st_size / 1e6)
     started = time.monotonic()
     kwargs = {"gguf_file": path.name}
     loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), dtype=torch.float32, **kwargs)
