@@ -18,14 +18,16 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from . import __version__
 from .fileio import atomic_write
+
+if TYPE_CHECKING:
+    import torch
 
 REQUIRED_METADATA = ("model", "revision", "dtype", "prompts_hash", "effdepth_version")
 METADATA_KEY = "effdepth"
@@ -42,12 +44,21 @@ def rebuild_hint(path: Path | str) -> str:
     )
 
 
-def tensor_digest(tensor: torch.Tensor) -> str:
-    """Hex SHA-256 of a CPU tensor's dtype, shape and bytes (any dtype, bfloat16 included)."""
-    t = tensor.detach().contiguous().cpu()
-    h = hashlib.sha256(f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}".encode())
-    if t.numel():
-        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+def tensor_digest(tensor: torch.Tensor | np.ndarray) -> str:
+    """Hex SHA-256 of a tensor's (or array's) dtype name, shape and bytes; a torch tensor and the
+    numpy array of the same values give the same digest (any torch dtype, bfloat16 included)."""
+    if isinstance(tensor, np.ndarray):
+        data, dtype, shape = np.ascontiguousarray(tensor), str(tensor.dtype), list(tensor.shape)
+        raw = data.reshape(-1).view(np.uint8).data
+    else:
+        import torch
+
+        t = tensor.detach().contiguous().cpu()
+        dtype, shape = str(t.dtype).replace("torch.", ""), list(t.shape)
+        raw = t.reshape(-1).view(torch.uint8).numpy().data
+    h = hashlib.sha256(f"{dtype}{shape}".encode())
+    if len(raw):
+        h.update(raw)
     return h.hexdigest()
 
 
@@ -86,6 +97,8 @@ def save_tensors(
     missing = [k for k in REQUIRED_METADATA if k not in meta]
     if missing:
         raise CacheError(f"cache metadata lacks {missing}")
+    from safetensors.torch import save_file
+
     cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     record: dict[str, Any] = {"metadata": meta, "sha256": {k: tensor_digest(v) for k, v in cpu.items()}}
     record["check"] = _record_check(record)
@@ -109,12 +122,12 @@ def _record(path: Path, raw: dict[str, str] | None) -> dict[str, Any]:
 
 
 @contextmanager
-def _opened(path: Path) -> Iterator[Any]:
+def _opened(path: Path, framework: str = "pt") -> Iterator[Any]:
     """``safe_open`` of a cache, with every failure of the file itself as a ``CacheError``."""
     if not path.is_file():
         raise CacheError(f"cache file not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as fh:
+        with safe_open(str(path), framework=framework) as fh:
             yield fh
     except CacheError:
         raise
@@ -132,15 +145,18 @@ def read_metadata(path: Path | str) -> dict[str, str]:
     return dict(_record(path, raw)["metadata"])
 
 
-def load_tensors(path: Path | str, names: list[str] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors (all, or only ``names``) and the provenance metadata of a cache file.
+def load_tensors(
+    path: Path | str, names: list[str] | None = None, *, numpy: bool = False
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Tensors (all, or only ``names``) and the provenance metadata of a cache file; with ``numpy``
+    as numpy arrays, without importing torch (the jobs that only turn caches into tables).
 
     Each tensor read is checked against the SHA-256 stored when the file was written.  Raises
     ``CacheError`` naming the path and how to rebuild it if the file is missing, truncated, damaged,
     lacks checksums or lacks a requested tensor.
     """
     path = Path(path)
-    with _opened(path) as fh:
+    with _opened(path, "numpy" if numpy else "pt") as fh:
         raw = fh.metadata()
         available = set(fh.keys())
         keys = sorted(available) if names is None else list(names)

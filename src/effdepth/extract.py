@@ -30,8 +30,9 @@ from .adapters import adapter_for
 from .cache import save_tensors
 from .capture import run_captured
 from .log import get_logger, progress
-from .metrics import LAYER_STATS, layer_token_stats, lens_token_stats
+from .metrics import layer_token_stats, lens_token_stats
 from .numerics import check_finite, check_layer_captures, check_tensors
+from .tables import LAYER_STATS
 
 log = get_logger("effdepth.extract")
 

@@ -117,15 +117,18 @@ def extract(
     )
 
 
-def forward_table(analysis: str, stats: str, output: str, variant: str, model: str, task: str) -> None:
-    """Table of the forward analysis ``analysis`` from the extraction cache ``stats``."""
+def forward_tables(variants: dict[str, str], stats: str, output: str, model: str, task: str) -> None:
+    """The tables of every forward analysis in ``variants`` (analysis -> variant) from one extraction
+    cache, in one file (rows told apart by the ``analysis`` column).  Reads the cache as numpy arrays:
+    neither torch nor transformers is imported, so the job costs little more than its Python start."""
     from .analyses import REGISTRY
     from .cache import load_tensors
     from .tables import write_table
 
-    tensors, meta = load_tensors(stats)
+    tensors, meta = load_tensors(stats, numpy=True)
     ids = {"model": model, "task": task, "n_layers": int(meta["n_layers"])}
-    write_table(REGISTRY[analysis].module().table(tensors, meta, variant, **ids), output)
+    tables = [REGISTRY[a].module().table(tensors, meta, variant, **ids) for a, variant in sorted(variants.items())]
+    write_table(pl.concat(tables, how="diagonal_relaxed"), output)
 
 
 @dataclass
@@ -205,12 +208,16 @@ def intervention(
     write_table(tokens_table(tokens, model=model, task=task), outputs["tokens"])
 
 
-def aggregate(inputs: list[str], output: str) -> None:
-    """All (model, task) tables of one analysis in one table, in the order of ``inputs``."""
-    from .tables import write_table
+def aggregate(inputs: list[str], output: str, analysis: str) -> None:
+    """The rows of ``analysis`` from every (model, task) table in ``inputs``, in their order, as one
+    table (the forward analyses of a task share one input file); index columns (``EXTRA_SCHEMA``) no
+    row of the analysis uses are dropped."""
+    from .tables import EXTRA_SCHEMA, write_table
 
-    frames = [pl.read_parquet(path) for path in inputs]
-    write_table(pl.concat(frames, how="diagonal_relaxed"), output)
+    frames = [pl.read_parquet(path).filter(pl.col("analysis") == analysis) for path in inputs]
+    table = pl.concat(frames, how="diagonal_relaxed")
+    unused = [c for c in EXTRA_SCHEMA if c in table.columns and table[c].null_count() == table.height]
+    write_table(table.drop(unused), output)
 
 
 def write_resolved_config(config: dict[str, Any], output: str) -> None:

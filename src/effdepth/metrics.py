@@ -9,17 +9,6 @@ import torch
 
 EPS = 1e-6
 
-# Columns of the per-token layer statistics, in order (see ``layer_token_stats``).
-LAYER_STATS = (
-    "rc_attention",
-    "rc_mlp",
-    "rc_layer",
-    "cos_attention",
-    "cos_mlp",
-    "cos_layer",
-    "cos_in_out",  # cos(h_l, h_{l+1}), for block influence
-)
-
 
 def norm(x: torch.Tensor) -> torch.Tensor:
     return x.norm(dim=-1)
@@ -36,7 +25,7 @@ def relative(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 def layer_token_stats(h: torch.Tensor, a: torch.Tensor, m: torch.Tensor, parallel: bool = False) -> torch.Tensor:
-    """Relative contributions and cosines of one layer.  h, a, m: [..., d] -> [..., len(LAYER_STATS)].
+    """Relative contributions and cosines of one layer.  h, a, m: [..., d] -> [..., len(tables.LAYER_STATS)].
 
     RC_att = ‖a‖/‖h‖, RC_mlp = ‖m‖/‖r‖, RC_layer = ‖a+m‖/‖h‖,
     cos_att = cos(a, h), cos_mlp = cos(m, r), cos_layer = cos(a+m, h), cos_in_out = cos(h, h+a+m),

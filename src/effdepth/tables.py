@@ -13,8 +13,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
-import torch
+
+# Columns of the per-token layer statistics in the extraction cache, in order
+# (``effdepth.metrics.layer_token_stats`` computes them).
+LAYER_STATS = (
+    "rc_attention",
+    "rc_mlp",
+    "rc_layer",
+    "cos_attention",
+    "cos_mlp",
+    "cos_layer",
+    "cos_in_out",  # cos(h_l, h_{l+1}), for block influence
+)
 
 BASE_SCHEMA = {
     "model": pl.Utf8,
@@ -47,16 +59,17 @@ def frame(rows: dict[str, list[Any]], **constants: Any) -> pl.DataFrame:
     return pl.DataFrame({k: data[k] for k in schema}, schema=schema)
 
 
-def per_prompt_sums(values: torch.Tensor, token_prompt: torch.Tensor, n_prompts: int) -> tuple[torch.Tensor, torch.Tensor]:
+def per_prompt_sums(values: np.ndarray, token_prompt: np.ndarray, n_prompts: int) -> tuple[np.ndarray, np.ndarray]:
     """Σ over each prompt's tokens of ``values`` [N, ...] -> ([P, ...] sums, [P] counts), float64."""
-    sums = torch.zeros((n_prompts, *values.shape[1:]), dtype=torch.float64)
-    sums.index_add_(0, token_prompt.long(), values.double())
-    counts = torch.bincount(token_prompt.long(), minlength=n_prompts).double()
+    index = np.asarray(token_prompt, dtype=np.int64)
+    sums = np.zeros((n_prompts, *values.shape[1:]), dtype=np.float64)
+    np.add.at(sums, index, np.asarray(values, dtype=np.float64))
+    counts = np.bincount(index, minlength=n_prompts).astype(np.float64)
     return sums, counts
 
 
 def mean_rows(
-    sums: torch.Tensor, counts: torch.Tensor, metrics: list[str], variant: str, d_model: int, layers: int
+    sums: np.ndarray, counts: np.ndarray, metrics: list[str], variant: str, d_model: int, layers: int
 ) -> dict[str, list[Any]]:
     """Rows for per-prompt means and the all-prompt aggregate of [P, layers, metrics] sums.
 
@@ -67,10 +80,10 @@ def mean_rows(
     if variant == "published":
         per_prompt = sums / d_model
         aggregate = per_prompt.mean(0)
-        weights = torch.ones(n_prompts, dtype=torch.float64)
+        weights = np.ones(n_prompts, dtype=np.float64)
     else:
-        per_prompt = sums / counts.clamp_min(1).view(-1, *[1] * (sums.dim() - 1))
-        aggregate = sums.sum(0) / counts.sum().clamp_min(1)
+        per_prompt = sums / np.maximum(counts, 1).reshape(-1, *[1] * (sums.ndim - 1))
+        aggregate = sums.sum(0) / max(counts.sum(), 1)
         weights = counts
     rows: dict[str, list[Any]] = {"metric": [], "layer": [], "prompt": [], "value": [], "weight": []}
     for mi, metric in enumerate(metrics):
@@ -85,8 +98,8 @@ def mean_rows(
     return rows
 
 
-def map_table(maps: list[torch.Tensor], metric: str, analysis: str, variant: str, **ids: str) -> pl.DataFrame:
-    """A (layer × position) map per prompt ([rows, T] tensors) as rows with position and prompt."""
+def map_table(maps: list[Any], metric: str, analysis: str, variant: str, **ids: str) -> pl.DataFrame:
+    """A (layer × position) map per prompt ([rows, T] tensors or arrays) as rows with position and prompt."""
     rows: dict[str, list[Any]] = {k: [] for k in ("metric", "layer", "position", "prompt", "value", "weight")}
     for p, grid in enumerate(maps):
         n_rows, n_tokens = grid.shape

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from effdepth.metrics import EPS, LAYER_STATS, cosine, layer_token_stats, lens_token_stats, relative
+from effdepth.metrics import EPS, cosine, layer_token_stats, lens_token_stats, relative
+from effdepth.tables import LAYER_STATS
 
 
 def test_cosine_known_values():

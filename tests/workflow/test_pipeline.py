@@ -13,7 +13,7 @@ from .conftest import REPO, planned_jobs, snakemake, tiny_config_for, write_conf
 
 pytestmark = pytest.mark.workflow
 
-PER_MODEL_RULES = {"extract", "forward_table", "intervention"}
+PER_MODEL_RULES = {"extract", "forward_tables", "intervention"}
 GPU_RULES = {"extract", "intervention"}
 
 
@@ -156,3 +156,35 @@ def test_every_analysis_published_end_to_end(tmp_path, tiny_models):
     skip = pl.read_parquet(tmp_path / "results" / "tables" / "layer_skip.parquet")
     assert set(skip["kind"]) == {"layer"}
     assert (tmp_path / "results" / "figures" / "all.pdf").is_file()
+
+
+def test_table_jobs_import_neither_torch_nor_transformers(finished_run):
+    """The jobs that only read caches and tables (forward tables, aggregation, effective depth,
+    figures) pay no torch or transformers import: run each job function in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    cache = finished_run / "results/cache/tiny-qwen2/words/stats.safetensors"
+    code = f"""
+import sys
+from effdepth.jobs import aggregate, forward_tables
+from effdepth.depth import run
+import effdepth.figures
+forward_tables({{"relative_contribution": "correct", "logit_lens": "correct", "block_influence": "correct"}},
+               {str(cache)!r}, {str(finished_run / "forward_check.parquet")!r}, "tiny-qwen2", "words")
+aggregate([{str(finished_run / "forward_check.parquet")!r}], {str(finished_run / "aggregate_check.parquet")!r}, "logit_lens")
+print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": str(REPO / "src")}
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+    combined = pl.read_parquet(finished_run / "forward_check.parquet")
+    assert set(combined["analysis"]) == {"relative_contribution", "logit_lens", "block_influence"}
+    lens = pl.read_parquet(finished_run / "aggregate_check.parquet")
+    assert set(lens["analysis"]) == {"logit_lens"} and "span" not in lens.columns
+    assert lens.sort(lens.columns).equals(
+        pl.read_parquet(finished_run / "results/tables/logit_lens.parquet")
+        .filter((pl.col("model") == "tiny-qwen2") & (pl.col("task") == "words"))
+        .sort(lens.columns)
+    )

@@ -159,7 +159,7 @@ def test_tiny_config_runs_through_sbatch_and_equals_local_run(slurm_env, finishe
         job = _slurm_job(slurm_env, log.stem)
         assert job["JobState"] == "COMPLETED" and job["Partition"] == "debug", job
         assert job.get("TresPerJob") == "gres:gpu:1", job  # resources: gpu=1 -> sbatch --gpus=1
-    for rule in ("prepare_prompts", "forward_table", "aggregate"):
+    for rule in ("prepare_prompts", "forward_tables", "aggregate"):
         assert f"localrule {rule}:" in out, rule
 
     assert_tables_equal_local(tmp_path, finished_run)

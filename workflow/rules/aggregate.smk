@@ -6,6 +6,8 @@ rule aggregate:
         lambda w: table_paths(w.analysis),
     output:
         AGGREGATED,
+    params:
+        analysis=lambda w: w.analysis,
     log:
         "logs/aggregate/{analysis}.log",
     wildcard_constraints:

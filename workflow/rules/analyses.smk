@@ -1,23 +1,26 @@
-# Analyses per (model, task), one generic rule per kind (effdepth.analyses.REGISTRY).  Forward-only
-# analyses read the extraction cache (CPU, seconds); interventions load the model and run on the GPU.
+# Analyses per (model, task), one generic rule per kind (effdepth.analyses.REGISTRY).  The forward-only
+# analyses of a (model, task) come out of one CPU job that reads the extraction cache without torch;
+# interventions load the model and run on the GPU, one job per analysis.
 
 
-rule forward_table:
+rule forward_tables:
     input:
         CACHE,
     output:
-        TABLE,
-    log:
-        "logs/forward_table/{model}/{task}/{analysis}.log",
+        FORWARD_TABLES,
     wildcard_constraints:
-        analysis=_alternatives([a for a in FORWARD_ANALYSES if a in ANALYSES]),
+        task=_alternatives(FORWARD_TASKS),
+    params:
+        variants=forward_variants,
+    log:
+        "logs/forward_tables/{model}/{task}.log",
+    benchmark:
+        "logs/benchmark/forward_tables/{model}/{task}.tsv"
     localrule: True
     conda:
         "../../envs/effdepth.yaml"
-    params:
-        variant=lambda w: ANALYSES[w.analysis]["variant"],
     script:
-        "../scripts/forward_table.py"
+        "../scripts/forward_tables.py"
 
 
 rule intervention:

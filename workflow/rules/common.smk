@@ -133,7 +133,8 @@ def task_files(wildcards):
 
 PROMPTS = "resources/prompts/{task}.parquet"
 CACHE = "results/cache/{model}/{task}/stats.safetensors"
-TABLE = "results/tables/{model}/{task}/{analysis}.parquet"
+TABLE = "results/tables/{model}/{task}/{analysis}.parquet"  # intervention analyses
+FORWARD_TABLES = "results/tables/{model}/{task}/forward.parquet"  # every forward analysis run on the task
 TOKENS = "results/tables/{model}/{task}/{analysis}_tokens.parquet"
 AGGREGATED = "results/tables/{analysis}.parquet"
 ED_TABLES = {
@@ -155,7 +156,14 @@ def analysis_tasks(analysis):
 
 
 def table_paths(analysis):
-    return expand(TABLE, model=MODELS, task=analysis_tasks(analysis), analysis=analysis)
+    """The per-(model, task) tables holding an analysis's rows (forward analyses share one per task)."""
+    pattern = FORWARD_TABLES if analysis in FORWARD_ANALYSES else TABLE
+    return expand(pattern, model=MODELS, task=analysis_tasks(analysis), analysis=analysis)
+
+
+def forward_variants(wildcards):
+    """analysis -> variant of every configured forward analysis that runs on the task."""
+    return {a: ANALYSES[a]["variant"] for a in FORWARD_ANALYSES if a in ANALYSES and wildcards.task in analysis_tasks(a)}
 
 
 def token_paths(analysis):
@@ -232,6 +240,9 @@ def intervention_inputs(wildcards):
     if option:
         inputs["baseline"] = CACHE.format(model=wildcards.model, task=ANALYSES[wildcards.analysis][option])
     return inputs
+
+
+FORWARD_TASKS = sorted({t for a in FORWARD_ANALYSES for t in analysis_tasks(a)})
 
 
 def all_targets():

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import polars as pl
-import torch
 
-from ..metrics import LAYER_STATS
-from ..tables import frame, mean_rows, per_prompt_sums
+from ..tables import LAYER_STATS, frame, mean_rows, per_prompt_sums
 
 
-def table(stats: dict[str, torch.Tensor], meta: dict[str, str], variant: str, **ids: str) -> pl.DataFrame:
+def table(stats: dict[str, np.ndarray], meta: dict[str, str], variant: str, **ids: str) -> pl.DataFrame:
     """ShortGPT block influence 1 − mean_t cos(h_l, h_{l+1}) and Gromov et al.'s angular distance
     arccos(cos(h_l[T−1], h_{l+n}[T−1])) / π of the last token (metric angular_distance, column span = n)."""
     n_prompts, n_layers = int(meta["n_prompts"]), int(meta["n_layers"])
@@ -21,13 +20,13 @@ def table(stats: dict[str, torch.Tensor], meta: dict[str, str], variant: str, **
     influence = frame(
         mean_rows(sums, counts, ["block_influence"], "correct", 0, n_layers), analysis="block_influence", variant=variant, **ids
     )
-    last = stats["resid_last"].double()  # [P, L+1, d]
-    unit = last / last.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    last = np.asarray(stats["resid_last"], dtype=np.float64)  # [P, L+1, d]
+    unit = last / np.maximum(np.linalg.norm(last, axis=-1, keepdims=True), 1e-6)
     rows: dict[str, list[Any]] = {"metric": [], "layer": [], "span": [], "prompt": [], "value": [], "weight": []}
     for span in range(1, n_layers + 1):
         for layer in range(0, n_layers + 1 - span):
-            cos = (unit[:, layer] * unit[:, layer + span]).sum(-1).clamp(-1, 1)
-            dist = torch.arccos(cos) / torch.pi
+            cos = np.clip((unit[:, layer] * unit[:, layer + span]).sum(-1), -1, 1)
+            dist = np.arccos(cos) / np.pi
             for p in [None, *range(n_prompts)]:
                 rows["metric"].append("angular_distance")
                 rows["layer"].append(layer)

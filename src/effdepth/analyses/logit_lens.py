@@ -3,17 +3,17 @@ output (docs/methods.md#logit-lens; nostalgebraist 2020)."""
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
-import torch
 
 from ..tables import frame, mean_rows, per_prompt_sums
 
 
-def table(stats: dict[str, torch.Tensor], meta: dict[str, str], variant: str, **ids: str) -> pl.DataFrame:
+def table(stats: dict[str, np.ndarray], meta: dict[str, str], variant: str, **ids: str) -> pl.DataFrame:
     """KL(lens ‖ final) and top-k overlap for h_0 .. h_L (published: h_0 .. h_{L-1}, the layer inputs)."""
     n_prompts, n_layers = int(meta["n_prompts"]), int(meta["n_layers"])
     layers = n_layers if variant == "published" else n_layers + 1
-    values = torch.stack([stats["lens_kl"], stats["lens_overlap"]], -1)[:, :layers]
+    values = np.stack([stats["lens_kl"], stats["lens_overlap"]], -1)[:, :layers]
     sums, counts = per_prompt_sums(values, stats["token_prompt"], n_prompts)
     # The published code's lens averages over tokens correctly; only the layer range differs.
     rows = mean_rows(sums, counts, ["kl", "overlap"], "correct", int(meta["d_model"]), layers)

@@ -4,14 +4,13 @@ Csordás, Manning & Potts 2025, arXiv 2505.13898)."""
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
-import torch
 
-from ..metrics import LAYER_STATS
-from ..tables import frame, mean_rows, per_prompt_sums
+from ..tables import LAYER_STATS, frame, mean_rows, per_prompt_sums
 
 
-def table(stats: dict[str, torch.Tensor], meta: dict[str, str], variant: str, **ids: str) -> pl.DataFrame:
+def table(stats: dict[str, np.ndarray], meta: dict[str, str], variant: str, **ids: str) -> pl.DataFrame:
     """RC and cosine per layer (metrics rc_*/cos_* of metrics.LAYER_STATS, without cos_in_out)."""
     names = [m for m in LAYER_STATS if m != "cos_in_out"]
     cols = [LAYER_STATS.index(m) for m in names]
