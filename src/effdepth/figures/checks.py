@@ -315,7 +315,7 @@ def layer_deletion_table_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixi
     cells = base.mark_rect(stroke="white").encode(
         color=alt.Color(
             "agreement:Q",
-            title="top-1 agreement (better of the two)",
+            title="top-1 agreement",
             scale=alt.Scale(scheme="redyellowgreen", domain=[0, 1]),
             legend=alt.Legend(orient="bottom", gradientLength=200, format=".0%"),
         )
