@@ -238,3 +238,37 @@ def reference_ig(model, ids, n_answer, steps, variant="correct"):
             total += grad
         out[l] = (((x - x0) * total).sum(-1) / steps).cpu()
     return out
+
+
+def reference_deletion(model, ids, n_answer, keep_last=1):
+    """Early exit and block deletion after every cut k = 0 … L, one full forward per (mode, cut): the
+    deleted layers return their input (a forward hook per layer) — layers k … L−1 for early exit, k …
+    L−1−keep_last for block deletion.  Loss and agreement position by position in float64.  Returns the
+    dict of ``effdepth.analyses.layer_deletion.layer_deletion``."""
+    layers = adapter_for(model).decoder_layers(model)
+    n_layers = len(layers)
+    answer = list(range(len(ids) - n_answer - 1, len(ids) - 1))
+
+    def identity(mod, args, kwargs, output):
+        return _replace_first(output, _layer_input(args, kwargs).clone())
+
+    def scores(logits, full_top=None):
+        nll, top = [], []
+        for i in answer:
+            logp = torch.log_softmax(logits[i].double(), -1)
+            nll.append(-float(logp[ids[i + 1]]))
+            top.append(int(logits[i].argmax()))
+        return nll, top
+
+    with torch.no_grad():
+        full_nll, full_top = scores(forward_with(model, ids, [])[0])
+        shape = (n_layers + 1, len(answer))
+        out = {f"{m}_{w}": torch.zeros(shape, dtype=torch.float64) for m in ("exit", "deletion") for w in ("nll", "top1")}
+        for mode, stop in (("exit", n_layers), ("deletion", n_layers - keep_last)):
+            for k in range(n_layers + 1):
+                hooks = [(layers[l], identity, "post-kw") for l in range(k, stop)]
+                nll, top = scores(forward_with(model, ids, hooks)[0])
+                out[f"{mode}_nll"][k] = torch.tensor(nll, dtype=torch.float64)
+                out[f"{mode}_top1"][k] = torch.tensor([float(a == b) for a, b in zip(top, full_top)], dtype=torch.float64)
+    out["full_nll"] = torch.tensor(full_nll, dtype=torch.float64)
+    return out

@@ -92,6 +92,7 @@ def synthetic_tables(
             "layer_skip",
             "residual_erasure",
             "integrated_gradients",
+            "layer_deletion",
             "tokens",
         )
     }
@@ -134,6 +135,12 @@ def synthetic_tables(
             lens_layers = np.arange(L + 1)
             add("logit_lens", "kl", 8.0 * np.exp(-lens_layers / (0.3 * L)), 0.05, {"layer": lens_layers})
             add("logit_lens", "overlap", np.clip(lens_layers / L, 0, 1), 0.02, {"layer": lens_layers})
+            full = 0.3
+            add("layer_deletion", "exit_loss", full + 5.0 * np.exp(-lens_layers / (0.2 * L)), 0.02, {"layer": lens_layers})
+            add("layer_deletion", "deletion_loss", full + 3.0 * np.exp(-lens_layers / (0.2 * L)), 0.02, {"layer": lens_layers})
+            add("layer_deletion", "exit_agreement", np.clip(lens_layers / (0.7 * L), 0, 1), 0.0, {"layer": lens_layers})
+            add("layer_deletion", "deletion_agreement", np.clip(lens_layers / (0.5 * L), 0, 1), 0.0, {"layer": lens_layers})
+            add("layer_deletion", "full_loss", np.array([full]), 0.01, {"layer": [L]})
             add("block_influence", "block_influence", 0.2 * np.exp(-layers / 5) + 0.05, 0.01, {"layer": layers})
             for span in range(1, L + 1):
                 first = np.arange(L + 1 - span)
@@ -211,6 +218,7 @@ def _context(models: dict[str, dict], tasks: dict[str, dict]) -> dict:
                 "layer_skip",
                 "residual_erasure",
                 "integrated_gradients",
+                "layer_deletion",
             )
         },
         "figures": {"width": 120, "height": 80, "columns": 3},
@@ -400,6 +408,10 @@ def test_available_figures_follow_the_configured_analyses():
     only_lens = available_figures({"logit_lens": {}})
     assert "logit_lens_kl" in only_lens and "effective_depth_table" in only_lens and "cosine" not in only_lens
     assert available_figures({"residual_erasure": {}}) == ["residual_erasure"]
+    assert "layer_deletion" not in names and "layer_deletion_table" not in names
+    with_deletion = available_figures({**everything, "layer_deletion": {}})
+    assert with_deletion[-2:] == ["layer_deletion", "layer_deletion_table"]
+    assert available_figures({"layer_deletion": {}}) == []  # no effective depth to check
     layer_only = available_figures({"layer_skip": {"kinds": ["layer"]}})
     assert "skip_map" in layer_only and "skip_map_mlp" not in layer_only
 
@@ -512,3 +524,28 @@ def test_two_renders_of_shuffled_tables_give_byte_identical_svg_and_html(paper_l
         save_chart(chart("integrated_gradients", _shuffled(tables, seed), ctx), *(str(out[e]) for e in ("pdf", "svg", "html")))
         outputs.append((out["svg"].read_bytes(), out["html"].read_bytes()))
     assert outputs[0] == outputs[1]
+
+
+def test_layer_deletion_at_each_effective_depth(paper_like):
+    """Each estimate is read at k = ⌈ED⌉ + 1 (at most L); broken = neither pruned model agrees on half the answer tokens."""
+    from effdepth.figures.checks import BROKEN_AGREEMENT, deletion_at_ed
+
+    tables, ctx = paper_like
+    at = deletion_at_ed(tables["layer_deletion"], tables["effective_depth"])
+    solved = tables["effective_depth"].filter(pl.col("ed").is_not_null() & (pl.col("aggregation") == "mean"))
+    assert at.height == solved.height > 0
+    assert at.select(pl.col("cut") == pl.min_horizontal(pl.col("ed").ceil() + 1, "n_layers"))["cut"].all()
+    head = headline_rows(tables["layer_deletion"])
+    row = at.row(0, named=True)
+    exit_at = head.filter(
+        (pl.col("model") == row["model"])
+        & (pl.col("task") == row["task"])
+        & (pl.col("metric") == "exit_loss")
+        & (pl.col("layer") == row["cut"])
+    )["value"].item()
+    full = head.filter((pl.col("model") == row["model"]) & (pl.col("task") == row["task"]) & (pl.col("metric") == "full_loss"))
+    assert row["exit_increase"] == pytest.approx(exit_at - full["value"].item())
+    best = at.select(pl.max_horizontal("exit_agreement", "deletion_agreement") < BROKEN_AGREEMENT).to_series()
+    assert (at["broken"] == best).all()
+    subtitle = " ".join(chart("layer_deletion_table", tables, ctx).to_dict()["title"]["subtitle"])
+    assert "Broken at its ED" in subtitle and "ED_cos" in subtitle

@@ -89,6 +89,12 @@ REGISTRY: dict[str, Analysis] = {
             ("steps", "n_prompts", "completeness_tolerance", "max_batch", "max_batch_tokens"),
             ("attribution", "f_input", "f_baseline", "attribution_sum", "completeness_gap"),
         ),
+        Analysis(
+            "layer_deletion",
+            INTERVENTION,
+            ("n_prompts", "keep_last", "max_batch", "max_batch_tokens"),
+            ("exit_loss", "exit_agreement", "deletion_loss", "deletion_agreement", "full_loss"),
+        ),
     )
 }
 

@@ -14,7 +14,7 @@ import altair as alt
 
 from ..analyses import REGISTRY
 from ..depth import effective_depth_inputs
-from .checks import reference_chart, threshold_sweep_chart
+from .checks import layer_deletion_chart, layer_deletion_table_chart, reference_chart, threshold_sweep_chart
 from .extra import angular_distance_chart, block_influence_chart, relative_contribution_chart
 from .paper import (
     cosine_chart,
@@ -213,6 +213,20 @@ FIGURES: list[Figure] = [
         ("effective_depth_reference",),
         ED_CAT,
         short="comparison with the published effective depths",
+    ),
+    Figure(
+        "layer_deletion",
+        layer_deletion_chart,
+        ("layer_deletion", "effective_depth"),
+        ED_CAT,
+        short="layer deletion: loss and agreement after each cut, ED estimates marked",
+    ),
+    Figure(
+        "layer_deletion_table",
+        layer_deletion_table_chart,
+        ("layer_deletion", "effective_depth"),
+        ED_CAT,
+        short="layer deletion: loss increase at each effective depth",
     ),
 ]
 FIGURE_BY_NAME = {f.name: f for f in FIGURES}
