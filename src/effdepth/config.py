@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .analyses import REGISTRY
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
@@ -97,7 +99,7 @@ def _describe(error: ValidationError) -> str:
     return f"{where}: {error.message}"
 
 
-def _semantic_errors(config: dict[str, Any]) -> list[str]:
+def _semantic_errors(config: dict[str, Any], original_analyses: dict[str, Any]) -> list[str]:
     """Cross-field rules JSON Schema expresses badly (its anyOf messages are unreadable)."""
     errors: list[str] = []
     for name, model in config["models"].items():
@@ -124,6 +126,14 @@ def _semantic_errors(config: dict[str, Any]) -> list[str]:
                 f"(it reads {', '.join(SOURCE_KEYS[src])})"
             )
     for analysis, options in (config.get("analyses") or {}).items():
+        given = original_analyses.get(analysis) or {}
+        if "variant" in given and "variants" in given:
+            errors.append(f"analyses.{analysis}: give variant or variants, not both")
+        if "published" in options["variants"] and not REGISTRY[analysis].published:
+            errors.append(
+                f"analyses.{analysis}: has no published variant (the public code has no defect to reproduce here); "
+                "use variant: correct"
+            )
         for task in (options or {}).get("tasks", []):
             if task not in config["tasks"]:
                 errors.append(f"analyses.{analysis}.tasks: unknown task {task!r} (configured: {', '.join(config['tasks'])})")
@@ -152,7 +162,7 @@ def validate_config(config: dict[str, Any], schema_path: Path | str = DEFAULT_SC
     messages = [_describe(e) for e in errors]
     filled = None if messages else fill_defaults(config, schema)
     if filled is not None:
-        messages = _semantic_errors(filled)
+        messages = _semantic_errors(filled, config.get("analyses") or {})
     if messages:
         raise ConfigError(f"{source} is invalid:\n" + "\n".join(f"  - {m}" for m in messages))
     return filled
@@ -179,6 +189,11 @@ def fill_defaults(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, A
     for name, options in (out.get("analyses") or {}).items():
         merged = {**defaults(defs["analyses"]["properties"][name]), **(options or {})}
         merged.setdefault("tasks", list(out["tasks"]))
+        # `variants` lists every variant to run; `variant` is the first, the one figures show
+        if "variants" in (options or {}):
+            merged["variant"] = merged["variants"][0]
+        else:
+            merged["variants"] = [merged["variant"]]
         analyses[name] = merged
     out["analyses"] = analyses
     for block in ("extraction", "effective_depth", "figures", "execution"):

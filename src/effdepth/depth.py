@@ -39,6 +39,14 @@ DEFAULT_SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 COSINES = ("cos_attention", "cos_mlp", "cos_layer")
 ED_ANALYSES = ("relative_contribution", "logit_lens", "layer_skip")  # the tables the estimators read
 ESTIMATOR_ORDER = ("cos", "kl", "overlap", "depth_score_output", "depth_score_future")
+# The analysis each estimator reads: its variant is the variant of the estimate.
+ESTIMATOR_ANALYSIS = {
+    "cos": "relative_contribution",
+    "kl": "logit_lens",
+    "overlap": "logit_lens",
+    "depth_score_output": "layer_skip",
+    "depth_score_future": "layer_skip",
+}
 
 SCHEMA = {
     "model": pl.Utf8,
@@ -469,19 +477,24 @@ def effective_depth(
         n_layers = layers_of[model]
         if n_layers is None:
             continue
-        sources = curves_for({a: p[(model, task)] for a, p in parts.items() if (model, task) in p}, n_layers)
-        boots: dict[str, np.ndarray | None] = {}
-        for name, curves in sources.items():
-            if bootstrap > 0 and curves.n_prompts > 0 and curves.problem is None:
-                counts = resample_counts(curves.n_prompts, bootstrap, seed, model, task)
-                boots[name] = curves.resampled_curves(counts)
-            else:
-                boots[name] = None
-        for rows, ests in ((main_rows, main_estimators), (sweep_rows, sweep_estimators)):
-            for est in ests:
-                if est.source in sources:
-                    rows.append(_row(model, task, est, sources[est.source], boots[est.source], bootstrap))
-        log.info("%s / %s: L=%d, sources %s", model, task, n_layers, ", ".join(sources))
+        rows_of = {a: p[(model, task)] for a, p in parts.items() if (model, task) in p}
+        # one estimate per variant an analysis ran under (variants: [correct, published]); the same
+        # resampled prompts serve every variant, so their intervals are paired
+        for variant in sorted({v for r in rows_of.values() for v in r["variant"].unique()}):
+            of_variant = {a: r.filter(pl.col("variant") == variant) for a, r in rows_of.items()}
+            sources = curves_for({a: r for a, r in of_variant.items() if r.height}, n_layers)
+            boots: dict[str, np.ndarray | None] = {}
+            for name, curves in sources.items():
+                if bootstrap > 0 and curves.n_prompts > 0 and curves.problem is None:
+                    counts = resample_counts(curves.n_prompts, bootstrap, seed, model, task)
+                    boots[name] = curves.resampled_curves(counts)
+                else:
+                    boots[name] = None
+            for rows, ests in ((main_rows, main_estimators), (sweep_rows, sweep_estimators)):
+                for est in ests:
+                    if est.source in sources:
+                        rows.append(_row(model, task, est, sources[est.source], boots[est.source], bootstrap))
+            log.info("%s / %s (%s): L=%d, sources %s", model, task, variant, n_layers, ", ".join(sources))
     return _frame(main_rows), _frame(sweep_rows)
 
 

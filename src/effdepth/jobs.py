@@ -117,9 +117,9 @@ def extract(
     )
 
 
-def forward_tables(variants: dict[str, str], stats: str, output: str, model: str, task: str) -> None:
-    """The tables of every forward analysis in ``variants`` (analysis -> variant) from one extraction
-    cache, in one file (rows told apart by the ``analysis`` column).  Reads the cache as numpy arrays:
+def forward_tables(variants: dict[str, list[str]], stats: str, output: str, model: str, task: str) -> None:
+    """The tables of every forward analysis and variant in ``variants`` (analysis -> variants) from one
+    extraction cache, in one file (rows told apart by the ``analysis`` and ``variant`` columns).  Reads the cache as numpy arrays:
     neither torch nor transformers is imported, so the job costs little more than its Python start."""
     from .analyses import REGISTRY
     from .cache import load_tensors
@@ -127,7 +127,7 @@ def forward_tables(variants: dict[str, str], stats: str, output: str, model: str
 
     tensors, meta = load_tensors(stats, numpy=True)
     ids = {"model": model, "task": task, "n_layers": int(meta["n_layers"])}
-    tables = [REGISTRY[a].module().table(tensors, meta, variant, **ids) for a, variant in sorted(variants.items())]
+    tables = [REGISTRY[a].module().table(tensors, meta, v, **ids) for a, vs in sorted(variants.items()) for v in vs]
     write_table(pl.concat(tables, how="diagonal_relaxed"), output)
 
 

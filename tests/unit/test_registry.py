@@ -7,9 +7,9 @@ import yaml
 from effdepth.analyses import FORWARD, INTERVENTION, REGISTRY
 from effdepth.config import DEFAULT_SCHEMA, load_config
 
-# Options every analysis block takes that no job reads: which tasks it runs on (the workflow's
+# Options every analysis block takes that no job reads: which tasks and variants it runs (the workflow's
 # scheduling) and, for erasure, the baseline task (an input file of the job, not a parameter).
-SCHEDULING = {"tasks"}
+SCHEDULING = {"tasks", "variants"}
 
 
 def test_every_schema_option_is_declared_by_the_registry():

@@ -140,21 +140,38 @@ def test_missing_local_model_is_named(tmp_path, tiny_models):
     assert "models.tiny-qwen2.path" in result.stdout + result.stderr and "nowhere" in result.stdout + result.stderr
 
 
-def test_every_analysis_published_end_to_end(tmp_path, tiny_models):
-    """The test configuration with every analysis at `variant: published` runs to all.pdf; the figures
-    of kinds the published layer skip does not produce (attention-, MLP-only) are not scheduled."""
+def test_every_analysis_under_both_variants_end_to_end(tmp_path, tiny_models):
+    """The test configuration with every analysis that has a published variant at
+    `variants: [published, correct]` runs to all.pdf: one extraction per (model, task) serves both
+    variants, the tables hold both, the figures show the published one (so the attention- and
+    MLP-only skip maps, which the published skip does not produce, are not scheduled), and the errata
+    compare the two.  Known answer: the published relative-contribution normaliser rescales the
+    cosines without changing their signs, so ED_cos is the same under both variants."""
+    from effdepth.analyses import REGISTRY
+
     config = tiny_config_for(tmp_path, tiny_models)
-    for options in config["analyses"].values():
-        options["variant"] = "published"
+    for name, options in config["analyses"].items():
+        options.pop("variant", None)
+        options["variants"] = ["published", "correct"] if REGISTRY[name].published else ["correct"]
     path = write_config(tmp_path, config)
-    rules = {rule for rule, _ in planned_jobs(snakemake(tmp_path, "-n", "--configfile", str(path)).stdout)}
-    assert "figure_skip_map" in rules and not rules & {"figure_skip_map_attention", "figure_skip_map_mlp"}, rules
+    jobs = planned_jobs(snakemake(tmp_path, "-n", "--configfile", str(path)).stdout)
+    rules = {rule for rule, _ in jobs}
+    assert {"figure_skip_map", "errata", "figure_errata"} <= rules, rules
+    assert not rules & {"figure_skip_map_attention", "figure_skip_map_mlp"}, rules
+    extracts = [w for rule, w in jobs if rule == "extract"]
+    assert len(extracts) == len({(w["model"], w["task"]) for w in extracts})  # never once per variant
     snakemake(tmp_path, "--cores", "2", "--configfile", str(path))
-    for analysis in config["analyses"]:
-        table = pl.read_parquet(tmp_path / "results" / "tables" / f"{analysis}.parquet")
-        assert set(table["variant"]) == {"published"}, analysis
-    skip = pl.read_parquet(tmp_path / "results" / "tables" / "layer_skip.parquet")
-    assert set(skip["kind"]) == {"layer"}
+    tables = tmp_path / "results" / "tables"
+    for analysis, options in config["analyses"].items():
+        table = pl.read_parquet(tables / f"{analysis}.parquet")
+        assert set(table["variant"]) == set(options["variants"]), analysis
+    errata = pl.read_parquet(tables / "errata.parquet")
+    cos = errata.filter(pl.col("estimator") == "cos")
+    assert cos.height and (cos["ed_difference"].fill_null(0) == 0).all(), cos
+    assert set(errata["analysis"]) >= {"relative_contribution", "logit_lens", "residual_erasure", "integrated_gradients"}
+    questions = pl.read_csv(tables / "errata_questions.csv")
+    assert set(questions["question"]) == {"Q1 scale", "Q2 training", "Q3 difficulty"}
+    assert (tmp_path / "results" / "figures" / "errata.pdf").is_file()
     assert (tmp_path / "results" / "figures" / "all.pdf").is_file()
 
 
@@ -170,7 +187,7 @@ import sys
 from effdepth.jobs import aggregate, forward_tables
 from effdepth.depth import run
 import effdepth.figures
-forward_tables({{"relative_contribution": "correct", "logit_lens": "correct", "block_influence": "correct"}},
+forward_tables({{"relative_contribution": ["correct"], "logit_lens": ["correct"], "block_influence": ["correct"]}},
                {str(cache)!r}, {str(finished_run / "forward_check.parquet")!r}, "tiny-qwen2", "words")
 aggregate([{str(finished_run / "forward_check.parquet")!r}], {str(finished_run / "aggregate_check.parquet")!r}, "logit_lens")
 print(sorted(m for m in ("torch", "transformers") if m in sys.modules))

@@ -6,8 +6,6 @@ rule aggregate:
         lambda w: table_paths(w.analysis),
     output:
         AGGREGATED,
-    params:
-        analysis=lambda w: w.analysis,
     log:
         "logs/aggregate/{analysis}.log",
     wildcard_constraints:
@@ -15,6 +13,8 @@ rule aggregate:
     localrule: True
     conda:
         "../../envs/effdepth.yaml"
+    params:
+        analysis=lambda w: w.analysis,
     script:
         "../scripts/aggregate.py"
 

@@ -8,17 +8,17 @@ rule forward_tables:
         CACHE,
     output:
         FORWARD_TABLES,
-    wildcard_constraints:
-        task=_alternatives(FORWARD_TASKS),
-    params:
-        variants=forward_variants,
     log:
         "logs/forward_tables/{model}/{task}.log",
     benchmark:
         "logs/benchmark/forward_tables/{model}/{task}.tsv"
+    wildcard_constraints:
+        task=_alternatives(FORWARD_TASKS),
     localrule: True
     conda:
         "../../envs/effdepth.yaml"
+    params:
+        variants=forward_variants,
     script:
         "../scripts/forward_tables.py"
 
@@ -30,9 +30,9 @@ rule intervention:
         table=TABLE,
         tokens=TOKENS,
     log:
-        "logs/{analysis}/{model}/{task}.log",
+        "logs/{analysis}/{model}/{task}.{variant}.log",
     benchmark:
-        "logs/benchmark/{analysis}/{model}/{task}.tsv"
+        "logs/benchmark/{analysis}/{model}/{task}.{variant}.tsv"
     wildcard_constraints:
         analysis=_alternatives([a for a in INTERVENTION_ANALYSES if a in ANALYSES]),
     conda:

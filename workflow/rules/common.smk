@@ -17,7 +17,8 @@ from effdepth.config import (
     validate_config,
 )
 from effdepth.depth import ED_ANALYSES, REFERENCE_PATH, reference_pairs
-from effdepth.figures import ED_CAT, FIGURE_BY_NAME, PROFILE_CATEGORY
+from effdepth.errata import errata_configured
+from effdepth.figures import ED_CAT, FIGURE_BY_NAME, PROFILE_CATEGORY, figure_context
 
 _config_files = [str(f) for f in (workflow.overwrite_configfiles or workflow.configfiles or ["config"])]
 try:
@@ -56,6 +57,7 @@ def _alternatives(names):
 wildcard_constraints:
     model=_alternatives(MODELS),
     task=_alternatives(TASKS),
+    variant="correct|published",
 
 
 HUB_MODELS = [m for m, e in config["models"].items() if "hf_id" in e]
@@ -133,9 +135,9 @@ def task_files(wildcards):
 
 PROMPTS = "resources/prompts/{task}.parquet"
 CACHE = "results/cache/{model}/{task}/stats.safetensors"
-TABLE = "results/tables/{model}/{task}/{analysis}.parquet"  # intervention analyses
-FORWARD_TABLES = "results/tables/{model}/{task}/forward.parquet"  # every forward analysis run on the task
-TOKENS = "results/tables/{model}/{task}/{analysis}_tokens.parquet"
+TABLE = "results/tables/{model}/{task}/{analysis}.{variant}.parquet"  # intervention analyses
+FORWARD_TABLES = "results/tables/{model}/{task}/forward.parquet"  # every forward analysis and variant run on the task
+TOKENS = "results/tables/{model}/{task}/{analysis}_tokens.{variant}.parquet"
 AGGREGATED = "results/tables/{analysis}.parquet"
 ED_TABLES = {
     "table": "results/tables/effective_depth.parquet",
@@ -143,6 +145,12 @@ ED_TABLES = {
     "sweep": "results/tables/effective_depth_sweep.parquet",
     "reference": "results/tables/effective_depth_reference.parquet",
     "reference_csv": "results/tables/effective_depth_reference.csv",
+}
+ERRATA = {
+    "table": "results/tables/errata.parquet",
+    "csv": "results/tables/errata.csv",
+    "questions_table": "results/tables/errata_questions.parquet",
+    "questions": "results/tables/errata_questions.csv",
 }
 FIGURE = "results/figures/{figure}.{ext}"
 PROFILE = "results/figures/models/{model}.{ext}"
@@ -155,25 +163,36 @@ def analysis_tasks(analysis):
     return ANALYSES[analysis]["tasks"] if analysis in ANALYSES else []
 
 
+def analysis_variants(analysis):
+    return ANALYSES[analysis]["variants"] if analysis in ANALYSES else []
+
+
 def table_paths(analysis):
-    """The per-(model, task) tables holding an analysis's rows (forward analyses share one per task)."""
-    pattern = FORWARD_TABLES if analysis in FORWARD_ANALYSES else TABLE
-    return expand(pattern, model=MODELS, task=analysis_tasks(analysis), analysis=analysis)
+    """The per-(model, task) tables holding an analysis's rows, every configured variant (the forward
+    analyses of a task share one file)."""
+    if analysis in FORWARD_ANALYSES:
+        return expand(FORWARD_TABLES, model=MODELS, task=analysis_tasks(analysis))
+    return expand(TABLE, model=MODELS, task=analysis_tasks(analysis), analysis=analysis, variant=analysis_variants(analysis))
 
 
 def forward_variants(wildcards):
-    """analysis -> variant of every configured forward analysis that runs on the task."""
-    return {a: ANALYSES[a]["variant"] for a in FORWARD_ANALYSES if a in ANALYSES and wildcards.task in analysis_tasks(a)}
+    """analysis -> variants of every configured forward analysis that runs on the task."""
+    return {a: analysis_variants(a) for a in FORWARD_ANALYSES if a in ANALYSES and wildcards.task in analysis_tasks(a)}
 
 
 def token_paths(analysis):
-    return expand(TOKENS, model=MODELS, task=analysis_tasks(analysis), analysis=analysis)
+    """Token tables of an intervention analysis (those of the variant the figures show)."""
+    return expand(TOKENS, model=MODELS, task=analysis_tasks(analysis), analysis=analysis, variant=ANALYSES[analysis]["variant"])
 
 
 # The effective-depth estimators' inputs, and the paper's published values (shipped with the
 # workflow, not the working directory, which may be elsewhere).
 ED_CONFIGURED = [a for a in ED_ANALYSES if a in ANALYSES]
 REFERENCE_FILE = str(Path(workflow.basedir) / REFERENCE_PATH)
+ERRATA_CONFIGURED = errata_configured(ANALYSES)
+FIGURE_CONTEXT = figure_context(config)  # the config's part the figures (and the errata verdicts) read
+# Erasure and IG feed no estimator: the errata compare their maps when they ran under both variants.
+ERRATA_MAPS = [a for a in ("residual_erasure", "integrated_gradients") if len(analysis_variants(a)) > 1]
 REFERENCE_MATCHES = any(
     (m, t) in reference_pairs(REFERENCE_FILE) for m in MODELS for a in ED_CONFIGURED for t in analysis_tasks(a)
 )
@@ -186,6 +205,8 @@ TABLE_FILES = {
         t: ED_TABLES[k]
         for k, t in (("table", "effective_depth"), ("sweep", "effective_depth_sweep"), ("reference", "effective_depth_reference"))
     },
+    "errata": ERRATA["table"],
+    "errata_questions": ERRATA["questions_table"],
 }
 
 
@@ -219,8 +240,8 @@ def task_options(wildcards):
 
 
 def analysis_options(wildcards):
-    """The keys of analyses.<analysis> its job reads (effdepth.analyses.REGISTRY)."""
-    return REGISTRY[wildcards.analysis].job_options(ANALYSES[wildcards.analysis])
+    """The keys of analyses.<analysis> its job reads (effdepth.analyses.REGISTRY), for one variant."""
+    return {**REGISTRY[wildcards.analysis].job_options(ANALYSES[wildcards.analysis]), "variant": wildcards.variant}
 
 
 def extraction_options():
@@ -251,6 +272,8 @@ def all_targets():
     targets = [ALL_PDF, RESOLVED_CONFIG, *expand(AGGREGATED, analysis=list(ANALYSES))]
     if ED_CONFIGURED:
         targets += list(ED_TABLES.values())
+    if ERRATA_CONFIGURED:
+        targets += list(ERRATA.values())
     return targets
 
 

@@ -34,3 +34,32 @@ rule effective_depth:
         options=config["effective_depth"],
     script:
         "../scripts/effective_depth.py"
+
+
+# The errata of the published code (effdepth.errata): scheduled when an analysis runs under several
+# variants; reads only tables.
+rule errata:
+    input:
+        effective_depth=ED_TABLES["table"],
+        maps=[AGGREGATED.format(analysis=a) for a in ERRATA_MAPS],
+    output:
+        table=ERRATA["table"],
+        csv=report(
+            ERRATA["csv"],
+            caption=CAPTION.format(name="errata_table"),
+            category=ED_CAT,
+            subcategory="tables",
+            labels={"figure": "table", "shows": "errata: both variants of every estimate"},
+        ),
+        questions_table=ERRATA["questions_table"],
+        questions=ERRATA["questions"],
+    log:
+        "logs/errata.log",
+    localrule: True
+    conda:
+        "../../envs/effdepth.yaml"
+    params:
+        models=FIGURE_CONTEXT["models"],
+        tasks=FIGURE_CONTEXT["tasks"],
+    script:
+        "../scripts/errata.py"

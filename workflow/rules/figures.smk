@@ -7,7 +7,6 @@
 
 from effdepth.figures import (
     available_figures,
-    figure_context,
     report_options,
 )
 
@@ -17,7 +16,6 @@ report: "../report/workflow.rst"
 
 FIGURE_NAMES = available_figures(ANALYSES, reference_matches=REFERENCE_MATCHES)
 PROFILE_MODELS = MODELS if ED_CONFIGURED else []
-FIGURE_CONTEXT = figure_context(config)
 for _name in FIGURE_NAMES:
 
     rule:
@@ -87,7 +85,7 @@ rule all_pdf:
             "name": config.get("name", "experiment"),
             "models": MODELS,
             "tasks": TASKS,
-            "variants": {a: o["variant"] for a, o in ANALYSES.items()},
+            "variants": {a: "+".join(o["variants"]) for a, o in ANALYSES.items()},
             "effective_depth": ", ".join(f"{k}={v}" for k, v in config["effective_depth"].items()),
             "config_hash": config_hash(),
         },

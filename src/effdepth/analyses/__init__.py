@@ -37,6 +37,8 @@ class Analysis:
                   the kinds its ``published`` variant is restricted to
     baseline      the option naming a task whose extraction cache the job also reads
     extraction    options the extraction job reads (its statistics are computed there)
+    published     whether a ``published`` variant exists (reproducing a defect of the public code,
+                  docs/methods.md#published-variant); without one ``variant: published`` is refused
     """
 
     name: str
@@ -47,6 +49,7 @@ class Analysis:
     published_kinds: tuple[str, ...] | None = None
     baseline: str | None = None
     extraction: tuple[str, ...] = ()
+    published: bool = True
 
     def module(self) -> ModuleType:
         return importlib.import_module(f"effdepth.analyses.{self.name}")
@@ -73,7 +76,7 @@ REGISTRY: dict[str, Analysis] = {
             "relative_contribution", FORWARD, (), ("rc_attention", "rc_mlp", "rc_layer", "cos_attention", "cos_mlp", "cos_layer")
         ),
         Analysis("logit_lens", FORWARD, (), ("kl", "overlap"), extraction=("top_k",)),
-        Analysis("block_influence", FORWARD, (), ("block_influence", "angular_distance")),
+        Analysis("block_influence", FORWARD, (), ("block_influence", "angular_distance"), published=False),
         Analysis(
             "layer_skip",
             INTERVENTION,
@@ -94,6 +97,7 @@ REGISTRY: dict[str, Analysis] = {
             INTERVENTION,
             ("n_prompts", "keep_last", "max_batch", "max_batch_tokens"),
             ("exit_loss", "exit_agreement", "deletion_loss", "deletion_agreement", "full_loss"),
+            published=False,
         ),
     )
 }

@@ -15,6 +15,7 @@ import altair as alt
 import polars as pl
 
 from .. import __version__
+from ..depth import ESTIMATOR_ANALYSIS
 from .layout import canonical
 from .profile import model_profile_chart
 from .registry import FIGURE_BY_NAME, figure_title
@@ -40,10 +41,34 @@ def build_chart(name: str, tables: Tables, ctx: Context) -> alt.TopLevelMixin:
     figure name or when a table the figure declares is missing, and ``KeyError`` / ``TypeError`` when
     ``ctx["effective_depth"]`` lacks a threshold a figure draws.
     """
+    if not (name in FIGURE_BY_NAME and FIGURE_BY_NAME[name].every_variant):
+        tables = shown_variants(tables, ctx)
     tables = {key: canonical(table) for key, table in tables.items()}
     if name.startswith("models/"):
         return model_profile_chart(tables, ctx, name.split("/", 1)[1])
     return FIGURE_BY_NAME[name].builder(tables, ctx)
+
+
+def shown_variants(tables: Tables, ctx: Context) -> Tables:
+    """Only the rows of the variant each analysis is shown in (``analyses.<a>.variant``, the first of
+    its ``variants``): an analysis table's own rows, and the effective-depth tables' estimates of
+    the estimators that read it (``effdepth.depth.ESTIMATOR_ANALYSIS``).  Tables without a variant
+    column pass unchanged."""
+    shown = {a: o.get("variant") for a, o in ctx.get("analyses", {}).items()}
+    out: Tables = {}
+    for key, table in tables.items():
+        if "variant" not in table.columns or not table.height:
+            out[key] = table
+        elif key in shown:
+            out[key] = table.filter(pl.col("variant") == shown[key])
+        elif "estimator" in table.columns:
+            wanted = pl.col("estimator").replace_strict(
+                {e: shown.get(a) for e, a in ESTIMATOR_ANALYSIS.items()}, default=None, return_dtype=pl.Utf8
+            )
+            out[key] = table.filter((pl.col("variant") == wanted) | wanted.is_null())
+        else:
+            out[key] = table
+    return out
 
 
 _GRADIENT_ID = re.compile(r"\bgradient_(\d+)\b")

@@ -14,7 +14,9 @@ import altair as alt
 
 from ..analyses import REGISTRY
 from ..depth import effective_depth_inputs
+from ..errata import errata_configured
 from .checks import layer_deletion_chart, layer_deletion_table_chart, reference_chart, threshold_sweep_chart
+from .errata import errata_chart
 from .extra import angular_distance_chart, block_influence_chart, relative_contribution_chart
 from .paper import (
     cosine_chart,
@@ -34,6 +36,7 @@ from .summaries import (
 from .theme import Context, Tables
 
 ED_TABLES = ("effective_depth", "effective_depth_sweep", "effective_depth_reference")
+ERRATA_TABLES = ("errata", "errata_questions")  # written when an analysis runs under several variants
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Figure:
     paper: str = ""  # the paper's figure / table id
     short: str = ""  # title on the contents page and in the PDF outline
     needs: tuple[str, ...] = field(default=())  # analyses that must be configured (default: tables that are analyses)
+    every_variant: bool = False  # reads the rows of every variant (else only those of each analysis's shown variant)
 
 
 ED_CAT, Q1_CAT, Q2_CAT, Q3_CAT = "1 · Effective depth", "2 · Q1 scale", "3 · Q2 training", "4 · Q3 difficulty"
@@ -228,6 +232,14 @@ FIGURES: list[Figure] = [
         ED_CAT,
         short="layer deletion: loss increase at each effective depth",
     ),
+    Figure(
+        "errata",
+        errata_chart,
+        ("errata", "errata_questions"),
+        ED_CAT,
+        short="errata: each defect of the published code, isolated, and the paper's conclusions under both variants",
+        every_variant=True,
+    ),
 ]
 FIGURE_BY_NAME = {f.name: f for f in FIGURES}
 
@@ -237,7 +249,7 @@ def _needs(fig: Figure) -> tuple[str, ...]:
         return fig.needs
     needed: list[str] = []
     for table in fig.tables:
-        needed += [table] if table not in ED_TABLES else []
+        needed += [table] if table not in ED_TABLES + ERRATA_TABLES else []
     return tuple(needed)
 
 
@@ -253,6 +265,8 @@ def available_figures(analyses: dict[str, Any], reference_matches: bool = False)
     names = []
     for fig in FIGURES:
         if any(t in ED_TABLES for t in fig.tables) and not effective_depth_inputs(analyses):
+            continue
+        if any(t in ERRATA_TABLES for t in fig.tables) and not errata_configured(analyses):
             continue
         if not all(a in analyses for a in _needs(fig)):
             continue

@@ -1,0 +1,81 @@
+"""The errata page: each estimate under the correct and the published variant, one defect at a time,
+and whether each of the paper's conclusions holds under both (``effdepth.errata``)."""
+
+from __future__ import annotations
+
+import altair as alt
+import polars as pl
+
+from .layout import models_in
+from .summaries import ESTIMATOR_LABELS
+from .theme import Context, Tables, chart_title, message_chart
+
+
+def _interval(ed: float | None, low: float | None, high: float | None) -> str:
+    if ed is None:
+        return "–"
+    if low is None or high is None:
+        return f"{ed:g}"
+    return f"{ed:g} [{low:g}–{high:g}]"
+
+
+def errata_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
+    """Rows model × task, columns estimator (and the erasure / IG peak layers): "correct → published"
+    with both intervals, coloured by whether the intervals overlap; the subtitle carries the generated
+    verdict of each paper question under both variants."""
+    errata = tables["errata"]
+    verdicts = tables.get("errata_questions", pl.DataFrame())
+    sentences = verdicts.filter(pl.col("variant") == "both")["sentence"].to_list() if verdicts.height else []
+    if errata.height == 0:
+        return message_chart(
+            "Errata of the published code",
+            ["No analysis ran under both variants (set e.g. `variants: [correct, published]`)."],
+        )
+    labels = {f"{estimator}/{form}": label for (estimator, form, _), label in ESTIMATOR_LABELS.items()}
+    data = errata.with_columns(
+        column=pl.concat_str([pl.col("estimator"), pl.lit("/"), pl.col("form")]).replace(labels),
+        row=pl.concat_str([pl.col("model"), pl.lit(" · "), pl.col("task")]),
+        text=pl.Series(
+            [
+                f"{_interval(c, cl, ch)} → {_interval(p, pl_, ph)}"
+                for c, cl, ch, p, pl_, ph in errata.select(
+                    "ed_correct", "ci_low_correct", "ci_high_correct", "ed_published", "ci_low_published", "ci_high_published"
+                ).iter_rows()
+            ],
+            dtype=pl.Utf8,
+        ),
+        agreement=pl.when(pl.col("intervals_overlap").is_null())
+        .then(pl.lit("no interval comparison"))
+        .when(pl.col("intervals_overlap"))
+        .then(pl.lit("intervals overlap"))
+        .otherwise(pl.lit("intervals disjoint: the defect moves the number")),
+    )
+    rows = [
+        f"{m} · {t}" for m in models_in(ctx, data) for t in data.filter(pl.col("model") == m)["task"].unique(maintain_order=True)
+    ]
+    columns = data["column"].unique(maintain_order=True).to_list()
+    base = alt.Chart(data).encode(
+        x=alt.X("column:N", sort=columns, title=None, axis=alt.Axis(orient="top", labelAngle=0, labelLimit=140)),
+        y=alt.Y("row:N", sort=rows, title=None, axis=alt.Axis(labelLimit=260)),
+        tooltip=["model:N", "task:N", "defect:N", "text:N", "ed_difference:Q", "ratio_difference:Q", "map_correlation:Q"],
+    )
+    color = alt.Color(
+        "agreement:N",
+        scale=alt.Scale(
+            domain=["intervals overlap", "intervals disjoint: the defect moves the number", "no interval comparison"],
+            range=["#e8f1e4", "#f6d5d1", "#eeeeee"],
+        ),
+        legend=alt.Legend(orient="bottom", title=None),
+    )
+    chart = alt.layer(
+        base.mark_rect().encode(color=color),
+        base.mark_text(fontSize=9).encode(text="text:N"),
+    ).properties(width=max(400, 150 * len(columns)), height=max(60, 20 * len(rows)))
+    subtitle = [
+        "Each cell: ED [95 % interval] under the correct variant → under the published one; each column switches "
+        "one defect of the public code (its analysis's published variant); erasure / IG: the layer where the map peaks.",
+        *sentences,
+    ]
+    return chart.properties(
+        title=chart_title("Errata: how each defect of the published code moves the effective depth", *subtitle)
+    )
