@@ -260,10 +260,9 @@ def question_verdicts(ed: pl.DataFrame, models: dict[str, dict[str, Any]], tasks
         elif not any(per.values()):
             text, holds = "does not hold under either variant", False
         else:
-            text, holds = (
-                "holds under " + " but not ".join(v for v in sorted(per, key=lambda v: not per[v])) + " — the defects decide it",
-                False,
-            )
+            kept = ", ".join(v for v, h in per.items() if h)
+            lost = ", ".join(v for v, h in per.items() if not h)
+            text, holds = f"holds under {kept} but not under {lost}: the defects decide it", False
         summary.append(
             {"question": question, "variant": "both", "holds": holds, "sentence": f"{question}: the conclusion {text}."}
         )
