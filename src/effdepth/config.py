@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from .analyses import REGISTRY
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
+
+from .analyses import REGISTRY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
