@@ -140,6 +140,11 @@ def _semantic_errors(config: dict[str, Any], original_analyses: dict[str, Any]) 
     primary = (config.get("figures") or {}).get("primary_task")
     if primary is not None and primary not in config["tasks"]:
         errors.append(f"figures.primary_task: unknown task {primary!r} (configured: {', '.join(config['tasks'])})")
+    ig = (config.get("analyses") or {}).get("integrated_gradients")
+    if ig is not None and ig.get("rule") == "auto" and ig.get("min_steps", 8) > ig.get("max_steps", 256):
+        errors.append(
+            f"analyses.integrated_gradients: min_steps ({ig['min_steps']}) exceeds max_steps ({ig['max_steps']}) under rule auto"
+        )
     erasure = (config.get("analyses") or {}).get("residual_erasure")
     if erasure is not None:
         baseline = erasure["baseline_task"]

@@ -204,8 +204,8 @@ def completeness_gap(attribution_sum: float, f_input: float, f_baseline: float) 
     """Relative completeness gap of integrated gradients, |Σ IG − (F(x) − F(x'))| / |F(x) − F(x')|.
 
     Sundararajan et al. (2017), "Axiomatic attribution for deep networks", completeness axiom: the
-    attributions sum to F(x) − F(x') exactly in the limit of infinitely many steps; the Riemann sum
-    with ``steps`` points leaves this gap (docs/methods.md#integrated-gradients).  Returns inf when
+    attributions sum to F(x) − F(x') exactly in the limit of infinitely many steps; a quadrature with
+    finitely many nodes leaves this gap (docs/methods.md#integrated-gradients).  Returns inf when
     F(x) = F(x') but the attributions do not sum to 0, and 0 when both are 0.  Non-finite inputs
     give NaN.
     """
@@ -230,12 +230,14 @@ def check_completeness(
     steps: int,
     tolerance: float = 0.05,
     logger: logging.Logger | None = None,
+    knob: str = "steps",
 ) -> float:
     """Warn when integrated gradients miss completeness by more than ``tolerance`` (relative).
 
     attribution_sum: Σ_t IG(l, t) for one prompt and layer; f_input, f_baseline: F(x), F(x') of that
     layer's path (``interventions.integrated_gradients`` returns both).  Logs a warning naming the
-    model, task, prompt, layer and suggesting more ``steps``; raises ``NonFiniteError`` if any of
+    model, task, prompt, layer and suggesting to raise the option ``knob`` (``steps``, or
+    ``max_steps`` under the automatic rule), now ``steps``; raises ``NonFiniteError`` if any of
     the three is non-finite.  Returns the relative gap (``completeness_gap``).
     """
     for value, what in ((attribution_sum, "sum of attributions"), (f_input, "F(x)"), (f_baseline, "F(x')")):
@@ -254,12 +256,13 @@ def check_completeness(
     if gap > tolerance:
         (logger or log).warning(
             "integrated gradients incomplete for %s: sum of attributions %.4g vs F(x) - F(x') = %.4g (gap %.0f %% > %.0f %%); "
-            "raise `steps` (now %d)",
+            "raise `%s` (now %d)",
             _where(model, task, prompt, layer, None, ""),
             attribution_sum,
             f_input - f_baseline,
             100 * gap,
             100 * tolerance,
+            knob,
             steps,
         )
     return gap

@@ -216,10 +216,17 @@ def reference_erasure(model, ids, n_answer, baseline):
     return out
 
 
-def reference_ig(model, ids, n_answer, steps, variant="correct"):
-    """IG of Σ_i p(gold_i | i) w.r.t. each layer's output, one forward and backward per step (left
-    Riemann sum); baseline = token mean (published: each token's mean over the hidden dimension).
-    Returns [L, T]."""
+def reference_ig(model, ids, n_answer, steps, variant="correct", nodes=None, weights=None):
+    """IG of Σ_i p(gold_i | i) w.r.t. each layer's output, one forward and backward per node;
+    baseline = token mean (published: each token's mean over the hidden dimension).  Quadrature:
+    the left Riemann sum with ``steps`` points (α_k = k/steps, weight 1/steps), or the given
+    ``nodes`` α_k ∈ [0, 1] and ``weights`` w_k (sequences of floats of one length; ``steps`` is then
+    ignored), each applied in float64 Python arithmetic.  Returns [L, T]."""
+    if nodes is None:
+        nodes, weights = [k / steps for k in range(steps)], [1.0 / steps] * steps
+    nodes, weights = [float(a) for a in nodes], [float(w) for w in weights]
+    if len(nodes) != len(weights):
+        raise ValueError(f"{len(nodes)} nodes but {len(weights)} weights")
     layers = adapter_for(model).decoder_layers(model)
     answer = list(range(len(ids) - n_answer - 1, len(ids) - 1))
     with torch.no_grad():
@@ -228,15 +235,15 @@ def reference_ig(model, ids, n_answer, steps, variant="correct"):
     for l in range(len(layers)):
         x = clean[l][1].detach()
         x0 = x.mean(-1, keepdim=True).expand_as(x) if variant == "published" else x.mean(0, keepdim=True).expand_as(x)
-        total = torch.zeros_like(x)
-        for k in range(steps):
-            point = (x0 + (k / steps) * (x - x0)).clone().requires_grad_(True)
+        total = torch.zeros_like(x, dtype=torch.float64)
+        for alpha, weight in zip(nodes, weights):
+            point = (x0 + alpha * (x - x0)).clone().requires_grad_(True)
             hooks = [(layers[l], lambda mod, args, output, point=point: _replace_first(output, point.unsqueeze(0)), "post")]
             logits, _ = forward_with(model, ids, hooks)
             target = sum(torch.softmax(logits[i], -1)[ids[i + 1]] for i in answer)
             (grad,) = torch.autograd.grad(target, point)
-            total += grad
-        out[l] = (((x - x0) * total).sum(-1) / steps).cpu()
+            total += weight * grad.double()
+        out[l] = ((x - x0).double() * total).sum(-1).cpu()
     return out
 
 

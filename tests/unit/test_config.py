@@ -101,6 +101,14 @@ def test_erasure_baseline_task_must_exist():
     check(config, "analyses.residual_erasure.baseline_task: task 'gsm8k' is not configured")
 
 
+def test_ig_auto_needs_min_steps_at_most_max_steps():
+    config = minimal()
+    config["analyses"]["integrated_gradients"] = {"rule": "auto", "min_steps": 64, "max_steps": 32}
+    check(config, "analyses.integrated_gradients: min_steps (64) exceeds max_steps (32) under rule auto")
+    config["analyses"]["integrated_gradients"] = {"rule": "gauss_legendre", "min_steps": 64, "max_steps": 32}
+    assert validate_config(config)["analyses"]["integrated_gradients"]["rule"] == "gauss_legendre"
+
+
 def test_figures_primary_task_must_exist():
     config = minimal()
     config["figures"] = {"primary_task": "gsm9k"}

@@ -89,8 +89,8 @@ REGISTRY: dict[str, Analysis] = {
         Analysis(
             "integrated_gradients",
             INTERVENTION,
-            ("steps", "n_prompts", "completeness_tolerance", "max_batch", "max_batch_tokens"),
-            ("attribution", "f_input", "f_baseline", "attribution_sum", "completeness_gap"),
+            ("rule", "steps", "min_steps", "max_steps", "n_prompts", "completeness_tolerance", "max_batch", "max_batch_tokens"),
+            ("attribution", "f_input", "f_baseline", "attribution_sum", "completeness_gap", "steps"),
         ),
         Analysis(
             "layer_deletion",

@@ -3,16 +3,40 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import polars as pl
 import torch
 from torch import nn
 
 from ..capture import LayerRunner
-from ..numerics import check_completeness
-from ..staircase import answer_positions, batch_size_for, clean_run
+from ..numerics import check_completeness, completeness_gap
+from ..staircase import answer_positions, clean_run
 from ..tables import frame, map_table
+
+RULES = ("riemann", "gauss_legendre", "auto")
+# The public code's quadrature, which ``variant: published`` always uses: left Riemann sum, 256 steps.
+PUBLISHED_RULE, PUBLISHED_STEPS = "riemann", 256
+
+
+def quadrature(rule: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes α [n] and weights w [n] (float64, Σ w = 1) with ∫_0^1 g(α) dα ≈ Σ_k w_k g(α_k).
+
+    ``riemann``: the left Riemann sum, α_k = k/n, w_k = 1/n (k = 0 … n−1; error O(1/n) for a smooth
+    g).  ``gauss_legendre``: α_k = (1 + ξ_k)/2, w_k = ω_k/2 from the Legendre nodes ξ_k and weights
+    ω_k on [−1, 1] (``numpy.polynomial.legendre.leggauss``); exact for polynomials of degree ≤ 2n − 1.
+    Raises ValueError for another rule or n < 1.
+    """
+    if n < 1:
+        raise ValueError(f"a quadrature needs at least one node, got {n}")
+    if rule == "riemann":
+        return torch.arange(n, dtype=torch.float64) / n, torch.full((n,), 1.0 / n, dtype=torch.float64)
+    if rule == "gauss_legendre":
+        xi, omega = np.polynomial.legendre.leggauss(n)
+        return torch.from_numpy((xi + 1.0) / 2.0), torch.from_numpy(omega / 2.0)
+    raise ValueError(f"unknown quadrature rule {rule!r} (one of riemann, gauss_legendre)")
 
 
 def ig_baseline(x: torch.Tensor, variant: str = "correct") -> torch.Tensor:
@@ -29,6 +53,13 @@ def answer_probability(runner: LayerRunner, final: torch.Tensor, answer: torch.T
     return probs.gather(-1, gold.view(1, -1, 1).expand(probs.shape[0], -1, 1)).squeeze(-1).sum(-1)
 
 
+def _chunks(n: int, cap: int) -> list[tuple[int, int]]:
+    """Split n points into the fewest passes of ≤ cap points, of near-equal size: [(start, stop)]."""
+    passes = math.ceil(n / max(1, cap))
+    size = math.ceil(n / passes)
+    return [(start, min(n, start + size)) for start in range(0, n, size)]
+
+
 def integrated_gradients(
     model: nn.Module,
     input_ids: list[int],
@@ -36,12 +67,32 @@ def integrated_gradients(
     steps: int = 256,
     variant: str = "correct",
     max_batch: int = 32,
+    *,
+    rule: str = "riemann",
+    tolerance: float = 0.05,
+    max_steps: int = 256,
 ) -> dict[str, torch.Tensor]:
-    """IG(l, t) = (1/S) Σ_k Σ_d (x − x′)[t, d] · ∂F/∂x[t, d] at x′ + (k/S)(x − x′), k = 0 … S−1.
+    """IG(l, t) = Σ_k w_k Σ_d (x − x′)[t, d] · ∂F/∂x[t, d] at x′ + α_k (x − x′)  (``quadrature``).
 
-    x = output of layer l (h_{l+1}), x′ = ig_baseline(x).  Returns ``ig`` [L, T] (signed) and the
-    endpoints ``f_input`` [L] = F(x), ``f_baseline`` [L] = F(x′) for the completeness check.
+    x = output of layer l (h_{l+1}) [T, d], x′ = ``ig_baseline(x, variant)`` (``variant`` chooses
+    the baseline only; the IG job's ``published`` variant also fixes the quadrature, ``job_quadrature``).
+    F = ``answer_probability``: the summed probability of the gold answer tokens (unitless, in
+    [0, n_answer]).  ``rule``: ``riemann`` or ``gauss_legendre`` with ``steps`` nodes, or ``auto``:
+    Gauss–Legendre from ``steps`` nodes, doubled per layer (capped at ``max_steps``) until the
+    relative completeness gap |Σ_t IG − (F(x) − F(x′))| / |F(x) − F(x′)| ≤ ``tolerance``.
+    ``max_batch``: interpolation points per forward/backward pass (each point is one T-token
+    sequence through layers l+1 … L−1); the passes are split into near-equal chunks.
+
+    Everything that does not depend on α is computed once: the clean run (and with it the layer
+    call arguments: masks, rotary embeddings), the answer positions, the gold ids, and per layer x′,
+    x − x′ and the endpoints F(x), F(x′).
+
+    Returns ``ig`` [L, T] (signed, float64), ``f_input`` [L] = F(x), ``f_baseline`` [L] = F(x′)
+    and ``steps`` [L] (int64, the node count each layer used).  Raises ValueError for an unknown
+    rule, steps < 1 or a prompt without answer tokens.
     """
+    if rule not in RULES:
+        raise ValueError(f"unknown quadrature rule {rule!r} (one of {', '.join(RULES)})")
     clean = clean_run(model, input_ids)
     runner, n_layers = clean.runner, clean.runner.n_layers
     n_tokens = clean.h.shape[1]
@@ -50,38 +101,93 @@ def integrated_gradients(
     gold = torch.tensor(input_ids, device=device)[answer + 1]
     ig = torch.zeros(n_layers, n_tokens, dtype=torch.float64)
     f_input, f_baseline = torch.zeros(n_layers, dtype=torch.float64), torch.zeros(n_layers, dtype=torch.float64)
-    alphas = torch.arange(steps, device=device, dtype=torch.float64) / steps
+    used = torch.zeros(n_layers, dtype=torch.int64)
     accumulate = torch.float64 if clean.h.dtype == torch.float64 else torch.float32
+    nodes_of: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def nodes(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if n not in nodes_of:
+            alpha, weight = quadrature("gauss_legendre" if rule == "auto" else rule, n)
+            nodes_of[n] = (alpha.to(device, clean.h.dtype), weight.to(device, accumulate))
+        return nodes_of[n]
+
     for layer in range(n_layers):
         x = clean.h[layer + 1]
         x0 = ig_baseline(x, variant)
         diff = x - x0
-        grad_sum = torch.zeros_like(x, dtype=accumulate)
-        for start in range(0, steps, max_batch):
-            alpha = alphas[start : start + max_batch].to(x.dtype).view(-1, 1, 1)
-            with torch.enable_grad():
-                states = (x0 + alpha * diff).detach().requires_grad_(True)
-                target = answer_probability(runner, runner.run(states, layer + 1), answer, gold)
-                (grad,) = torch.autograd.grad(target.sum(), states)
-            grad_sum += grad.to(accumulate).sum(0)
-        ig[layer] = (diff.to(accumulate) * grad_sum).sum(-1).cpu() / steps
+        diff_acc = diff.to(accumulate)
         with torch.no_grad():
             ends = answer_probability(runner, runner.run(torch.stack([x, x0]), layer + 1), answer, gold)
         f_input[layer], f_baseline[layer] = ends[0].cpu(), ends[1].cpu()
-    return {"ig": ig, "f_input": f_input, "f_baseline": f_baseline}
+        n = steps if rule != "auto" else min(steps, max_steps)
+        while True:
+            alpha, weight = nodes(n)
+            grad_sum = torch.zeros_like(x, dtype=accumulate)
+            for start, stop in _chunks(n, max_batch):
+                with torch.enable_grad():
+                    states = (x0 + alpha[start:stop].view(-1, 1, 1) * diff).detach().requires_grad_(True)
+                    target = answer_probability(runner, runner.run(states, layer + 1), answer, gold)
+                    (grad,) = torch.autograd.grad(target.sum(), states)
+                grad_sum += torch.einsum("k,ktd->td", weight[start:stop], grad.to(accumulate))
+            ig[layer] = (diff_acc * grad_sum).sum(-1).cpu()
+            used[layer] = n
+            if rule != "auto" or n >= max_steps:
+                break
+            gap = completeness_gap(float(ig[layer].sum()), float(f_input[layer]), float(f_baseline[layer]))
+            if gap <= tolerance or math.isnan(gap):
+                break
+            n = min(2 * n, max_steps)
+    return {"ig": ig, "f_input": f_input, "f_baseline": f_baseline, "steps": used}
+
+
+def points_per_pass(options: dict[str, Any], n_tokens: int) -> int:
+    """Interpolation points per gradient pass of the IG job: as many T-token sequences as fit in
+    ``max_batch_tokens`` (points × tokens ≤ budget; at least 1), capped by ``max_batch`` when set."""
+    points = max(1, int(options.get("max_batch_tokens", 512)) // max(n_tokens, 1))
+    if options.get("max_batch") is not None:
+        points = min(points, int(options["max_batch"]))
+    return points
+
+
+def job_quadrature(options: dict[str, Any]) -> tuple[str, int, int]:
+    """(rule, first node count, node cap) of the IG job.  ``variant: published`` is always the
+    paper's left Riemann sum with 256 steps, whatever ``rule`` and ``steps`` say; ``rule: auto``
+    starts at ``min_steps`` and stops at ``max_steps``; otherwise ``steps`` nodes.  Raises
+    ValueError when min_steps > max_steps under auto."""
+    if options["variant"] == "published":
+        return PUBLISHED_RULE, PUBLISHED_STEPS, PUBLISHED_STEPS
+    rule = options.get("rule", "riemann")
+    if rule == "auto":
+        first, cap = int(options.get("min_steps", 8)), int(options.get("max_steps", 256))
+        if first > cap:
+            raise ValueError(f"integrated_gradients: min_steps ({first}) exceeds max_steps ({cap})")
+        return rule, first, cap
+    return rule, int(options["steps"]), int(options["steps"])
 
 
 def run(subject: Any, options: dict[str, Any]) -> pl.DataFrame:
     """The IG job: a signed L × T attribution map per prompt of ``subject`` (``effdepth.jobs.Subject``)
     and, per layer and prompt, the completeness terms f_input = F(x), f_baseline = F(x′),
-    attribution_sum = Σ_t IG(l, t) and the completeness gap Σ_t IG − (F(x) − F(x′))
-    (docs/methods.md#integrated-gradients; finite, signed), with a warning for every layer whose
-    relative gap |gap| / |F(x) − F(x′)| exceeds ``options['completeness_tolerance']``."""
+    attribution_sum = Σ_t IG(l, t), the completeness gap Σ_t IG − (F(x) − F(x′))
+    (docs/methods.md#integrated-gradients; finite, signed) and the node count used (``steps``),
+    with a warning for every layer whose relative gap |gap| / |F(x) − F(x′)| exceeds
+    ``options['completeness_tolerance']``.  Quadrature: ``job_quadrature``; points per pass:
+    ``points_per_pass``."""
+    rule, first, cap = job_quadrature(options)
+    tolerance = options["completeness_tolerance"]
     maps, rows = [], {"metric": [], "layer": [], "prompt": [], "value": [], "weight": []}
     for p, prompt in enumerate(subject.progress("integrated gradients")):
         ids = prompt["input_ids"]
         out = integrated_gradients(
-            subject.model, ids, prompt["n_answer"], options["steps"], options["variant"], batch_size_for(options, len(ids))
+            subject.model,
+            ids,
+            prompt["n_answer"],
+            first,
+            options["variant"],
+            points_per_pass(options, len(ids)),
+            rule=rule,
+            tolerance=tolerance,
+            max_steps=cap,
         )
         subject.check(out["ig"], "integrated gradients", p)
         maps.append(out["ig"])
@@ -89,6 +195,7 @@ def run(subject: Any, options: dict[str, Any]) -> pl.DataFrame:
             total, f_input, f_baseline = (
                 float(v) for v in (out["ig"][layer].sum(), out["f_input"][layer], out["f_baseline"][layer])
             )
+            n = int(out["steps"][layer])
             check_completeness(
                 total,
                 f_input,
@@ -97,15 +204,17 @@ def run(subject: Any, options: dict[str, Any]) -> pl.DataFrame:
                 task=subject.task,
                 prompt=prompt.get("id", p),
                 layer=layer,
-                steps=options["steps"],
-                tolerance=options["completeness_tolerance"],
+                steps=n,
+                tolerance=tolerance,
                 logger=subject.log,
+                knob="max_steps" if rule == "auto" else "steps",
             )
             for metric, value in (
                 ("f_input", f_input),
                 ("f_baseline", f_baseline),
                 ("attribution_sum", total),
                 ("completeness_gap", total - (f_input - f_baseline)),
+                ("steps", float(n)),
             ):
                 for key, v in zip(rows, (metric, layer, p, value, 1.0)):
                     rows[key].append(v)
