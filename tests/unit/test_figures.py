@@ -14,6 +14,7 @@ import pytest
 
 from effdepth import figures
 from effdepth.depth import ED_ANALYSES, effective_depth
+from effdepth.errata import estimate_errata, question_verdicts
 from effdepth.figures import (
     FIGURE_BY_NAME,
     FIGURES,
@@ -263,7 +264,18 @@ def paper_like() -> tuple[dict[str, pl.DataFrame], dict]:
         }
     )
     tables.update(effective_depth=ed, effective_depth_sweep=sweep, effective_depth_reference=reference)
-    return tables, _context(PAPER_LIKE_MODELS, PAPER_LIKE_TASKS)
+    ctx = _context(PAPER_LIKE_MODELS, PAPER_LIKE_TASKS)
+    # the errata: every estimator's analysis also "published", its values halved (signs kept)
+    both = {
+        k: pl.concat([t, t.with_columns(variant=pl.lit("published"), value=pl.col("value") * 0.5)]) for k, t in ed_inputs.items()
+    }
+    ed_both, _ = effective_depth(both, kl_threshold=0.5, overlap_threshold=0.3, bootstrap=20)
+    tables.update(
+        errata=estimate_errata(ed_both),
+        errata_questions=question_verdicts(ed_both, ctx["models"], ctx["tasks"]),
+        effective_depth_both=ed_both,
+    )
+    return tables, ctx
 
 
 def declared(tables: dict[str, pl.DataFrame], name: str) -> dict[str, pl.DataFrame]:
@@ -549,3 +561,37 @@ def test_layer_deletion_at_each_effective_depth(paper_like):
     assert (at["broken"] == best).all()
     subtitle = " ".join(chart("layer_deletion_table", tables, ctx).to_dict()["title"]["subtitle"])
     assert "Broken at its ED" in subtitle and "ED_cos" in subtitle
+
+
+# --- errata and variants ----------------------------------------------------------------------
+
+
+def test_errata_page_shows_both_variants_and_the_verdicts(paper_like):
+    tables, ctx = paper_like
+    assert tables["errata"].height and (tables["errata"].filter(pl.col("estimator") == "cos")["ed_difference"] == 0).all()
+    spec = chart("errata", tables, ctx).to_dict()
+    subtitle = " ".join(spec["title"]["subtitle"])
+    assert "Q1 scale: the conclusion" in subtitle and "Q2 training: the conclusion" in subtitle
+    rows = next(iter(spec["datasets"].values()))
+    assert any("→" in r["text"] for r in rows)
+
+
+def test_figures_show_only_each_analysis_shown_variant(paper_like):
+    """With estimates under both variants, T1 shows those of the variant each analysis is shown in."""
+    from effdepth.figures.summaries import ESTIMATOR_LABELS
+
+    tables, ctx = paper_like
+    both = {**tables, "effective_depth": tables["effective_depth_both"]}
+    labelled = pl.struct("estimator", "form", "aggregation").is_in(
+        [{"estimator": e, "form": f, "aggregation": a} for e, f, a in ESTIMATOR_LABELS]
+    )
+    shown_eds = {}
+    for shown in ("correct", "published"):
+        context = {**ctx, "analyses": {a: {**o, "variant": shown} for a, o in ctx["analyses"].items()}}
+        rows = next(iter(chart("effective_depth_table", both, context).to_dict()["datasets"].values()))
+        expected = tables["effective_depth_both"].filter((pl.col("variant") == shown) & labelled)
+        assert sorted((r["model"], r["task"], r["ed"] is None) for r in rows) == sorted(
+            (m, t, e is None) for m, t, e in expected.select("model", "task", "ed").iter_rows()
+        )
+        shown_eds[shown] = sorted(str(r["ed"]) for r in rows)
+    assert shown_eds["correct"] != shown_eds["published"]  # the halved published values move some estimate
