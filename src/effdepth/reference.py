@@ -118,16 +118,16 @@ def forward_with(model, ids, hooks):
     def record(mod, args, kwargs, out, i):
         seen[i] = (_layer_input(args, kwargs)[0], _first(out)[0])
 
-    handles = [
+    handles = []
+    for module, hook, kind in hooks:  # first: a layer's recorded output is the one its hook returns
+        if kind == "pre":
+            handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        else:
+            handles.append(module.register_forward_hook(hook, with_kwargs=kind == "post-kw"))
+    handles += [
         layer.register_forward_hook(lambda mod, a, k, o, i=i: record(mod, a, k, o, i), with_kwargs=True)
         for i, layer in enumerate(layers)
     ]
-    for module, hook, kind in hooks:
-        if kind == "pre":
-            handle = module.register_forward_pre_hook(hook, with_kwargs=True)
-        else:
-            handle = module.register_forward_hook(hook, with_kwargs=kind == "post-kw")
-        handles.insert(0, handle)
     try:
         logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0]
     finally:
@@ -179,7 +179,7 @@ def reference_skip(model, ids, positions, kinds, variant="correct"):
 
                         hooks = [(module, hook, "post")]
                     logits, run = forward_with(model, ids, hooks)
-                    for j in range(s + 1, n_layers):
+                    for j in range(s, n_layers):  # Δ(s, s): the skipped layer's own contribution
                         rel = [
                             float(
                                 (clean_c[j][tau] - (run[j][1] - run[j][0])[tau]).norm() / clean_c[j][tau].norm().clamp_min(1e-6)

@@ -2,6 +2,7 @@
 per intervention, batch size 1, hooks written here — on tiny float64 Qwen2 and Llama models."""
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -122,6 +123,10 @@ def test_layer_skip_published_slices_channels(model64, tokenizer):
         torch.testing.assert_close(fast[key], slow[key], rtol=1e-6, atol=1e-9, msg=key)
     correct = layer_skip(model64, ids, [8, 16], ("layer",))
     assert not torch.allclose(fast["output_max"], correct["output_max"])
+    # the public code's map has its diagonal: the skipped layer's own contribution changes on future
+    # tokens under the channel slice, never under the token skip
+    diagonal = torch.diagonal(fast["future_max"][0], dim1=0, dim2=1)  # [P, L]
+    assert (diagonal > 1e-3).all() and torch.diagonal(correct["future_max"][0], dim1=0, dim2=1).abs().max() == 0
 
 
 def test_published_skip_hand_computed():
@@ -140,6 +145,20 @@ def test_published_skip_hand_computed():
     assert torch.equal(correct, torch.tensor([[-1.0] * 4, [4, 5, 6, 7], [8, 9, 10, 11]]))
     with pytest.raises(ValueError, match="whole layers"):
         skipped_state(clean, 0, 3, "mlp", "published")
+
+
+def test_skip_table_emits_every_cell_of_the_map():
+    """The layer-skip table carries the whole L × L map the public code emits: zeros below the
+    diagonal, the diagonal Δ(s, s), and the future effects above it (hand-made results, L = 2)."""
+    from effdepth.analyses.layer_skip import table
+
+    future = torch.tensor([[[[0.0], [0.5]], [[0.0], [0.25]]]], dtype=torch.float64)  # [K=1, s, j, P=1]
+    output = torch.tensor([[[0.3], [0.1]]], dtype=torch.float64)
+    results = [{"future_max": future, "future_mean": future, "output_max": output, "output_mean": output}]
+    rows = table(results, [[8]], ["layer"], "published", model="m", task="t", n_layers=2)
+    cells = rows.filter((pl.col("metric") == "future") & (pl.col("aggregation") == "max") & pl.col("prompt").is_null())
+    got = {(s_, j): v for s_, j, v in cells.select("skipped_layer", "layer", "value").iter_rows()}
+    assert got == {(0, 0): 0.0, (0, 1): 0.5, (1, 0): 0.0, (1, 1): 0.25}
 
 
 def test_skipping_a_zeroed_layer_changes_nothing(model64, tokenizer):

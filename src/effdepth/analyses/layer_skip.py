@@ -81,7 +81,8 @@ def layer_skip(
     """Effect of skipping each layer on tokens 1 … t−1 for every t in ``positions``.
 
     Returns float64 tensors (K = len(kinds), P = len(positions), L layers):
-      future_max [K, L, L, P]  max_{τ≥t} ‖c_j[τ] − c̃_j[τ]‖ / ‖c_j[τ]‖ (index [kind, s, j, t]; 0 for j ≤ s)
+      future_max [K, L, L, P]  max_{τ≥t} ‖c_j[τ] − c̃_j[τ]‖ / ‖c_j[τ]‖ (index [kind, s, j, t]; 0 for j < s; on the
+                               diagonal the skipped layer's own change: 0 for the correct skip)
       future_mean [K, L, L, P] the same, mean over τ ≥ t
       output_max [K, L, P]     max_{τ≥t} ‖softmax(z̃[τ]) − softmax(z[τ])‖
       output_mean [K, L, P]
@@ -117,11 +118,15 @@ def layer_skip(
             full.add(
                 torch.stack([skipped_state(clean, s, last, kind, variant, r)[:last] for kind, r in zip(kinds, replacements)]), ids
             )
-        for lane, t in zip(lanes, positions):
+        for p, (lane, t) in enumerate(zip(lanes, positions)):
             if windowed:  # tokens >= t enter layer s+1 untouched
                 states = clean.h[s + 1, t:].unsqueeze(0).expand(n_kinds, -1, -1).clone()
             else:
                 states = torch.stack([skipped_state(clean, s, t, kind, variant, r) for kind, r in zip(kinds, replacements)])
+                # The skipped layer's own contribution on future tokens (Δ(s, s)): zero for the correct
+                # skip, which leaves tokens >= t alone; the published channel slice changes it.
+                own = states[:, t - lane.start :] - clean.h[s, t:]
+                record(p, "future", ids, norm(widen(c[s, t:] - own)) / c_norm[s, t:], s)
             lane.add(states, ids)
 
     def record(p: int, key: str, origin: torch.Tensor, values: torch.Tensor, j: int | None = None) -> None:
@@ -203,7 +208,7 @@ def table(
                         float(len(positions[p]) if p is not None else sum(map(len, positions))),
                     )
                     fut = all_future[s] if p is None else reduce(per_prompt_future[valid.index(p)])[s]
-                    for j in range(s + 1, n_layers):
+                    for j in range(n_layers):  # the whole L × L map: 0 for j < s, Δ(s, s) on the diagonal
                         add(
                             "future",
                             kind,
