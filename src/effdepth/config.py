@@ -109,6 +109,9 @@ def _semantic_errors(config: dict[str, Any], original_analyses: dict[str, Any]) 
                 f"models.{name}: give exactly one of hf_id (hub), path (local directory) or gguf (GGUF file); "
                 f"got {given or 'none'}"
             )
+        gguf = model.get("gguf") or {}
+        if gguf.get("assemble") and not gguf.get("package"):
+            errors.append(f"models.{name}.gguf: assemble: true needs package (the package whose assemble() writes the file)")
     for name, task in config["tasks"].items():
         src = task["source"]
         if src == "file" and not ("path" in task and ("text_field" in task or "question_field" in task)):

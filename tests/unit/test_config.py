@@ -89,6 +89,12 @@ def test_model_with_two_sources():
     check(config, "models.m: give exactly one of", "hf_id", "path")
 
 
+def test_gguf_assemble_needs_its_package():
+    config = minimal()
+    config["models"]["m"] = {"gguf": {"file": "m.gguf", "assemble": True}}
+    check(config, "models.m.gguf: assemble: true needs package")
+
+
 def test_analysis_task_must_exist():
     config = minimal()
     config["analyses"]["relative_contribution"] = {"tasks": ["gsm9k"]}
