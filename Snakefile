@@ -1,12 +1,15 @@
 # effdepth — how many layers of a language model do computation that matters?
 #
-# Path grammar (wildcards are config keys: {model} in models, {task} in tasks, {analysis} in analyses):
+# Path grammar (wildcards are config keys: {model} in models, {task} in tasks, {analysis} in analyses,
+# {variant} correct | published; written out in workflow/rules/common.smk):
 #   resources/models/{model}/                         hub snapshot or dequantised GGUF (local `path:` models are used in place)
 #   resources/prompts/{task}.parquet                  frozen prompts + content hash
 #   results/cache/{model}/{task}/stats.safetensors    one extraction pass: per-token statistics (GPU)
-#   results/tables/{model}/{task}/{analysis}.parquet  one analysis of one model on one task (tidy)
+#   results/tables/{model}/{task}/forward.parquet     every forward analysis of one model on one task (tidy)
+#   results/tables/{model}/{task}/{analysis}.{variant}.parquet   one intervention analysis, one variant
 #   results/tables/{analysis}.parquet                 the same, all models and tasks
 #   results/tables/effective_depth.{parquet,csv}      effective depth with bootstrap intervals
+#   results/tables/errata.{parquet,csv}               both variants of every estimate, per defect
 #   results/figures/{figure}.{pdf,svg,html}           one figure (grid over models)
 #   results/figures/all.pdf                           title page + every figure, stable order
 #   results/fingerprints/{model}.fingerprint          content fingerprint of the model's files
