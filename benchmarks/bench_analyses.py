@@ -33,6 +33,7 @@ from effdepth.analyses.residual_erasure import residual_erasure  # noqa: E402
 from effdepth.capture import LayerRunner  # noqa: E402
 from effdepth.extract import extract_stats  # noqa: E402
 from effdepth.reference import reference_erasure, reference_ig, reference_lens, reference_rc, reference_skip  # noqa: E402
+from effdepth.tasks import tokenize_prompt  # noqa: E402
 from effdepth.testing import char_tokenizer, tiny_model  # noqa: E402
 
 ANALYSES = ("layer_skip", "residual_erasure", "integrated_gradients", "rc_cosine+logit_lens")
@@ -121,6 +122,14 @@ def interleaved(model, fast_fn, slow_fn, repeat: int, skip_naive: bool):
     return summary(fast_runs), summary(slow_runs)
 
 
+QUESTION, ANSWER = "Give the answer directly: 4821 + 7302 = ", "12123"
+
+
+def benchmark_prompt(tokenizer) -> tuple[list[int], int]:
+    """The benchmarks' prompt as the jobs assemble it (``effdepth.tasks.tokenize_prompt``): ids, answer tokens."""
+    return tokenize_prompt(tokenizer, QUESTION, ANSWER)
+
+
 def load(name: str, dtype: torch.dtype, device: str):
     if name == "tiny":
         return tiny_model("qwen2", seed=0, dtype=dtype, n_layers=8, d_model=128).to(device), char_tokenizer()
@@ -198,11 +207,8 @@ def main() -> None:
     rows = []
     for name in args.models:
         model, tokenizer = load(name, dtype, args.device)
-        question, answer = "Give the answer directly: 4821 + 7302 = ", "12123"
-        q_ids = tokenizer(question)["input_ids"]
-        a_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        ids, n_answer = q_ids + a_ids, len(a_ids)
-        texts = [question + answer, "The quick brown fox jumps over the lazy dog near the river bank."]
+        ids, n_answer = benchmark_prompt(tokenizer)
+        texts = [QUESTION + ANSWER, "The quick brown fox jumps over the lazy dog near the river bank."]
         sequences = [tokenizer(t)["input_ids"] for t in texts]
         n_layers, d = model.config.num_hidden_layers, model.config.hidden_size
         positions = skip_positions(len(ids), 4, 8, 0, 0) or [len(ids) // 2]

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_analyses import load  # noqa: E402
+from bench_analyses import benchmark_prompt, load  # noqa: E402
 
 from effdepth.adapters import adapter_for  # noqa: E402
 from effdepth.analyses.integrated_gradients import ig_baseline, integrated_gradients, points_per_pass  # noqa: E402
@@ -124,10 +124,7 @@ def main() -> None:
     rows = []
     for name in args.models:
         model, tokenizer = load(name, dtype, args.device)
-        question, answer = "Give the answer directly: 4821 + 7302 = ", "12123"
-        q_ids = tokenizer(question)["input_ids"]
-        a_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        ids, n_answer = q_ids + a_ids, len(a_ids)
+        ids, n_answer = benchmark_prompt(tokenizer)
         per_pass = points_per_pass({"max_batch_tokens": args.max_batch_tokens}, len(ids))
         tolerance = args.tolerance
         fast_times, slow_times, fast, slow = [], [], None, None
