@@ -595,3 +595,24 @@ def test_figures_show_only_each_analysis_shown_variant(paper_like):
         )
         shown_eds[shown] = sorted(str(r["ed"]) for r in rows)
     assert shown_eds["correct"] != shown_eds["published"]  # the halved published values move some estimate
+
+
+def test_a_chart_gives_the_same_pdf_bytes_in_every_process(tmp_path):
+    """vl-convert orders a page's font resources differently from process to process; the saved PDF
+    does not (``stable_pdf``).  Three fresh interpreters render the same chart."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import altair as alt, polars as pl
+from effdepth.figures.output import save_chart
+chart = alt.Chart(pl.DataFrame({"x": [1, 2, 3], "y": [3, 1, 2]})).mark_line().encode(x="x:Q", y="y:Q").properties(title="t")
+out = sys.argv[1]
+save_chart(chart, out + ".pdf", out + ".svg", out + ".html")
+"""
+    env = {"PYTHONPATH": str(Path(figures.__file__).resolve().parents[2])}
+    for i in range(3):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"c{i}")], check=True, env=env, capture_output=True)
+    pdfs = {(tmp_path / f"c{i}.pdf").read_bytes() for i in range(3)}
+    assert len(pdfs) == 1

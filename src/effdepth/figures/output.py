@@ -81,10 +81,45 @@ def stable_svg(svg: str) -> str:
     return _GRADIENT_ID.sub(lambda m: f"gradient_{ids.setdefault(m.group(1), len(ids))}", svg)
 
 
+def _sort_dictionaries(obj: Any, seen: set[tuple[int, int]]) -> None:
+    """Put the entries of every PDF dictionary reachable from ``obj`` in key order, in place."""
+    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
+
+    if isinstance(obj, IndirectObject):
+        if (obj.idnum, obj.generation) not in seen:
+            seen.add((obj.idnum, obj.generation))
+            _sort_dictionaries(obj.get_object(), seen)
+    elif isinstance(obj, DictionaryObject):
+        items = sorted(obj.items())
+        obj.clear()
+        for key, value in items:
+            obj[key] = value
+            _sort_dictionaries(value, seen)
+    elif isinstance(obj, ArrayObject):
+        for value in obj:
+            _sort_dictionaries(value, seen)
+
+
+def stable_pdf(data: bytes) -> bytes:
+    """``data`` (a PDF) rewritten with every dictionary of its pages in key order: vl-convert writes a
+    page's font resources in an order that changes from process to process, so the same chart gave
+    different bytes (and reran whatever depends on it)."""
+    from pypdf import PdfReader, PdfWriter
+
+    reader = PdfReader(io.BytesIO(data))
+    seen: set[tuple[int, int]] = set()
+    for page in reader.pages:
+        _sort_dictionaries(page, seen)
+    out = io.BytesIO()
+    PdfWriter(clone_from=reader).write(out)
+    return out.getvalue()
+
+
 def save_chart(chart: alt.TopLevelMixin, pdf: str, svg: str, html: str) -> None:
     """Save ``chart`` to the paths ``pdf``, ``svg`` and ``html`` (self-contained, inline scripts),
-    creating their folders.  The SVG's gradient ids are renumbered (``stable_svg``) so one chart gives
-    the same bytes whatever was rendered before it in the process.  Raises altair's
+    creating their folders.  The SVG's gradient ids are renumbered (``stable_svg``) and the PDF's
+    dictionaries put in key order (``stable_pdf``), so one chart gives the same bytes whatever was
+    rendered before it, in any process.  Raises altair's
     ``SchemaValidationError`` for a spec that does not validate against the Vega-Lite schema, and
     vl-convert's ``ValueError`` when it cannot render."""
     import vl_convert as vlc
@@ -92,7 +127,7 @@ def save_chart(chart: alt.TopLevelMixin, pdf: str, svg: str, html: str) -> None:
     spec = chart.to_dict()  # validates against the Vega-Lite schema
     for path in (pdf, svg, html):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(pdf).write_bytes(vlc.vegalite_to_pdf(spec))
+    Path(pdf).write_bytes(stable_pdf(vlc.vegalite_to_pdf(spec)))
     Path(svg).write_text(stable_svg(vlc.vegalite_to_svg(spec)))
     chart.save(html, inline=True)
 
@@ -147,6 +182,9 @@ def merge_pdfs(title: bytes, pdfs: list[str], output: str, titles: list[str] | N
         for page in reader.pages:
             writer.add_page(page)
         writer.add_outline_item(title=titles[i] if titles else Path(path).stem, page_number=len(writer.pages) - len(reader.pages))
+    seen: set[tuple[int, int]] = set()
+    for page in writer.pages:
+        _sort_dictionaries(page, seen)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     with open(output, "wb") as fh:
         writer.write(fh)
