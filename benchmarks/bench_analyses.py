@@ -104,13 +104,16 @@ def timed(model, fn):
     return result, time.perf_counter() - start, (counter.count, counter.unembedded)
 
 
-def interleaved(model, fast_fn, slow_fn, repeat: int, skip_naive: bool):
+def interleaved(model, fast_fn, slow_fn, repeat: int, skip_naive: bool, slow_first: bool = False):
     """Run the fast and the naive path alternately ``repeat`` times (so both see the same machine
-    load) and return, per path, (last result, median wall time, evaluation count)."""
+    load; the naive one first with ``slow_first``) and return, per path, (last result, median wall
+    time, evaluation count)."""
     fast_runs, slow_runs = [], []
     for _ in range(max(1, repeat)):
+        if slow_first:
+            slow_runs.append(timed(model, slow_fn))
         fast_runs.append(timed(model, fast_fn))
-        if not skip_naive:
+        if not skip_naive and not slow_first:
             slow_runs.append(timed(model, slow_fn))
 
     def summary(runs):

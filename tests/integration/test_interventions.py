@@ -360,10 +360,11 @@ def test_ig_job_stores_the_completeness_gap_and_warns_when_steps_are_too_few(tok
 
 
 def test_ig_job_auto_rule_reaches_the_tolerance_and_reports_its_node_counts(tokenizer, caplog):
-    """``rule: auto`` doubles the Gauss–Legendre nodes per layer from ``min_steps`` until the relative
-    gap is ≤ the tolerance; the table's ``steps`` rows say how many each layer used.  Tiny Qwen2 (seed
-    0), one 3-digit addition, tolerance 1 %: layers need 16, 8, 8, 4 nodes (measured); at half as
-    many each missed it.  With ``max_steps`` 8 and tolerance 0.1 % layer 0 stops at the cap and warns."""
+    """``rule: auto`` bisects Gauss–Legendre panels of ``min_steps`` nodes per layer until the relative
+    gap is ≤ the tolerance; the table's ``steps`` rows say how many nodes each layer evaluated.  Tiny
+    Qwen2 (seed 0), one 3-digit addition, tolerance 1 %, 4 nodes a panel: layers need 28, 12, 20, 4
+    (measured); with 8 fewer each missed it.  With ``max_steps`` 12 and tolerance 0.1 % layer 0
+    stops at the cap and warns."""
     import logging
 
     import polars as pl
@@ -396,15 +397,45 @@ def test_ig_job_auto_rule_reaches_the_tolerance_and_reports_its_node_counts(toke
     relative = (auto["completeness_gap"].abs() / (auto["f_input"] - auto["f_baseline"]).abs()).to_list()
     assert max(relative) <= 0.01, relative
     steps = [int(n) for n in auto["steps"]]
-    assert steps == [16, 8, 8, 4], (steps, relative)
-    for n in sorted({n for n in steps if n > 4}):
-        half = integrated_gradients(model, ids, n_answer, n // 2, rule="gauss_legendre", max_batch=64)
-        gaps = (half["ig"].sum(-1) - (half["f_input"] - half["f_baseline"])).abs() / (half["f_input"] - half["f_baseline"]).abs()
-        assert all(gaps[layer] > 0.01 for layer in range(len(steps)) if steps[layer] == n), (n, gaps)
+    assert steps == [28, 12, 20, 4], (steps, relative)
+    for layer, n in enumerate(steps):
+        if n > 4:
+            fewer = integrated_gradients(
+                model,
+                ids,
+                n_answer,
+                4,
+                max_batch=(1 << 20) // len(ids),
+                rule="auto",
+                tolerance=0.01,
+                max_steps=n - 8,
+                layers=[layer],
+            )
+            assert worst_relative_gap({k: v[[layer]] for k, v in fewer.items()}) > 0.01, (layer, n)
 
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="effdepth"):
-        capped = terms(run(subject, {**options, "max_steps": 8, "completeness_tolerance": 0.001}))
-    assert int(capped["steps"][0]) == 8
+        capped = terms(run(subject, {**options, "max_steps": 12, "completeness_tolerance": 0.001}))
+    assert int(capped["steps"][0]) == 12
     warned = [r.getMessage() for r in caplog.records if "integrated gradients incomplete" in r.getMessage()]
-    assert warned and "layer 0" in warned[0] and "`max_steps` (now 8)" in warned[0]
+    assert warned and "layer 0" in warned[0] and "`max_steps` (now 12)" in warned[0]
+
+
+def test_auto_ig_is_the_adaptive_rule_applied_to_the_reference_integrand(model64, tokenizer):
+    """Per layer, ``rule: auto`` equals ``adaptive_gauss_legendre`` run on the slow reference: every
+    node α evaluated by ``reference_ig`` (one forward and backward, float64), the same stopping rule."""
+    from effdepth.analyses.integrated_gradients import adaptive_gauss_legendre
+    from effdepth.numerics import completeness_gap
+
+    ids, n_answer = prompt(tokenizer)
+    fast = integrated_gradients(model64, ids, n_answer, 4, rule="auto", tolerance=1e-4, max_steps=64, max_batch=8)
+    assert fast["steps"].max() > 4  # some layer needed panels
+    for layer in range(model64.config.num_hidden_layers):
+
+        def g(alpha, layer=layer):
+            return torch.stack([reference_ig(model64, ids, n_answer, 0, nodes=[float(a)], weights=[1.0])[layer] for a in alpha])
+
+        delta = float(fast["f_input"][layer] - fast["f_baseline"][layer])
+        slow, used = adaptive_gauss_legendre(g, 4, 64, lambda s, d=delta: completeness_gap(float(s.sum()), d, 0.0) <= 1e-4, 8)
+        assert used == int(fast["steps"][layer])
+        torch.testing.assert_close(fast["ig"][layer], slow, rtol=1e-6, atol=1e-10)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from effdepth.analyses import integrated_gradients as ig_module
-from effdepth.analyses.integrated_gradients import _chunks, job_quadrature, points_per_pass, quadrature
+from effdepth.analyses.integrated_gradients import _chunks, adaptive_gauss_legendre, job_quadrature, points_per_pass, quadrature
 
 
 def test_left_riemann_nodes_and_weights_are_exact():
@@ -103,3 +103,69 @@ def test_published_job_calls_the_256_step_left_riemann_sum(monkeypatch, tokenize
     table = ig_module.run(subject, options)
     assert calls == [(256, "published", "riemann", 256, 512 // len(ids))]
     assert set(table.filter(table["metric"] == "steps")["value"].to_list()) == {256.0}
+
+
+def _recording(fn):
+    """g for adaptive_gauss_legendre from a scalar-vector function of α, recording every call's nodes."""
+    calls = []
+
+    def g(alpha):
+        calls.append(alpha.clone())
+        return fn(alpha)
+
+    return g, calls
+
+
+def test_adaptive_rule_stops_at_the_root_panel_when_it_is_already_exact():
+    """A polynomial of degree ≤ 2n − 1 is integrated exactly by the first panel: n nodes, one call."""
+    g, calls = _recording(lambda a: torch.stack([a**3, 1 - 2 * a**5], -1))
+    exact = torch.tensor([1 / 4, 1 - 2 / 6], dtype=torch.float64)
+    estimate, used = adaptive_gauss_legendre(g, 3, 256, lambda s: bool((s - exact).abs().max() < 1e-12))
+    assert used == 3 and len(calls) == 1
+    torch.testing.assert_close(estimate, exact, rtol=0, atol=1e-14)
+
+
+def _bump(alpha):
+    """A steep narrow bump at α = 0.23 on a smooth background, two components (the shape of the IG
+    integrand of SmolLM2's layer 0, docs/methods.md#integrated-gradients)."""
+    spike = torch.exp(-(((alpha - 0.23) / 0.01) ** 2))
+    return torch.stack([30 * spike + torch.cos(3 * alpha), -10 * spike + alpha], -1)
+
+
+BUMP = torch.tensor(
+    [30 * 0.01 * math.sqrt(math.pi) + math.sin(3) / 3, -10 * 0.01 * math.sqrt(math.pi) + 0.5], dtype=torch.float64
+)
+
+
+def test_adaptive_rule_puts_its_nodes_on_the_steep_part_and_beats_uniform_rules_at_equal_cost():
+    g, calls = _recording(_bump)
+    target = 1e-3
+
+    def done(s):
+        return float((s - BUMP).abs().sum() / BUMP.abs().sum()) <= target
+
+    estimate, used = adaptive_gauss_legendre(g, 8, 512, done, points_per_round=16)
+    assert done(estimate) and used < 256, used
+    assert sum(len(c) for c in calls) == used and len(calls) == 1 + (used - 8) // 16  # one bisection a round of 16 points
+    assert all(((c > 0.1) & (c < 0.35)).all() for c in calls[4:])  # from the fifth round on, only around the bump
+    for rule in ("gauss_legendre", "riemann"):
+        alpha, weight = quadrature(rule, used)
+        uniform = (weight.view(-1, 1) * _bump(alpha)).sum(0)
+        assert not done(uniform), rule
+
+
+def test_adaptive_rule_respects_its_node_budget_and_batches_rounds():
+    g, calls = _recording(lambda a: torch.cos(40 * a).unsqueeze(-1))  # about as rough everywhere
+    estimate, used = adaptive_gauss_legendre(g, 4, 60, lambda s: False, points_per_round=24)
+    sizes = [len(c) for c in calls]
+    assert sizes[0] == 4 and sum(sizes) == used == 60  # the root, then bisections of 8 nodes until the budget is spent
+    assert all(size % 8 == 0 and 0 < size <= 24 for size in sizes[1:]), sizes  # at most 3 bisections a round
+    assert max(sizes) == 24  # rounds fill a pass where several panels are about as bad
+    assert torch.isfinite(estimate).all()
+    estimate, used = adaptive_gauss_legendre(_bump, 8, 8, lambda s: False)
+    assert used == 8
+
+
+def test_adaptive_rule_converges_to_the_integral():
+    estimate, used = adaptive_gauss_legendre(_bump, 8, 4096, lambda s: float((s - BUMP).abs().max()) < 1e-10)
+    torch.testing.assert_close(estimate, BUMP, rtol=0, atol=1e-10)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,87 @@ def _chunks(n: int, cap: int) -> list[tuple[int, int]]:
     return [(start, min(n, start + size)) for start in range(0, n, size)]
 
 
+def adaptive_gauss_legendre(
+    g: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    max_nodes: int,
+    done: Callable[[torch.Tensor], bool],
+    points_per_round: int = 1,
+) -> tuple[torch.Tensor, int]:
+    """∫_0^1 g(α) dα for a vector-valued g by Gauss–Legendre panels, refined where g is least resolved.
+
+    ``g`` maps nodes α [k] (float64) to values [k, T] (float64).  The estimate starts as one panel
+    [0, 1] with ``n`` Gauss–Legendre nodes.  While ``done(estimate)`` is false and the budget allows,
+    the panels with the largest error indicator are bisected, each half getting its own ``n`` nodes.
+    A panel's indicator comes from its own values: the size of the last two coefficients of their
+    Legendre interpolant, (b − a) Σ_t (|c_{n−1,t}| + |c_{n−2,t}|) — small where a polynomial of degree
+    n − 3 already fits g, large where g is steep or oscillates (a spectral tail estimate; with n = 1
+    the panel's estimate itself).  A round bisects the worst panel and those whose indicator is at
+    least a quarter of its, as many as ``points_per_round`` nodes allow, so that rounds fill gradient
+    passes without refining where it matters less.  ``max_nodes`` caps the nodes
+    evaluated, discarded panels included (an integrand whose root already satisfies ``done`` costs ``n``).
+
+    Returns (estimate [T] float64, nodes evaluated).  docs/methods.md#integrated-gradients.
+    """
+    xi, omega = np.polynomial.legendre.leggauss(n)
+    x, w = torch.from_numpy((xi + 1) / 2), torch.from_numpy(omega / 2)
+    # c_j = (2j + 1)/2 Σ_k ω_k P_j(ξ_k) g_k, exact for the interpolant (degree n − 1 < 2n): its last two j
+    tail = (
+        np.polynomial.legendre.legvander(xi, n - 1)[:, max(0, n - 2) :]
+        * omega[:, None]
+        * (2 * np.arange(n)[max(0, n - 2) :] + 1)
+        / 2
+    )
+    tail = torch.from_numpy(tail.T.copy())  # [≤2, n]
+
+    def panels(bounds: list[tuple[float, float]]) -> list[tuple[float, float, float, torch.Tensor]]:
+        values = g(torch.cat([a + (b - a) * x for a, b in bounds])).view(len(bounds), n, -1)
+        return [
+            (float((b - a) * (tail @ v).abs().sum()), a, b, (b - a) * (w.view(-1, 1) * v).sum(0))
+            for (a, b), v in zip(bounds, values)
+        ]
+
+    leaves = panels([(0.0, 1.0)])  # (indicator, a, b, estimate)
+    used = n
+    while not done(sum(leaf[3] for leaf in leaves)):
+        affordable = (max_nodes - used) // (2 * n)
+        if affordable < 1:
+            break
+        leaves.sort(key=lambda leaf: -leaf[0])
+        worst = leaves[0][0]
+        candidates = sum(1 for leaf in leaves if leaf[0] >= worst / 4)
+        count = min(affordable, candidates, max(1, points_per_round // (2 * n)))
+        split, leaves = leaves[:count], leaves[count:]
+        leaves += panels([half for _, a, b, _ in split for half in ((a, (a + b) / 2), ((a + b) / 2, b))])
+        used += 2 * count * n
+    return sum(leaf[3] for leaf in leaves), used
+
+
+def _path_gradients(
+    runner: LayerRunner,
+    layer: int,
+    x0: torch.Tensor,
+    diff: torch.Tensor,
+    alpha: torch.Tensor,
+    answer: torch.Tensor,
+    gold: torch.Tensor,
+    max_batch: int,
+    accumulate: torch.dtype,
+) -> torch.Tensor:
+    """g(α_k)[t] = Σ_d (x − x′)[t, d] · ∂F/∂x[t, d] at x′ + α_k (x − x′) for every node α_k, in passes of
+    ≤ ``max_batch`` points through layers ``layer`` + 1 … L−1.  alpha [k] -> [k, T] float64."""
+    diff_acc = diff.to(accumulate)
+    out = []
+    for start, stop in _chunks(len(alpha), max_batch):
+        nodes = alpha[start:stop].to(diff.device, diff.dtype).view(-1, 1, 1)
+        with torch.enable_grad():
+            states = (x0 + nodes * diff).detach().requires_grad_(True)
+            target = answer_probability(runner, runner.run(states, layer + 1), answer, gold)
+            (grad,) = torch.autograd.grad(target.sum(), states)
+        out.append((diff_acc * grad.to(accumulate)).sum(-1).double().cpu())
+    return torch.cat(out)
+
+
 def integrated_gradients(
     model: nn.Module,
     input_ids: list[int],
@@ -71,6 +153,7 @@ def integrated_gradients(
     rule: str = "riemann",
     tolerance: float = 0.05,
     max_steps: int = 256,
+    layers: Sequence[int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """IG(l, t) = Σ_k w_k Σ_d (x − x′)[t, d] · ∂F/∂x[t, d] at x′ + α_k (x − x′)  (``quadrature``).
 
@@ -78,17 +161,18 @@ def integrated_gradients(
     the baseline only; the IG job's ``published`` variant also fixes the quadrature, ``job_quadrature``).
     F = ``answer_probability``: the summed probability of the gold answer tokens (unitless, in
     [0, n_answer]).  ``rule``: ``riemann`` or ``gauss_legendre`` with ``steps`` nodes, or ``auto``:
-    Gauss–Legendre from ``steps`` nodes, doubled per layer (capped at ``max_steps``) until the
-    relative completeness gap |Σ_t IG − (F(x) − F(x′))| / |F(x) − F(x′)| ≤ ``tolerance``.
-    ``max_batch``: interpolation points per forward/backward pass (each point is one T-token
-    sequence through layers l+1 … L−1); the passes are split into near-equal chunks.
+    ``adaptive_gauss_legendre`` with ``steps`` nodes per panel, per layer until the relative
+    completeness gap |Σ_t IG − (F(x) − F(x′))| / |F(x) − F(x′)| ≤ ``tolerance`` or ``max_steps``
+    nodes are spent.  ``max_batch``: interpolation points per forward/backward pass (each point is
+    one T-token sequence through layers l+1 … L−1); the passes are split into near-equal chunks.
+    ``layers``: attribute only these layers' outputs (default: all); the other rows stay zero.
 
     Everything that does not depend on α is computed once: the clean run (and with it the layer
     call arguments: masks, rotary embeddings), the answer positions, the gold ids, and per layer x′,
     x − x′ and the endpoints F(x), F(x′).
 
     Returns ``ig`` [L, T] (signed, float64), ``f_input`` [L] = F(x), ``f_baseline`` [L] = F(x′)
-    and ``steps`` [L] (int64, the node count each layer used).  Raises ValueError for an unknown
+    and ``steps`` [L] (int64, the nodes each layer evaluated).  Raises ValueError for an unknown
     rule, steps < 1 or a prompt without answer tokens.
     """
     if rule not in RULES:
@@ -103,40 +187,31 @@ def integrated_gradients(
     f_input, f_baseline = torch.zeros(n_layers, dtype=torch.float64), torch.zeros(n_layers, dtype=torch.float64)
     used = torch.zeros(n_layers, dtype=torch.int64)
     accumulate = torch.float64 if clean.h.dtype == torch.float64 else torch.float32
-    nodes_of: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    fixed = None if rule == "auto" else quadrature(rule, steps)
 
-    def nodes(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if n not in nodes_of:
-            alpha, weight = quadrature("gauss_legendre" if rule == "auto" else rule, n)
-            nodes_of[n] = (alpha.to(device, clean.h.dtype), weight.to(device, accumulate))
-        return nodes_of[n]
-
-    for layer in range(n_layers):
+    for layer in range(n_layers) if layers is None else layers:
         x = clean.h[layer + 1]
         x0 = ig_baseline(x, variant)
         diff = x - x0
-        diff_acc = diff.to(accumulate)
         with torch.no_grad():
             ends = answer_probability(runner, runner.run(torch.stack([x, x0]), layer + 1), answer, gold)
         f_input[layer], f_baseline[layer] = ends[0].cpu(), ends[1].cpu()
-        n = steps if rule != "auto" else min(steps, max_steps)
-        while True:
-            alpha, weight = nodes(n)
-            grad_sum = torch.zeros_like(x, dtype=accumulate)
-            for start, stop in _chunks(n, max_batch):
-                with torch.enable_grad():
-                    states = (x0 + alpha[start:stop].view(-1, 1, 1) * diff).detach().requires_grad_(True)
-                    target = answer_probability(runner, runner.run(states, layer + 1), answer, gold)
-                    (grad,) = torch.autograd.grad(target.sum(), states)
-                grad_sum += torch.einsum("k,ktd->td", weight[start:stop], grad.to(accumulate))
-            ig[layer] = (diff_acc * grad_sum).sum(-1).cpu()
-            used[layer] = n
-            if rule != "auto" or n >= max_steps:
-                break
-            gap = completeness_gap(float(ig[layer].sum()), float(f_input[layer]), float(f_baseline[layer]))
-            if gap <= tolerance or math.isnan(gap):
-                break
-            n = min(2 * n, max_steps)
+
+        def g(alpha: torch.Tensor, layer: int = layer, x0: torch.Tensor = x0, diff: torch.Tensor = diff) -> torch.Tensor:
+            return _path_gradients(runner, layer, x0, diff, alpha, answer, gold, max_batch, accumulate)
+
+        if fixed is not None:
+            alpha, weight = fixed
+            ig[layer] = (weight.view(-1, 1) * g(alpha)).sum(0)
+            used[layer] = steps
+        else:
+            delta = float(f_input[layer] - f_baseline[layer])
+
+            def done(estimate: torch.Tensor, delta: float = delta) -> bool:
+                gap = completeness_gap(float(estimate.sum()), delta, 0.0)
+                return gap <= tolerance or math.isnan(gap)
+
+            ig[layer], used[layer] = adaptive_gauss_legendre(g, min(steps, max_steps), max_steps, done, max_batch)
     return {"ig": ig, "f_input": f_input, "f_baseline": f_baseline, "steps": used}
 
 
