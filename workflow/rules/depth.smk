@@ -27,6 +27,8 @@ rule effective_depth:
         ),
     log:
         "logs/effective_depth.log",
+    benchmark:
+        "logs/benchmark/effective_depth.tsv"
     localrule: True
     conda:
         "../../envs/effdepth.yaml"
@@ -55,6 +57,8 @@ rule errata:
         questions=ERRATA["questions"],
     log:
         "logs/errata.log",
+    benchmark:
+        "logs/benchmark/errata.tsv"
     localrule: True
     conda:
         "../../envs/effdepth.yaml"

@@ -6,6 +6,8 @@ rule download_model:
         directory("resources/models/{model}"),
     log:
         "logs/download_model/{model}.log",
+    benchmark:
+        "logs/benchmark/download_model/{model}.tsv"
     wildcard_constraints:
         model=_alternatives(HUB_MODELS),
     retries: 2
@@ -26,6 +28,8 @@ rule model_fingerprint:
         FINGERPRINT,
     log:
         "logs/model_fingerprint/{model}.log",
+    benchmark:
+        "logs/benchmark/model_fingerprint/{model}.tsv"
     wildcard_constraints:
         model=_alternatives(HUB_MODELS),
     localrule: True
@@ -42,6 +46,8 @@ rule convert_gguf:
         directory("resources/models/{model}"),
     log:
         "logs/convert_gguf/{model}.log",
+    benchmark:
+        "logs/benchmark/convert_gguf/{model}.tsv"
     wildcard_constraints:
         model=_alternatives(GGUF_MODELS),
     conda:
@@ -59,6 +65,8 @@ rule prepare_prompts:
         PROMPTS,
     log:
         "logs/prepare_prompts/{task}.log",
+    benchmark:
+        "logs/benchmark/prepare_prompts/{task}.tsv"
     retries: 2
     conda:
         "../../envs/effdepth.yaml"

@@ -33,6 +33,8 @@ for _name in FIGURE_NAMES:
             html=FIGURE.format(figure=_name, ext="html"),
         log:
             f"logs/figure/{_name}.log",
+        benchmark:
+            f"logs/benchmark/figure/{_name}.tsv"
         localrule: True
         conda:
             "../../envs/effdepth.yaml"
@@ -59,6 +61,8 @@ rule model_profile:
         html=PROFILE.format(model="{model}", ext="html"),
     log:
         "logs/figure/models/{model}.log",
+    benchmark:
+        "logs/benchmark/figure/models/{model}.tsv"
     localrule: True
     conda:
         "../../envs/effdepth.yaml"
@@ -77,6 +81,8 @@ rule all_pdf:
         ALL_PDF,
     log:
         "logs/figure/all.log",
+    benchmark:
+        "logs/benchmark/figure/all.tsv"
     localrule: True
     conda:
         "../../envs/effdepth.yaml"
