@@ -12,6 +12,8 @@
 #    the forward analyses' naive reference loops over the 152k vocabulary in Python, so only
 #    their fast path is timed (step 2).
 # 2. fast paths only, bf16, Qwen2.5-7B and -32B shapes: time and peak GPU memory per analysis.
+# 3. effdepth vs the published code's structure (batch 1 per intervention, 16 IG points per pass),
+#    bf16, Qwen2.5-1.5B shape: where batch-1 forwards leave most of the GPU idle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-benchmarks/out}}
@@ -30,3 +32,5 @@ python3 benchmarks/bench_analyses.py --device cuda --dtype bfloat16 --models qwe
     --out "$out/gpu-1.5b.csv" 2>&1 | tee "$out/gpu-1.5b.log"
 python3 benchmarks/bench_analyses.py --device cuda --dtype bfloat16 --models qwen2.5-1.5b-shape qwen2.5-7b-shape qwen2.5-32b-shape \
     --skip-naive --out "$out/gpu-fast.csv" 2>&1 | tee "$out/gpu-fast.log"
+python3 benchmarks/bench_published.py --device cuda --dtype bfloat16 --models qwen2.5-1.5b-shape \
+    --ig-layers 0 9 18 27 --repeat 3 --out "$out/gpu-published-1.5b.csv" 2>&1 | tee "$out/gpu-published-1.5b.log"

@@ -38,6 +38,15 @@ def test_end_to_end_outputs(finished_run):
     assert (finished_run / "results" / "config.resolved.yaml").is_file()
 
 
+def test_every_job_writes_a_benchmark_file_next_to_its_log(finished_run):
+    """logs/X.log of every job has logs/benchmark/X.tsv (wall and CPU time), so a run's time per rule
+    can be read back (benchmarks/rule_times.py)."""
+    logs = finished_run / "logs"
+    jobs = {p.relative_to(logs).with_suffix("") for p in logs.rglob("*.log")}
+    timed = {p.relative_to(logs / "benchmark").with_suffix("") for p in (logs / "benchmark").rglob("*.tsv")}
+    assert jobs and jobs == timed, (sorted(jobs - timed), sorted(timed - jobs))
+
+
 def test_nothing_to_do_after_a_run(finished_run):
     out = snakemake(finished_run, "-n", "--configfile", str(finished_run / "config.yaml")).stdout
     assert "Nothing to be done" in out, out[-2000:]
