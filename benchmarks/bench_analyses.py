@@ -126,6 +126,7 @@ def interleaved(model, fast_fn, slow_fn, repeat: int, skip_naive: bool, slow_fir
 
 
 QUESTION, ANSWER = "Give the answer directly: 4821 + 7302 = ", "12123"
+TEXTS = (QUESTION + ANSWER, "The quick brown fox jumps over the lazy dog near the river bank.")  # the forward analyses' prompts
 
 
 def benchmark_prompt(tokenizer) -> tuple[list[int], int]:
@@ -218,8 +219,7 @@ def main() -> None:
     for name in args.models:
         model, tokenizer = load(name, dtype, args.device)
         ids, n_answer = benchmark_prompt(tokenizer)
-        texts = [QUESTION + ANSWER, "The quick brown fox jumps over the lazy dog near the river bank."]
-        sequences = [tokenizer(t)["input_ids"] for t in texts]
+        sequences = [tokenizer(t)["input_ids"] for t in TEXTS]
         n_layers, d = model.config.num_hidden_layers, model.config.hidden_size
         positions = skip_positions(len(ids), 4, 8, 0, 0) or [len(ids) // 2]
         baseline = torch.randn(n_layers + 1, d, dtype=dtype, device=args.device)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import published_structure as published  # noqa: E402
-from bench_analyses import ANSWER, QUESTION, benchmark_prompt, compare_forward, flops, interleaved, load, max_diff  # noqa: E402
+from bench_analyses import TEXTS, benchmark_prompt, compare_forward, flops, interleaved, load, max_diff  # noqa: E402
 
 from effdepth.analyses.integrated_gradients import integrated_gradients, points_per_pass  # noqa: E402
 from effdepth.analyses.layer_skip import layer_skip, skip_positions  # noqa: E402
@@ -39,7 +39,6 @@ from effdepth.analyses.residual_erasure import residual_erasure  # noqa: E402
 from effdepth.extract import extract_stats  # noqa: E402
 
 ANALYSES = ("forward", "layer_skip", "residual_erasure", "integrated_gradients")
-TEXTS = (QUESTION + ANSWER, "The quick brown fox jumps over the lazy dog near the river bank.")
 
 
 def worst_gap(out: dict[str, torch.Tensor], layers: list[int]) -> float:

@@ -19,14 +19,16 @@ from pathlib import Path
 
 
 def rule_times(workdir: Path) -> list[dict[str, object]]:
-    """One row per group of benchmark files (first folder under logs/benchmark), longest total first."""
+    """One row per group of benchmark files (first folder under logs/benchmark, or the file's name
+    for a rule with a single job), longest total first."""
     root = workdir / "logs" / "benchmark"
     groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for path in sorted(root.rglob("*.tsv")):
         with path.open() as fh:
             row = next(csv.DictReader(fh, delimiter="\t"))
         cpu = row.get("cpu_time", "NA")
-        groups[path.relative_to(root).parts[0]].append((float(row["s"]), float(cpu) if cpu not in ("NA", "") else 0.0))
+        parts = path.relative_to(root).parts
+        groups[parts[0] if len(parts) > 1 else path.stem].append((float(row["s"]), float(cpu) if cpu not in ("NA", "") else 0.0))
     if not groups:
         raise SystemExit(f"no benchmark files under {root}: run the workflow there first")
     rows = [

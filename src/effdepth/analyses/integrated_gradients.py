@@ -225,9 +225,9 @@ def points_per_pass(options: dict[str, Any], n_tokens: int) -> int:
 
 
 def job_quadrature(options: dict[str, Any]) -> tuple[str, int, int]:
-    """(rule, first node count, node cap) of the IG job.  ``variant: published`` is always the
-    paper's left Riemann sum with 256 steps, whatever ``rule`` and ``steps`` say; ``rule: auto``
-    starts at ``min_steps`` and stops at ``max_steps``; otherwise ``steps`` nodes.  Raises
+    """(rule, nodes, node cap) of the IG job.  ``variant: published`` is always the paper's left
+    Riemann sum with 256 steps, whatever ``rule`` and ``steps`` say; ``rule: auto`` uses panels of
+    ``min_steps`` nodes and at most ``max_steps`` nodes per layer; otherwise ``steps`` nodes.  Raises
     ValueError when min_steps > max_steps under auto."""
     if options["variant"] == "published":
         return PUBLISHED_RULE, PUBLISHED_STEPS, PUBLISHED_STEPS
