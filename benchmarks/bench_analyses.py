@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import sys
 import time
 from pathlib import Path
 
+import polars as pl
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -287,10 +287,8 @@ def main() -> None:
             rows.append(row)
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     if args.out:
-        with args.out.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        pl.from_dicts(rows, infer_schema_length=None).write_csv(args.out)
 
 
 def compare_forward(fast, slow) -> float:

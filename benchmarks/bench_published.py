@@ -18,10 +18,10 @@ costs 16 full forward/backward passes per layer).  Whole jobs: ``bench_whole_job
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
+import polars as pl
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,11 +155,7 @@ def main() -> None:
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        fields = list(dict.fromkeys(k for row in rows for k in row))
-        with args.out.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
+        pl.from_dicts(rows, infer_schema_length=None).write_csv(args.out)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+import polars as pl
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,10 +172,7 @@ def main() -> None:
         print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        pl.from_dicts(rows, infer_schema_length=None).write_csv(args.out)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
+import polars as pl
+
 
 def rule_times(workdir: Path) -> list[dict[str, object]]:
     """One row per group of benchmark files (first folder under logs/benchmark, or the file's name
@@ -56,10 +58,7 @@ def main() -> None:
     print(f"{'all':<24}{sum(r['jobs'] for r in rows):>6}{round(sum(r['total_s'] for r in rows), 1):>10}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        pl.from_dicts(rows, infer_schema_length=None).write_csv(args.out)
 
 
 if __name__ == "__main__":
