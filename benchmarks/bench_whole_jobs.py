@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_analyses import smollm2_dir  # noqa: E402
+from bench_analyses import positive, smollm2_dir  # noqa: E402
 
 MODEL, TASK, BASELINE_TASK = "SmolLM2-135M-Instruct", "addition", "addition_2"
 ANALYSES = ("forward", "layer_skip", "residual_erasure", "integrated_gradients")
@@ -129,13 +129,15 @@ def published(workdir: Path, model_dir: Path, analysis: str, task: str, n_prompt
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--analyses", nargs="+", choices=ANALYSES, default=list(ANALYSES))
-    parser.add_argument("--digits", type=int, default=8, help="digits of the additions (prompt length)")
-    parser.add_argument("--n-prompts", type=int, default=4, help="prompts of the forward analyses and layer skip")
+    parser.add_argument("--digits", type=positive, default=8, help="digits of the additions (prompt length)")
+    parser.add_argument("--n-prompts", type=positive, default=4, help="prompts of the forward analyses and layer skip")
     parser.add_argument("--ig-tolerance", type=float, default=0.05)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=positive, default=3)
     parser.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "out" / "whole_jobs")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if f"{TASK}_{args.digits}" == BASELINE_TASK:
+        parser.error(f"--digits {args.digits} would make the task the erasure baseline task {BASELINE_TASK}; choose other digits")
     model_dir = smollm2_dir()
     task = f"{TASK}_{args.digits}"
     args.workdir.mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,8 @@ their results equal effdepth's and the two can be timed against each other:
 
 Layer skip and erasure are the slow references of the tests (``effdepth.reference``): they already
 have this structure.  Run as a script, this file is one of the public scripts as a whole process
-(start, imports, model load, prompts, computation, results file), for ``bench_published.py
---whole-jobs``; see ``--help``.
+(start, imports, model load, prompts, computation, results file), for ``bench_whole_jobs.py``;
+see ``--help``.
 """
 
 from __future__ import annotations
@@ -153,6 +153,8 @@ def integrated_gradients(model, ids: list[int], n_answer: int, layers: list[int]
     probability) to those states.  Returns ``ig`` [L, T], ``f_input`` [L], ``f_baseline`` [L]
     (float64; zero rows for layers left out), as ``effdepth.analyses.integrated_gradients``."""
     decoder = adapter_for(model).decoder_layers(model)
+    if any(not 0 <= layer < len(decoder) for layer in layers or []):
+        raise ValueError(f"integrated gradients: layers {layers} outside 0 … {len(decoder) - 1}")
     device = next(model.parameters()).device
     n_tokens = len(ids)
     answer = answer_positions(n_tokens, n_answer).to(device)
@@ -206,6 +208,13 @@ def main() -> None:
     parser.add_argument("--layers", type=int, nargs="+", help="integrated gradients: only these layers")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
+    if not (args.model_dir / "config.json").is_file():
+        parser.error(f"--model-dir {args.model_dir}: no config.json (a Hugging Face model directory is needed)")
+    for path in (args.prompts, args.baseline_prompts):
+        if path is not None and not path.is_file():
+            parser.error(f"prompts file not found: {path}")
+    if args.analysis == "residual_erasure" and args.baseline_prompts is None:
+        parser.error("residual_erasure needs --baseline-prompts (the baseline task's prompts file)")
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -27,7 +27,10 @@ def rule_times(workdir: Path) -> list[dict[str, object]]:
     groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for path in sorted(root.rglob("*.tsv")):
         with path.open() as fh:
-            row = next(csv.DictReader(fh, delimiter="\t"))
+            row = next(csv.DictReader(fh, delimiter="\t"), None)
+        if row is None or "s" not in row:
+            print(f"skipped {path}: no benchmark row (an interrupted job?)")
+            continue
         cpu = row.get("cpu_time", "NA")
         parts = path.relative_to(root).parts
         groups[parts[0] if len(parts) > 1 else path.stem].append((float(row["s"]), float(cpu) if cpu not in ("NA", "") else 0.0))

@@ -74,7 +74,16 @@ def extract_stats(
     Every prompt's captured activations (h_l, a_l, m_l over its non-padding tokens), the final
     logits and each logit-lens output are checked for NaN/±inf as they are produced; the first
     non-finite value raises ``numerics.NonFiniteError`` naming ``model_name``, ``task``, the prompt,
-    layer and sublayer (docs/methods.md#numerics)."""
+    layer and sublayer (docs/methods.md#numerics).  Raises ValueError when ``pad_id`` is not a row of
+    the input embedding (``effdepth.models.pad_token_id`` chooses one that is)."""
+    from .models import embedding_rows
+
+    rows = embedding_rows(model)
+    if not 0 <= pad_id < rows:
+        raise ValueError(
+            f"pad id {pad_id} is outside the input embedding (rows 0 … {rows - 1}); "
+            "choose one with effdepth.models.pad_token_id(tokenizer, embedding_rows(model))"
+        )
     adapter = adapter_for(model)
     out: dict[str, list[torch.Tensor]] = {
         k: []

@@ -230,15 +230,18 @@ def check_completeness(
     steps: int,
     tolerance: float = 0.05,
     logger: logging.Logger | None = None,
-    knob: str = "steps",
+    knob: str | None = "steps",
+    knob_value: int | None = None,
 ) -> float:
     """Warn when integrated gradients miss completeness by more than ``tolerance`` (relative).
 
     attribution_sum: Σ_t IG(l, t) for one prompt and layer; f_input, f_baseline: F(x), F(x') of that
-    layer's path (``interventions.integrated_gradients`` returns both).  Logs a warning naming the
-    model, task, prompt, layer and suggesting to raise the option ``knob`` (``steps``, or
-    ``max_steps`` under the automatic rule), now ``steps``; raises ``NonFiniteError`` if any of
-    the three is non-finite.  Returns the relative gap (``completeness_gap``).
+    layer's path (``effdepth.analyses.integrated_gradients`` returns both); steps: the nodes the
+    layer used.  Logs a warning naming the model, task, prompt, layer and nodes, and suggesting to
+    raise the option ``knob`` (``steps``, or ``max_steps`` under the automatic rule), now
+    ``knob_value`` (default: ``steps``); ``knob=None`` when no option can help (the published
+    variant's fixed sum).  Raises ``NonFiniteError`` if any of the three is non-finite.  Returns the
+    relative gap (``completeness_gap``).
     """
     for value, what in ((attribution_sum, "sum of attributions"), (f_input, "F(x)"), (f_baseline, "F(x')")):
         if not math.isfinite(value):
@@ -254,15 +257,21 @@ def check_completeness(
             )
     gap = completeness_gap(attribution_sum, f_input, f_baseline)
     if gap > tolerance:
+        if knob:
+            hint = f"raise `{knob}` (now {steps if knob_value is None else knob_value})"
+        else:
+            hint = (
+                "the published variant always uses the paper's 256-step sum; variant correct with rule auto refines where needed"
+            )
         (logger or log).warning(
-            "integrated gradients incomplete for %s: sum of attributions %.4g vs F(x) - F(x') = %.4g (gap %.0f %% > %.0f %%); "
-            "raise `%s` (now %d)",
+            "integrated gradients incomplete for %s: sum of attributions %.4g vs F(x) - F(x') = %.4g "
+            "(gap %.3g %% > %.3g %%, %d nodes); %s",
             _where(model, task, prompt, layer, None, ""),
             attribution_sum,
             f_input - f_baseline,
             100 * gap,
             100 * tolerance,
-            knob,
             steps,
+            hint,
         )
     return gap

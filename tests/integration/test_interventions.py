@@ -421,6 +421,19 @@ def test_ig_job_auto_rule_reaches_the_tolerance_and_reports_its_node_counts(toke
     assert warned and "layer 0" in warned[0] and "`max_steps` (now 12)" in warned[0]
 
 
+def test_ig_refuses_layers_outside_the_model_and_auto_panels_it_cannot_judge(model64, tokenizer):
+    """A negative layer would silently attribute h_0 (the embedding output); one past the end would
+    fail deep inside.  Rule auto needs ≥ 3 nodes per panel (its indicator reads two Legendre
+    coefficients) and no more per panel than its cap."""
+    ids, n_answer = prompt(tokenizer)
+    for layers in ([-1], [model64.config.num_hidden_layers]):
+        with pytest.raises(ValueError, match="outside 0"):
+            integrated_gradients(model64, ids, n_answer, 8, layers=layers)
+    for steps, cap in ((2, 256), (8, 4)):
+        with pytest.raises(ValueError, match="3 <= steps"):
+            integrated_gradients(model64, ids, n_answer, steps, rule="auto", max_steps=cap)
+
+
 def test_auto_ig_is_the_adaptive_rule_applied_to_the_reference_integrand(model64, tokenizer):
     """Per layer, ``rule: auto`` equals ``adaptive_gauss_legendre`` run on the slow reference: every
     node α evaluated by ``reference_ig`` (one forward and backward, float64), the same stopping rule."""

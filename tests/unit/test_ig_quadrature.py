@@ -169,3 +169,8 @@ def test_adaptive_rule_respects_its_node_budget_and_batches_rounds():
 def test_adaptive_rule_converges_to_the_integral():
     estimate, used = adaptive_gauss_legendre(_bump, 8, 4096, lambda s: float((s - BUMP).abs().max()) < 1e-10)
     torch.testing.assert_close(estimate, BUMP, rtol=0, atol=1e-10)
+
+
+def test_adaptive_rule_needs_three_nodes_a_panel():
+    with pytest.raises(ValueError, match="at least 3 nodes"):
+        adaptive_gauss_legendre(_bump, 2, 64, lambda s: False)

@@ -39,6 +39,8 @@ def test_pad_appended_after_training_pads_with_an_embedded_id(tok, caplog):
     single = extract_stats(model, prompts, pad, batch_size=1)
     assert batched["lens_kl"].shape == single["lens_kl"].shape
     assert (batched["lens_kl"] - single["lens_kl"]).abs().max() < 1e-4  # padding stays masked
+    with pytest.raises(ValueError, match="pad id 104 is outside the input embedding"):
+        extract_stats(model, prompts, tok.pad_token_id, batch_size=2)  # the tokenizer's own pad id, unchecked
 
 
 def test_pad_fallbacks(tok):

@@ -91,3 +91,16 @@ def test_incomplete_attributions_warn_with_layer_and_steps(caplog):
     assert "layer 1" in record.getMessage() and "steps" in record.getMessage() and "16" in record.getMessage()
     with pytest.raises(NonFiniteError):
         check_completeness(float("nan"), 1.0, 0.0, model="m", task="t", prompt=0, layer=0, steps=16)
+
+
+def test_the_incompleteness_warning_names_the_configured_knob_or_says_none_helps(caplog):
+    """Under rule auto the nodes used (4 + 8k) differ from the cap the user can raise; under the
+    published variant no option changes the 256-step sum.  Small tolerances keep their digits."""
+    with caplog.at_level(logging.WARNING, logger="effdepth"):
+        check_completeness(
+            0.5, 1.0, 0.0, model="m", task="t", prompt=0, layer=0, steps=124, tolerance=1e-4, knob="max_steps", knob_value=128
+        )
+        check_completeness(0.5, 1.0, 0.0, model="m", task="t", prompt=0, layer=0, steps=256, knob=None)
+    auto, published = (r.getMessage() for r in caplog.records)
+    assert "`max_steps` (now 128)" in auto and "124 nodes" in auto and "> 0.01 %" in auto, auto
+    assert "raise" not in published and "published variant" in published, published

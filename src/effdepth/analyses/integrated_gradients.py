@@ -12,6 +12,7 @@ import polars as pl
 import torch
 from torch import nn
 
+from ..adapters import adapter_for
 from ..capture import LayerRunner
 from ..numerics import check_completeness, completeness_gap
 from ..staircase import answer_positions, clean_run
@@ -75,24 +76,21 @@ def adaptive_gauss_legendre(
     the panels with the largest error indicator are bisected, each half getting its own ``n`` nodes.
     A panel's indicator comes from its own values: the size of the last two coefficients of their
     Legendre interpolant, (b − a) Σ_t (|c_{n−1,t}| + |c_{n−2,t}|) — small where a polynomial of degree
-    n − 3 already fits g, large where g is steep or oscillates (a spectral tail estimate; with n = 1
-    the panel's estimate itself).  A round bisects the worst panel and those whose indicator is at
+    n − 3 already fits g, large where g is steep or oscillates (a spectral tail estimate, hence
+    n ≥ 3; ValueError otherwise).  A round bisects the worst panel and those whose indicator is at
     least a quarter of its, as many as ``points_per_round`` nodes allow, so that rounds fill gradient
     passes without refining where it matters less.  ``max_nodes`` caps the nodes
     evaluated, discarded panels included (an integrand whose root already satisfies ``done`` costs ``n``).
 
     Returns (estimate [T] float64, nodes evaluated).  docs/methods.md#integrated-gradients.
     """
+    if n < 3:
+        raise ValueError(f"adaptive Gauss–Legendre needs at least 3 nodes per panel, got {n}")
     xi, omega = np.polynomial.legendre.leggauss(n)
     x, w = torch.from_numpy((xi + 1) / 2), torch.from_numpy(omega / 2)
     # c_j = (2j + 1)/2 Σ_k ω_k P_j(ξ_k) g_k, exact for the interpolant (degree n − 1 < 2n): its last two j
-    tail = (
-        np.polynomial.legendre.legvander(xi, n - 1)[:, max(0, n - 2) :]
-        * omega[:, None]
-        * (2 * np.arange(n)[max(0, n - 2) :] + 1)
-        / 2
-    )
-    tail = torch.from_numpy(tail.T.copy())  # [≤2, n]
+    tail = np.polynomial.legendre.legvander(xi, n - 1)[:, n - 2 :] * omega[:, None] * (2 * np.arange(n - 2, n) + 1) / 2
+    tail = torch.from_numpy(tail.T.copy())  # [2, n]
 
     def panels(bounds: list[tuple[float, float]]) -> list[tuple[float, float, float, torch.Tensor]]:
         values = g(torch.cat([a + (b - a) * x for a, b in bounds])).view(len(bounds), n, -1)
@@ -173,12 +171,19 @@ def integrated_gradients(
 
     Returns ``ig`` [L, T] (signed, float64), ``f_input`` [L] = F(x), ``f_baseline`` [L] = F(x′)
     and ``steps`` [L] (int64, the nodes each layer evaluated).  Raises ValueError for an unknown
-    rule, steps < 1 or a prompt without answer tokens.
+    rule, steps < 1 (auto: outside 3 … max_steps), a layer outside 0 … L−1 or a prompt without
+    answer tokens.
     """
     if rule not in RULES:
         raise ValueError(f"unknown quadrature rule {rule!r} (one of {', '.join(RULES)})")
+    if rule == "auto" and not 3 <= steps <= max_steps:
+        raise ValueError(f"rule auto needs 3 <= steps (nodes per panel) <= max_steps, got steps={steps}, max_steps={max_steps}")
+    n_layers = len(adapter_for(model).decoder_layers(model))
+    bad = [layer for layer in layers or [] if not 0 <= layer < n_layers]
+    if bad:
+        raise ValueError(f"integrated gradients: layers {bad} outside 0 … {n_layers - 1}")
     clean = clean_run(model, input_ids)
-    runner, n_layers = clean.runner, clean.runner.n_layers
+    runner = clean.runner
     n_tokens = clean.h.shape[1]
     device = clean.h.device
     answer = answer_positions(n_tokens, n_answer).to(device)
@@ -211,7 +216,7 @@ def integrated_gradients(
                 gap = completeness_gap(float(estimate.sum()), delta, 0.0)
                 return gap <= tolerance or math.isnan(gap)
 
-            ig[layer], used[layer] = adaptive_gauss_legendre(g, min(steps, max_steps), max_steps, done, max_batch)
+            ig[layer], used[layer] = adaptive_gauss_legendre(g, steps, max_steps, done, max_batch)
     return {"ig": ig, "f_input": f_input, "f_baseline": f_baseline, "steps": used}
 
 
@@ -282,7 +287,8 @@ def run(subject: Any, options: dict[str, Any]) -> pl.DataFrame:
                 steps=n,
                 tolerance=tolerance,
                 logger=subject.log,
-                knob="max_steps" if rule == "auto" else "steps",
+                knob=None if options["variant"] == "published" else "max_steps" if rule == "auto" else "steps",
+                knob_value=cap,
             )
             for metric, value in (
                 ("f_input", f_input),
