@@ -39,37 +39,27 @@ sys.path.insert(0, str(REPO / "src"))
 
 from effdepth.adapters import adapter_for  # noqa: E402
 from effdepth.analyses.integrated_gradients import ig_baseline  # noqa: E402
-from effdepth.reference import reference_erasure, reference_skip  # noqa: E402
+from effdepth.reference import forward_with, reference_erasure, reference_skip  # noqa: E402
 from effdepth.staircase import answer_positions, clean_run  # noqa: E402
 
 IG_STEPS, IG_POINTS_PER_PASS = 256, 16
 EPS = 1e-6
 
 
-def _forward_recording(model, ids: list[int], modules: dict[str, torch.nn.Module]) -> tuple[torch.Tensor, dict]:
-    """One batch-1 forward; returns logits [T, V] and, per name, the first output of that module [T, d]
-    (names starting with ``in:``: the first input)."""
-    seen, handles = {}, []
-    for name, module in modules.items():
-        if name.startswith("in:"):
+def _forward(model, ids: list[int], modules: dict[str, torch.nn.Module] | None = None) -> tuple[torch.Tensor, list, dict]:
+    """One batch-1 forward without gradients (``effdepth.reference.forward_with``): logits [T, V], every
+    layer's (input, output) pair [T, d], and per name the first output of that module [T, d]."""
+    seen = {}
 
-            def pre(mod, args, kwargs, name=name):
-                seen[name] = (args[0] if args else kwargs["hidden_states"])[0]
+    def recorder(name):
+        def hook(mod, args, output):
+            seen[name] = (output[0] if isinstance(output, tuple) else output)[0]
 
-            handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
-        else:
+        return hook
 
-            def post(mod, args, output, name=name):
-                seen[name] = (output[0] if isinstance(output, tuple) else output)[0]
-
-            handles.append(module.register_forward_hook(post))
-    try:
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0]
-    finally:
-        for handle in handles:
-            handle.remove()
-    return logits, seen
+    with torch.no_grad():
+        logits, pairs = forward_with(model, ids, [(m, recorder(name), "post") for name, m in (modules or {}).items()])
+    return logits, pairs, seen
 
 
 def relative_contribution(model, sequences: list[list[int]]) -> dict[str, list[float]]:
@@ -80,19 +70,17 @@ def relative_contribution(model, sequences: list[list[int]]) -> dict[str, list[f
     layers = adapter.decoder_layers(model)
     modules = {}
     for l, layer in enumerate(layers):
-        modules[f"in:{l}"] = layer
         modules[f"attn:{l}"] = adapter.attention(layer)
         modules[f"mlp:{l}"] = adapter.mlp_output(layer)
-        modules[f"out:{l}"] = layer
     sums = {k: torch.zeros(len(layers), dtype=torch.float64) for k in ("rc_attention", "rc_mlp", "rc_layer")}
     sums.update({k.replace("rc_", "cos_"): torch.zeros(len(layers), dtype=torch.float64) for k in list(sums)})
     tokens = 0
     for ids in sequences:
-        _, seen = _forward_recording(model, ids, modules)
+        _, pairs, seen = _forward(model, ids, modules)
         tokens += len(ids)
-        for l in range(len(layers)):
-            h, a, m = seen[f"in:{l}"].float(), seen[f"attn:{l}"].float(), seen[f"mlp:{l}"].float()
-            mid, c = h + a, seen[f"out:{l}"].float() - h
+        for l, (h_in, h_out) in enumerate(pairs):
+            h, a, m = h_in.float(), seen[f"attn:{l}"].float(), seen[f"mlp:{l}"].float()
+            mid, c = h + a, h_out.float() - h
             for name, x, ref in (("attention", a, h), ("mlp", m, mid), ("layer", c, h)):
                 sums[f"rc_{name}"][l] += (x.norm(dim=-1) / ref.norm(dim=-1).clamp(min=EPS)).sum().double()
                 sums[f"cos_{name}"][l] += F.cosine_similarity(x, ref, dim=-1).sum().double()
@@ -109,12 +97,12 @@ def logit_lens(model, sequences: list[list[int]], k: int = 5) -> tuple[list[floa
     kl, overlap = torch.zeros(len(layers) + 1, dtype=torch.float64), torch.zeros(len(layers) + 1, dtype=torch.float64)
     tokens = 0
     for ids in sequences:
-        logits, seen = _forward_recording(model, ids, {f"in:{l}": layer for l, layer in enumerate(layers)})
+        logits, pairs, _ = _forward(model, ids)
         tokens += len(ids)
         with torch.no_grad():
             out = logits.float().log_softmax(-1)
             real = F.one_hot(out.topk(k, dim=-1).indices, n_vocab).sum(-2)
-            lens = [unembed(norm(seen[f"in:{l}"])).float() for l in range(len(layers))] + [logits.float()]
+            lens = [unembed(norm(h_in)).float() for h_in, _ in pairs] + [logits.float()]
             for l, layer_logits in enumerate(lens):
                 q = layer_logits.log_softmax(-1)
                 kl[l] += (q.exp() * (q - out)).sum().double()
@@ -130,13 +118,10 @@ def layer_skip(model, ids: list[int], positions: list[int]) -> dict[str, torch.T
 
 def erasure_baseline(model, sequences: list[list[int]]) -> torch.Tensor:
     """b_l = mean of h_l over every token of the prompts, l = 0 … L; one forward per prompt. [L+1, d]."""
-    adapter = adapter_for(model)
-    layers = adapter.decoder_layers(model)
-    modules = {f"in:{l}": layer for l, layer in enumerate(layers)} | {"in:final": adapter.norm(model)}
     total, count = 0, 0
     for ids in sequences:
-        _, seen = _forward_recording(model, ids, modules)
-        total = total + torch.stack([seen[f"in:{l}"] for l in range(len(layers))] + [seen["in:final"]]).double().sum(1)
+        _, pairs, _ = _forward(model, ids)
+        total = total + torch.stack([h_in for h_in, _ in pairs] + [pairs[-1][1]]).double().sum(1)
         count += len(ids)
     return (total / count).to(next(model.parameters()).dtype)
 

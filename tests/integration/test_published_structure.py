@@ -41,3 +41,11 @@ def test_integrated_gradients_equal_the_256_step_sum(model, tokenizer):
     for key in ("ig", "f_input", "f_baseline"):
         torch.testing.assert_close(slow[key], fast[key], rtol=1e-7, atol=1e-10)
     assert slow["ig"][[1, 3]].abs().max() == 0 and slow["ig"][0].abs().max() > 0
+
+
+def test_erasure_baseline_is_the_token_mean_of_every_residual(model, tokenizer):
+    from effdepth.staircase import clean_run
+
+    sequences = [tokenizer(t)["input_ids"] for t in ("12 + 34 = 46", "the cat sat on the mat")]
+    expected = torch.cat([clean_run(model, ids).h for ids in sequences], 1).mean(1)  # [L+1, d]
+    torch.testing.assert_close(published.erasure_baseline(model, sequences), expected, rtol=1e-12, atol=1e-12)
