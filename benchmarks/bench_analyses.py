@@ -31,7 +31,7 @@ from effdepth.analyses.logit_lens import table as logit_lens_table  # noqa: E402
 from effdepth.analyses.relative_contribution import table as relative_contribution_table  # noqa: E402
 from effdepth.analyses.residual_erasure import residual_erasure  # noqa: E402
 from effdepth.capture import LayerRunner  # noqa: E402
-from effdepth.extract import extract_stats  # noqa: E402
+from effdepth.extraction import extract_stats  # noqa: E402
 from effdepth.reference import reference_erasure, reference_ig, reference_lens, reference_rc, reference_skip  # noqa: E402
 from effdepth.tasks import tokenize_prompt  # noqa: E402
 from effdepth.testing import char_tokenizer, tiny_model  # noqa: E402
@@ -239,12 +239,13 @@ def main() -> None:
         baseline = torch.randn(n_layers + 1, d, dtype=dtype, device=args.device)
         peak = matmul_peak(model, args.device, dtype)
         print(f"model={name} matmul_peak_gflops={peak:.0f}", flush=True)
-        meta = {"n_prompts": str(len(sequences)), "n_layers": str(n_layers), "d_model": str(d)}
 
         def forward_fast():
-            stats = extract_stats(model, [{"input_ids": s} for s in sequences], pad_id=0, batch_size=len(sequences))
-            rc = relative_contribution_table(stats, meta, "correct", model=name, task="bench")
-            lens = logit_lens_table(stats, meta, "correct", model=name, task="bench")
+            stats = extract_stats(
+                model, [{"input_ids": s} for s in sequences], pad_id=0, batch_size=len(sequences), model_name=name, task="bench"
+            )
+            rc = relative_contribution_table(stats, "correct")
+            lens = logit_lens_table(stats, "correct")
             return rc, lens
 
         cases = {

@@ -36,7 +36,7 @@ from effdepth.analyses.layer_skip import layer_skip, skip_positions  # noqa: E40
 from effdepth.analyses.logit_lens import table as logit_lens_table  # noqa: E402
 from effdepth.analyses.relative_contribution import table as relative_contribution_table  # noqa: E402
 from effdepth.analyses.residual_erasure import residual_erasure  # noqa: E402
-from effdepth.extract import extract_stats  # noqa: E402
+from effdepth.extraction import extract_stats  # noqa: E402
 
 ANALYSES = ("forward", "layer_skip", "residual_erasure", "integrated_gradients")
 
@@ -76,7 +76,7 @@ def main() -> None:
             model.config.num_hidden_layers = args.shape_layers
             if getattr(model.config, "layer_types", None):
                 model.config.layer_types = model.config.layer_types[: args.shape_layers]
-        n_layers, d = model.config.num_hidden_layers, model.config.hidden_size
+        n_layers = model.config.num_hidden_layers
         ids, n_answer = benchmark_prompt(tokenizer)
         sequences = [tokenizer(t)["input_ids"] for t in TEXTS]
         positions = skip_positions(len(ids), 4, 8, 0, 0) or [len(ids) // 2]
@@ -84,14 +84,15 @@ def main() -> None:
         ig_layers = args.ig_layers or list(range(n_layers))
         if any(not 0 <= layer < n_layers for layer in ig_layers):
             raise SystemExit(f"--ig-layers {ig_layers}: {name} has layers 0 … {n_layers - 1}")
-        meta = {"n_prompts": str(len(sequences)), "n_layers": str(n_layers), "d_model": str(d)}
         ig_target = {}
 
         def forward_effdepth():
-            stats = extract_stats(model, [{"input_ids": s} for s in sequences], pad_id=0, batch_size=len(sequences))
+            stats = extract_stats(
+                model, [{"input_ids": s} for s in sequences], pad_id=0, batch_size=len(sequences), model_name=name, task="bench"
+            )
             return (
-                relative_contribution_table(stats, meta, "correct", model=name, task="bench"),
-                logit_lens_table(stats, meta, "correct", model=name, task="bench"),
+                relative_contribution_table(stats, "correct"),
+                logit_lens_table(stats, "correct"),
             )
 
         def ig_published():

@@ -8,3 +8,19 @@ Layer-index convention (used everywhere in this package):
 """
 
 __version__ = "0.1.0"
+
+# The notebook API (effdepth.api) at the top level, imported on first use: ``import effdepth``
+# stays cheap (the workflow imports the package while Snakemake parses it).
+_API = ("measure", "subject", "extract", "run", "forward_table", "effective_depth", "options", "Measurement", "Subject")
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'effdepth' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

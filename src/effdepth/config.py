@@ -129,33 +129,37 @@ def _semantic_errors(config: dict[str, Any], original_analyses: dict[str, Any]) 
                 f"(it reads {', '.join(SOURCE_KEYS[src])})"
             )
     for analysis, options in (config.get("analyses") or {}).items():
-        given = original_analyses.get(analysis) or {}
-        if "variant" in given and "variants" in given:
-            errors.append(f"analyses.{analysis}: give variant or variants, not both")
-        if "published" in options["variants"] and not REGISTRY[analysis].published:
-            errors.append(
-                f"analyses.{analysis}: has no published variant (the public code has no defect to reproduce here); "
-                "use variant: correct"
-            )
-        for task in (options or {}).get("tasks", []):
-            if task not in config["tasks"]:
-                errors.append(f"analyses.{analysis}.tasks: unknown task {task!r} (configured: {', '.join(config['tasks'])})")
+        errors += _analysis_errors(analysis, options, original_analyses.get(analysis) or {}, list(config["tasks"]))
     primary = (config.get("figures") or {}).get("primary_task")
     if primary is not None and primary not in config["tasks"]:
         errors.append(f"figures.primary_task: unknown task {primary!r} (configured: {', '.join(config['tasks'])})")
-    ig = (config.get("analyses") or {}).get("integrated_gradients")
-    if ig is not None and ig.get("rule") == "auto" and ig.get("min_steps", 8) > ig.get("max_steps", 256):
+    return errors
+
+
+def _analysis_errors(analysis: str, options: dict[str, Any], given: dict[str, Any], tasks: list[str] | None) -> list[str]:
+    """Cross-field rules of one ``analyses.<analysis>`` block (defaults filled in; ``given`` as written).
+    ``tasks``: the configured task names, or None where there are none (options given in Python)."""
+    errors: list[str] = []
+    if "variant" in given and "variants" in given:
+        errors.append(f"analyses.{analysis}: give variant or variants, not both")
+    if "published" in options["variants"] and not REGISTRY[analysis].published:
         errors.append(
-            f"analyses.integrated_gradients: min_steps ({ig['min_steps']}) exceeds max_steps ({ig['max_steps']}) under rule auto"
+            f"analyses.{analysis}: has no published variant (the public code has no defect to reproduce here); "
+            "use variant: correct"
         )
-    erasure = (config.get("analyses") or {}).get("residual_erasure")
-    if erasure is not None:
-        baseline = erasure["baseline_task"]
-        if baseline not in config["tasks"]:
-            errors.append(
-                f"analyses.residual_erasure.baseline_task: task {baseline!r} is not configured "
-                f"(configured: {', '.join(config['tasks'])})"
-            )
+    for task in options.get("tasks", []) if tasks is not None else []:
+        if task not in tasks:
+            errors.append(f"analyses.{analysis}.tasks: unknown task {task!r} (configured: {', '.join(tasks)})")
+    if analysis == "integrated_gradients" and options["rule"] == "auto" and options["min_steps"] > options["max_steps"]:
+        errors.append(
+            f"analyses.integrated_gradients: min_steps ({options['min_steps']}) exceeds max_steps ({options['max_steps']}) "
+            "under rule auto"
+        )
+    if analysis == "residual_erasure" and tasks is not None and options["baseline_task"] not in tasks:
+        errors.append(
+            f"analyses.residual_erasure.baseline_task: task {options['baseline_task']!r} is not configured "
+            f"(configured: {', '.join(tasks)})"
+        )
     return errors
 
 
@@ -176,32 +180,40 @@ def validate_config(config: dict[str, Any], schema_path: Path | str = DEFAULT_SC
     return filled
 
 
+def _defaults(block: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """The schema defaults of the keys of one object block (``$ref`` to a ``$defs`` entry followed)."""
+    result = {}
+    for key, spec in block.get("properties", {}).items():
+        if "$ref" in spec:
+            spec = defs[spec["$ref"].rsplit("/", 1)[-1]]
+        if "default" in spec:
+            result[key] = copy.deepcopy(spec["default"])
+    return result
+
+
+def _with_variants(merged: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """`variants` lists every variant to run; `variant` is the first, the one figures show."""
+    if "variants" in given:
+        merged["variant"] = merged["variants"][0]
+    else:
+        merged["variants"] = [merged["variant"]]
+    return merged
+
+
 def fill_defaults(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     """Copy of ``config`` with schema defaults for models, tasks, analyses and the option blocks."""
     out = copy.deepcopy(config)
     defs = schema["$defs"]
 
     def defaults(block: dict[str, Any]) -> dict[str, Any]:
-        props = block.get("properties", {})
-        result = {}
-        for key, spec in props.items():
-            if "$ref" in spec:
-                spec = defs[spec["$ref"].rsplit("/", 1)[-1]]
-            if "default" in spec:
-                result[key] = copy.deepcopy(spec["default"])
-        return result
+        return _defaults(block, defs)
 
     out["models"] = {n: {**defaults(defs["model"]), **m} for n, m in out["models"].items()}
     out["tasks"] = {n: {**defaults(defs["task"]), **t} for n, t in out["tasks"].items()}
     analyses = {}
     for name, options in (out.get("analyses") or {}).items():
-        merged = {**defaults(defs["analyses"]["properties"][name]), **(options or {})}
+        merged = _with_variants({**defaults(defs["analyses"]["properties"][name]), **(options or {})}, options or {})
         merged.setdefault("tasks", list(out["tasks"]))
-        # `variants` lists every variant to run; `variant` is the first, the one figures show
-        if "variants" in (options or {}):
-            merged["variant"] = merged["variants"][0]
-        else:
-            merged["variants"] = [merged["variant"]]
         analyses[name] = merged
     out["analyses"] = analyses
     for block in ("extraction", "effective_depth", "figures", "execution"):
@@ -209,11 +221,38 @@ def fill_defaults(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, A
     return out
 
 
-def schema_default(analysis: str, key: str, schema_path: Path | str = DEFAULT_SCHEMA) -> Any:
-    """The schema's default of ``analyses.<analysis>.<key>`` (for options read even when the
-    analysis itself is not configured, e.g. the logit lens's ``top_k`` at extraction)."""
+def block_options(block: str, given: dict[str, Any] | None = None, schema_path: Path | str = DEFAULT_SCHEMA) -> dict[str, Any]:
+    """One config block's options, validated and with the schema's defaults: what the workflow would
+    use for the same block.  For options given in Python (``effdepth.api``).
+
+    ``block``: ``extraction``, ``effective_depth``, ``figures``, ``execution`` or
+    ``analyses.<analysis>``; ``given``: the keys set, as they would be written in the config.
+
+    Raises ConfigError naming every bad key as ``<block>.<key>: <what is wrong>``.
+    """
     schema = yaml.safe_load(Path(schema_path).read_text())
-    return schema["$defs"]["analyses"]["properties"][analysis]["properties"][key]["default"]
+    defs = schema["$defs"]
+    section, _, analysis = block.partition(".")
+    if section == "analyses" and analysis in defs["analyses"]["properties"]:
+        spec = defs["analyses"]["properties"][analysis]
+    elif not analysis and section in ("extraction", "effective_depth", "figures", "execution"):
+        spec = defs[section]
+    else:
+        known = ", ".join(["extraction", "effective_depth", "figures", "execution", *(f"analyses.{a}" for a in REGISTRY)])
+        raise ConfigError(f"no config block {block!r} (blocks: {known})")
+    given = dict(given or {})
+    validator = Draft202012Validator({"$defs": defs, **spec})
+    messages = [f"{block}.{_describe(e)}" for e in sorted(validator.iter_errors(given), key=lambda e: list(map(str, e.path)))]
+    if messages:
+        raise ConfigError("options are invalid:\n" + "\n".join(f"  - {m}" for m in messages))
+    options = {**_defaults(spec, defs), **given}
+    if section == "analyses":
+        options = _with_variants(options, given)
+        options.pop("tasks", None)
+        messages = _analysis_errors(analysis, options, given, None)
+        if messages:
+            raise ConfigError("options are invalid:\n" + "\n".join(f"  - {m}" for m in messages))
+    return options
 
 
 def job_entry(entry: dict[str, Any], metadata: tuple[str, ...]) -> dict[str, Any]:

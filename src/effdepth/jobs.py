@@ -11,15 +11,13 @@ options of an extraction or analysis as one dict holding exactly the keys the jo
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from .log import get_logger
+from .subjects import Subject
 
 log = get_logger("effdepth.jobs")
 
@@ -62,25 +60,25 @@ def _provenance(model: str, model_options: dict[str, Any], task: str, digest: st
 
 def _load(
     model: str,
+    task: str,
     model_dir: str,
     model_options: dict[str, Any],
     prompts: str,
     prompt_options: dict[str, Any],
     n: int,
-    top_k: int | None = None,
-):
-    """(model, tokenizer, chosen prompts, prompts hash), with model, tokenizer and prompts checked
-    against each other before the first forward (``effdepth.models.check_model_tokenizer``,
-    ``check_prompt_ids``)."""
-    from .models import check_model_tokenizer, check_prompt_ids, embedding_rows, load_model
-    from .tasks import read_prompts, select_prompts
+) -> Subject:
+    """The subject of a job: the model and tokenizer loaded from ``model_dir`` (checked and its
+    decomposition proven by ``models.load_model``), checked against each other, and the first ``n``
+    frozen prompts within the task's ``max_tokens`` (``effdepth.subjects.choose_prompts``)."""
+    from .models import check_model_tokenizer, load_model
+    from .subjects import choose_prompts
+    from .tasks import read_prompts
 
     net, tokenizer = load_model(model_dir, model_options)
-    check_model_tokenizer(net, tokenizer, model, top_k=top_k)
+    check_model_tokenizer(net, tokenizer, model)
     frame, digest = read_prompts(prompts)
-    chosen = select_prompts(frame, tokenizer, n, prompt_options.get("max_tokens"))
-    check_prompt_ids(chosen, embedding_rows(net), model)
-    return net, tokenizer, chosen, digest
+    chosen = choose_prompts(frame, net, tokenizer, model, n, prompt_options.get("max_tokens"))
+    return Subject(model, task, net, tokenizer, chosen, prompts_hash=digest)
 
 
 def extract(
@@ -94,26 +92,25 @@ def extract(
     output: str,
     fingerprint: str | None = None,
 ) -> None:
-    """One extraction pass over the task's prompts -> the cache ``output`` (``effdepth.extract``).
+    """One extraction pass over the task's prompts (``effdepth.api.extract``) -> the cache ``output``.
 
     ``options``: batch_size, max_batch_tokens, store_activations (config ``extraction``) and top_k
     (``analyses.logit_lens.top_k``); ``fingerprint``: the model's fingerprint file
     (``effdepth.fingerprint``), recorded in the cache metadata."""
-    from .extract import run_extraction
+    from . import api
+    from .extraction import write_stats
     from .fingerprint import read_fingerprint
 
-    net, tokenizer, chosen, digest = _load(
-        model, model_dir, model_options, prompts, prompt_options, int(prompt_options["n_prompts"]), options["top_k"]
+    subject = _load(model, task, model_dir, model_options, prompts, prompt_options, int(prompt_options["n_prompts"]))
+    log.info(
+        "%s / %s: %d prompts, %d tokens", model, task, len(subject.prompts), sum(len(p["input_ids"]) for p in subject.prompts)
     )
-    log.info("%s / %s: %d prompts, %d tokens", model, task, len(chosen), sum(len(p["input_ids"]) for p in chosen))
-    run_extraction(
-        net,
-        tokenizer,
-        chosen,
+    stats = api.extract(subject, **options)
+    write_stats(
+        stats,
         output,
-        _provenance(model, model_options, task, digest),
+        _provenance(model, model_options, task, subject.prompts_hash or ""),
         model_fingerprint=read_fingerprint(fingerprint) if fingerprint else None,
-        **options,
     )
 
 
@@ -121,63 +118,16 @@ def forward_tables(variants: dict[str, list[str]], stats: str, output: str, mode
     """The tables of every forward analysis and variant in ``variants`` (analysis -> variants) from one
     extraction cache, in one file (rows told apart by the ``analysis`` and ``variant`` columns).  Reads the cache as numpy arrays:
     neither torch nor transformers is imported, so the job costs little more than its Python start."""
-    from .analyses import REGISTRY
-    from .cache import load_tensors
+    from .api import forward_table
+    from .cache import CacheError, rebuild_hint
+    from .stats import ExtractionStats
     from .tables import write_table
 
-    tensors, meta = load_tensors(stats, numpy=True)
-    ids = {"model": model, "task": task, "n_layers": int(meta["n_layers"])}
-    tables = [REGISTRY[a].module().table(tensors, meta, v, **ids) for a, vs in sorted(variants.items()) for v in vs]
+    read = ExtractionStats.from_cache(stats)
+    if (read.model, read.task) != (model, task):
+        raise CacheError(f"{stats} holds {read.model} / {read.task}, not {model} / {task}; {rebuild_hint(stats)}")
+    tables = [forward_table(read, a, v) for a, vs in sorted(variants.items()) for v in vs]
     write_table(pl.concat(tables, how="diagonal_relaxed"), output)
-
-
-@dataclass
-class Subject:
-    """What an intervention job works on: one loaded model and the chosen prompts of one task.
-
-    ``prompts``: dicts with ``input_ids`` (list[int]) and ``n_answer`` (answer tokens at the end);
-    ``inputs``: further input files by name (e.g. ``baseline``: an extraction cache)."""
-
-    model_name: str
-    task: str
-    model: Any
-    tokenizer: Any
-    prompts: list[dict[str, Any]]
-    inputs: dict[str, str] = field(default_factory=dict)
-    log: logging.Logger = log
-
-    @property
-    def n_layers(self) -> int:
-        from .adapters import adapter_for
-
-        return len(adapter_for(self.model).decoder_layers(self.model))
-
-    @property
-    def ids(self) -> dict[str, Any]:
-        """The identifying columns of every table row: model, task, n_layers."""
-        return {"model": self.model_name, "task": self.task, "n_layers": self.n_layers}
-
-    def progress(self, what: str) -> Iterator[dict[str, Any]]:
-        """The prompts, logging progress (prompts and tokens done, time left) at least every 30 s."""
-        from .log import progress
-
-        sizes = [len(p["input_ids"]) for p in self.prompts]
-        return progress(
-            self.prompts, len(self.prompts), f"{what} {self.model_name}/{self.task}", self.log, sizes=sizes, unit="tokens"
-        )
-
-    def check(self, tensor: Any, what: str, prompt: int, layer_axis: int | None = 0) -> None:
-        """Stop with model, task, prompt and layer named at the first non-finite value of a result."""
-        from .numerics import check_finite
-
-        check_finite(
-            tensor,
-            model=self.model_name,
-            task=self.task,
-            prompt=self.prompts[prompt].get("id", prompt),
-            layer_axis=layer_axis,
-            what=what,
-        )
 
 
 def intervention(
@@ -192,19 +142,20 @@ def intervention(
     outputs: dict[str, str],
     inputs: dict[str, str] | None = None,
 ) -> None:
-    """Run the intervention analysis ``analysis`` on (model, task) and write ``outputs['table']`` and
-    ``outputs['tokens']`` (the token strings of its prompts, to label layer × token maps).
+    """Run the intervention analysis ``analysis`` on (model, task) (``effdepth.api.run``) and write
+    ``outputs['table']`` and ``outputs['tokens']`` (the token strings of its prompts, to label
+    layer × token maps).
 
     Prompts: the first ``options['n_prompts']`` (default: the task's ``n_prompts``) that fit the
-    task's ``max_tokens``."""
-    from .analyses import REGISTRY
+    task's ``max_tokens``; ``inputs``: artefacts of other jobs by name (``baseline``: a cache path)."""
+    from . import api
     from .tables import tokens_table, write_table
 
     n = int(options.get("n_prompts") or prompt_options["n_prompts"])
-    net, tokenizer, chosen, _ = _load(model, model_dir, model_options, prompts, prompt_options, n)
-    subject = Subject(model, task, net, tokenizer, chosen, dict(inputs or {}))
-    write_table(REGISTRY[analysis].module().run(subject, options), outputs["table"])
-    tokens = [tokenizer.convert_ids_to_tokens(p["input_ids"]) for p in chosen]
+    subject = _load(model, task, model_dir, model_options, prompts, prompt_options, n)
+    subject.inputs.update(inputs or {})
+    write_table(api.run(subject, analysis, **options), outputs["table"])
+    tokens = [subject.tokenizer.convert_ids_to_tokens(p["input_ids"]) for p in subject.prompts]
     write_table(tokens_table(tokens, model=model, task=task), outputs["tokens"])
 
 

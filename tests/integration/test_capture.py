@@ -12,7 +12,7 @@ from effdepth.adapters import (
 )
 from effdepth.cache import CacheError, load_tensors, save_tensors
 from effdepth.capture import run_captured
-from effdepth.extract import extract_stats
+from effdepth.extraction import extract_stats
 from effdepth.staircase import clean_run
 from effdepth.testing import ARCHITECTURES, EAGER_ONLY, tiny_config
 
@@ -161,13 +161,14 @@ def test_batched_equals_single(model32, tokenizer):
     capped = extract_stats(
         model32, [{"input_ids": s, "id": i} for i, s in enumerate(sequences)], 0, batch_size=3, max_batch_tokens=60
     )
-    for key in batched:
-        torch.testing.assert_close(batched[key], single[key], rtol=1e-4, atol=1e-4, msg=key)
-        torch.testing.assert_close(capped[key], single[key], rtol=1e-4, atol=1e-4, msg=key)
+    assert (batched.n_layers, batched.n_prompts, batched.prompt_ids) == (single.n_layers, 3, ("0", "1", "2"))
+    for key in batched.tensors:
+        torch.testing.assert_close(batched.tensors[key], single.tensors[key], rtol=1e-4, atol=1e-4, msg=key)
+        torch.testing.assert_close(capped.tensors[key], single.tensors[key], rtol=1e-4, atol=1e-4, msg=key)
 
 
 def test_extraction_batches_respect_the_token_cap():
-    from effdepth.extract import plan_batches
+    from effdepth.extraction import plan_batches
 
     assert plan_batches([10, 10, 10, 10, 10], 4) == [[0, 1, 2, 3], [4]]
     assert plan_batches([10, 10, 30, 10], 4, max_batch_tokens=60) == [[0, 1], [2, 3]]  # 3 prompts x 30 (padded) > 60
@@ -176,7 +177,7 @@ def test_extraction_batches_respect_the_token_cap():
 
 def test_store_activations(model32, tokenizer):
     sequences = ids(tokenizer)
-    out = extract_stats(model32, [{"input_ids": s} for s in sequences], 0, batch_size=2, store_activations=True)
+    out = extract_stats(model32, [{"input_ids": s} for s in sequences], 0, batch_size=2, store_activations=True).tensors
     n_layers, d = model32.config.num_hidden_layers, model32.config.hidden_size
     assert out["act.1.resid_pre"].shape == (n_layers, len(sequences[1]), d)
     h = torch.cat([out["act.1.resid_pre"], out["act.1.resid_final"][None]])
@@ -184,7 +185,7 @@ def test_store_activations(model32, tokenizer):
 
 
 def test_cache_round_trip_with_metadata(tmp_path, model32, tokenizer):
-    tensors = extract_stats(model32, [{"input_ids": s} for s in ids(tokenizer)], 0, batch_size=2)
+    tensors = extract_stats(model32, [{"input_ids": s} for s in ids(tokenizer)], 0, batch_size=2).tensors
     path = tmp_path / "stats.safetensors"
     meta = {"model": "tiny", "revision": "local", "dtype": "float32", "prompts_hash": "abc"}
     save_tensors(path, tensors, meta)

@@ -207,13 +207,12 @@ def test_relative_contribution_uses_the_residual_each_mlp_reads(family_model64, 
     reference residual is h_l + a_l in sequential and sandwich blocks and h_l in parallel ones
     (docs/methods.md#parallel-blocks)."""
     from effdepth.analyses.relative_contribution import table
-    from effdepth.extract import extract_stats
+    from effdepth.extraction import extract_stats
 
     model = family_model64
     ids, _ = prompt(tokenizer)
     stats = extract_stats(model, [{"input_ids": ids}], pad_id=0, batch_size=1, top_k=5)
-    meta = {"n_prompts": "1", "n_layers": str(model.config.num_hidden_layers), "d_model": str(model.config.hidden_size)}
-    rows = table(stats, meta, "correct", model="m", task="t").filter(pl.col("prompt").is_null())
+    rows = table(stats, "correct").filter(pl.col("prompt").is_null())
     for metric, values in reference_rc(model, [ids]).items():
         got = rows.filter(pl.col("metric") == metric).sort("layer")["value"].to_list()
         assert got == pytest.approx(values, rel=1e-4, abs=1e-6), (adapter_for(model).name, metric)

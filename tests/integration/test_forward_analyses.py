@@ -10,8 +10,9 @@ import torch
 from effdepth.analyses.block_influence import table as block_influence_table
 from effdepth.analyses.logit_lens import table as logit_lens_table
 from effdepth.analyses.relative_contribution import table as relative_contribution_table
-from effdepth.extract import extract_stats
+from effdepth.extraction import extract_stats
 from effdepth.reference import reference_activations, reference_lens, reference_rc, vec_cos
+from effdepth.stats import ExtractionStats
 
 TEXTS = ["The cat sat on the mat today.", "2 + 2 = 4", "Once upon a time, in a land far away."]
 
@@ -19,12 +20,12 @@ TEXTS = ["The cat sat on the mat today.", "2 + 2 = 4", "Once upon a time, in a l
 def stats_for(model, sequences, top_k=5):
     prompts = [{"input_ids": s} for s in sequences]
     stats = extract_stats(model, prompts, pad_id=0, batch_size=2, top_k=top_k)
-    meta = {
-        "n_prompts": str(len(sequences)),
-        "n_layers": str(model.config.num_hidden_layers),
-        "d_model": str(model.config.hidden_size),
-    }
-    return stats, meta
+    assert (stats.n_prompts, stats.n_layers, stats.d_model) == (
+        len(sequences),
+        model.config.num_hidden_layers,
+        model.config.hidden_size,
+    )
+    return stats
 
 
 def headline(table, metric):
@@ -34,8 +35,8 @@ def headline(table, metric):
 
 def test_relative_contribution_matches_reference(model64, tokenizer):
     sequences = [tokenizer(t)["input_ids"] for t in TEXTS]
-    stats, meta = stats_for(model64, sequences)
-    table = relative_contribution_table(stats, meta, "correct", model="m", task="t")
+    stats = stats_for(model64, sequences)
+    table = relative_contribution_table(stats, "correct")
     reference = reference_rc(model64, sequences)
     for metric, values in reference.items():
         assert headline(table, metric) == pytest.approx(values, rel=1e-5, abs=1e-6), metric
@@ -44,9 +45,9 @@ def test_relative_contribution_matches_reference(model64, tokenizer):
 def test_relative_contribution_published_divides_by_d_model(model64, tokenizer):
     """Published variant: each prompt's token sum / d_model, then the mean over prompts (reference loop)."""
     sequences = [tokenizer(t)["input_ids"] for t in TEXTS]
-    stats, meta = stats_for(model64, sequences)
-    correct = relative_contribution_table(stats, meta, "correct", model="m", task="t")
-    published = relative_contribution_table(stats, meta, "published", model="m", task="t")
+    stats = stats_for(model64, sequences)
+    correct = relative_contribution_table(stats, "correct")
+    published = relative_contribution_table(stats, "published")
     d = model64.config.hidden_size
     expected = 0.0
     for ids in sequences:
@@ -62,35 +63,35 @@ def test_relative_contribution_published_divides_by_d_model(model64, tokenizer):
 
 def test_published_normaliser_hand_computed():
     """Two prompts of 1 and 3 tokens, one layer, d_model = 4: correct = token mean, published = Σ/d averaged."""
-    stats = {
+    tensors = {
         "layer_stats": torch.tensor([[[1.0] * 7], [[2.0] * 7], [[2.0] * 7], [[2.0] * 7]]),
         "token_prompt": torch.tensor([0, 1, 1, 1], dtype=torch.int32),
     }
-    meta = {"n_prompts": "2", "n_layers": "1", "d_model": "4"}
-    correct = relative_contribution_table(stats, meta, "correct", model="m", task="t")
-    published = relative_contribution_table(stats, meta, "published", model="m", task="t")
+    stats = ExtractionStats(tensors, n_layers=1, d_model=4, n_prompts=2, top_k=5)
+    correct = relative_contribution_table(stats, "correct")
+    published = relative_contribution_table(stats, "published")
     assert headline(correct, "rc_layer") == [pytest.approx(7 / 4)]
     assert headline(published, "rc_layer") == [pytest.approx((1 / 4 + 6 / 4) / 2)]
 
 
 def test_logit_lens_matches_reference(model64, tokenizer):
     sequences = [tokenizer(t)["input_ids"] for t in TEXTS]
-    stats, meta = stats_for(model64, sequences, top_k=5)
-    table = logit_lens_table(stats, meta, "correct", model="m", task="t")
+    stats = stats_for(model64, sequences, top_k=5)
+    table = logit_lens_table(stats, "correct")
     kl, overlap = reference_lens(model64, sequences, 5)
     assert headline(table, "kl") == pytest.approx(kl, rel=1e-5, abs=1e-7)
     assert headline(table, "overlap") == pytest.approx(overlap, abs=1e-6)  # cached as float32
     # the lens of the final residual is the model's output
     assert headline(table, "kl")[-1] == pytest.approx(0.0, abs=1e-9)
     assert headline(table, "overlap")[-1] == 1.0
-    published = logit_lens_table(stats, meta, "published", model="m", task="t")
+    published = logit_lens_table(stats, "published")
     assert headline(published, "kl") == pytest.approx(kl[:-1], rel=1e-5, abs=1e-7)
 
 
 def test_block_influence_and_angular_distance(model64, tokenizer):
     sequences = [tokenizer(t)["input_ids"] for t in TEXTS]
-    stats, meta = stats_for(model64, sequences)
-    table = block_influence_table(stats, meta, "correct", model="m", task="t")
+    stats = stats_for(model64, sequences)
+    table = block_influence_table(stats, "correct")
     n_layers = model64.config.num_hidden_layers
     bi = [0.0] * n_layers
     dist = {}

@@ -335,7 +335,7 @@ def test_ig_job_stores_the_completeness_gap_and_warns_when_steps_are_too_few(tok
     import polars as pl
 
     from effdepth.analyses.integrated_gradients import run
-    from effdepth.jobs import Subject
+    from effdepth.subjects import Subject
     from effdepth.tasks import arithmetic, tokenize_prompt
     from effdepth.testing import tiny_model
 
@@ -370,7 +370,7 @@ def test_ig_job_auto_rule_reaches_the_tolerance_and_reports_its_node_counts(toke
     import polars as pl
 
     from effdepth.analyses.integrated_gradients import run
-    from effdepth.jobs import Subject
+    from effdepth.subjects import Subject
     from effdepth.tasks import arithmetic, tokenize_prompt
     from effdepth.testing import tiny_model
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from effdepth.cache import load_tensors
-from effdepth.extract import extract_stats, run_extraction
+from effdepth.extraction import extract_stats, run_extraction
 from effdepth.fingerprint import model_fingerprint
 from effdepth.numerics import NonFiniteError
 from effdepth.testing import char_tokenizer, save_tiny_model, tiny_model
@@ -29,7 +29,7 @@ def _overflowing(dtype: torch.dtype):
 
 def test_float16_overflow_stops_extraction_at_its_layer(tmp_path):
     reference = extract_stats(_overflowing(torch.float32), _prompts(), 0, batch_size=2)
-    assert all(torch.isfinite(t).all() for t in reference.values() if t.is_floating_point())
+    assert all(torch.isfinite(t).all() for t in reference.tensors.values() if t.is_floating_point())
     with pytest.raises(NonFiniteError) as info:
         run_extraction(
             _overflowing(torch.float16), char_tokenizer(), _prompts(), tmp_path / "stats.safetensors", META, batch_size=2

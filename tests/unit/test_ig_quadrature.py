@@ -76,7 +76,7 @@ def test_published_uses_the_256_step_left_riemann_sum_whatever_the_options():
 
 def test_published_job_calls_the_256_step_left_riemann_sum(monkeypatch, tokenizer):
     """The job hands the published variant's quadrature to ``integrated_gradients`` (recorded here)."""
-    from effdepth.jobs import Subject
+    from effdepth.subjects import Subject
     from effdepth.testing import tiny_model
 
     calls = []

@@ -2,7 +2,7 @@
 
 import pytest
 
-from effdepth.extract import extract_stats
+from effdepth.extraction import extract_stats
 from effdepth.models import ModelTokenizerError, check_model_tokenizer, check_prompt_ids, embedding_rows, pad_token_id
 from effdepth.tasks import tokenize_prompt
 from effdepth.testing import char_tokenizer, tiny_model
@@ -37,8 +37,8 @@ def test_pad_appended_after_training_pads_with_an_embedded_id(tok, caplog):
     prompts = _prompts(tok)
     batched = extract_stats(model, prompts, pad, batch_size=2)
     single = extract_stats(model, prompts, pad, batch_size=1)
-    assert batched["lens_kl"].shape == single["lens_kl"].shape
-    assert (batched["lens_kl"] - single["lens_kl"]).abs().max() < 1e-4  # padding stays masked
+    assert batched.tensors["lens_kl"].shape == single.tensors["lens_kl"].shape
+    assert (batched.tensors["lens_kl"] - single.tensors["lens_kl"]).abs().max() < 1e-4  # padding stays masked
     with pytest.raises(ValueError, match="pad id 104 is outside the input embedding"):
         extract_stats(model, prompts, tok.pad_token_id, batch_size=2)  # the tokenizer's own pad id, unchecked
 

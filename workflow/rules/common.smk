@@ -13,10 +13,10 @@ from effdepth.config import (
     ConfigError,
     job_entry,
     read_yaml,
-    schema_default,
+    block_options,
     validate_config,
 )
-from effdepth.depth import ED_ANALYSES, REFERENCE_PATH, reference_pairs
+from effdepth.depth import effective_depth_inputs, reference_pairs
 from effdepth.errata import errata_configured
 from effdepth.figures import ED_CAT, FIGURE_BY_NAME, PROFILE_CATEGORY, figure_context
 
@@ -187,8 +187,8 @@ def token_paths(analysis):
 
 # The effective-depth estimators' inputs, and the paper's published values (shipped with the
 # workflow, not the working directory, which may be elsewhere).
-ED_CONFIGURED = [a for a in ED_ANALYSES if a in ANALYSES]
-REFERENCE_FILE = str(Path(workflow.basedir) / REFERENCE_PATH)
+ED_CONFIGURED = effective_depth_inputs(ANALYSES)
+REFERENCE_FILE = str(Path(workflow.basedir) / "resources/reference/reference_effective_depth.csv")
 ERRATA_CONFIGURED = errata_configured(ANALYSES)
 FIGURE_CONTEXT = figure_context(config)  # the config's part the figures (and the errata verdicts) read
 # Erasure and IG feed no estimator: the errata compare their maps when they ran under both variants.
@@ -245,9 +245,13 @@ def analysis_options(wildcards):
 
 
 def extraction_options():
-    """config `extraction` plus the logit lens's top_k (the lens statistics are extracted)."""
-    lens = ANALYSES.get("logit_lens") or {"top_k": schema_default("logit_lens", "top_k")}
-    return {**config["extraction"], "top_k": lens["top_k"]}
+    """config `extraction` plus the options of analyses whose statistics are extracted
+    (Analysis.extraction: the logit lens's top_k), their schema defaults when not configured."""
+    options = dict(config["extraction"])
+    for name, analysis in REGISTRY.items():
+        block = ANALYSES.get(name) or block_options(f"analyses.{name}")
+        options.update({key: block[key] for key in analysis.extraction})
+    return options
 
 
 def intervention_inputs(wildcards):

@@ -16,6 +16,7 @@ from ..adapters import adapter_for
 from ..capture import LayerRunner
 from ..numerics import check_completeness, completeness_gap
 from ..staircase import answer_positions, clean_run
+from ..subjects import Subject
 from ..tables import frame, map_table
 
 RULES = ("riemann", "gauss_legendre", "auto")
@@ -223,7 +224,7 @@ def integrated_gradients(
 def points_per_pass(options: dict[str, Any], n_tokens: int) -> int:
     """Interpolation points per gradient pass of the IG job: as many T-token sequences as fit in
     ``max_batch_tokens`` (points × tokens ≤ budget; at least 1), capped by ``max_batch`` when set."""
-    points = max(1, int(options.get("max_batch_tokens", 512)) // max(n_tokens, 1))
+    points = max(1, int(options["max_batch_tokens"]) // max(n_tokens, 1))
     if options.get("max_batch") is not None:
         points = min(points, int(options["max_batch"]))
     return points
@@ -245,8 +246,8 @@ def job_quadrature(options: dict[str, Any]) -> tuple[str, int, int]:
     return rule, int(options["steps"]), int(options["steps"])
 
 
-def run(subject: Any, options: dict[str, Any]) -> pl.DataFrame:
-    """The IG job: a signed L × T attribution map per prompt of ``subject`` (``effdepth.jobs.Subject``)
+def run(subject: Subject, options: dict[str, Any]) -> pl.DataFrame:
+    """The IG job: a signed L × T attribution map per prompt of ``subject`` (``effdepth.subjects.Subject``)
     and, per layer and prompt, the completeness terms f_input = F(x), f_baseline = F(x′),
     attribution_sum = Σ_t IG(l, t), the completeness gap Σ_t IG − (F(x) − F(x′))
     (docs/methods.md#integrated-gradients; finite, signed) and the node count used (``steps``),

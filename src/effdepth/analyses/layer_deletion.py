@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..staircase import answer_positions, batch_size_for, clean_run, logit_rows
+from ..subjects import Subject
 from ..tables import frame
 
 MODES = ("exit", "deletion")
@@ -120,9 +121,9 @@ def table(results: list[dict[str, torch.Tensor]], variant: str, **ids: Any) -> p
     return frame(rows, analysis="layer_deletion", variant=variant, **ids)
 
 
-def run(subject: Any, options: dict[str, Any]) -> pl.DataFrame:
+def run(subject: Subject, options: dict[str, Any]) -> pl.DataFrame:
     """The layer-deletion job: early exit and block deletion (``options['keep_last']`` layers kept) after
-    every cut, on every prompt of ``subject`` (``effdepth.jobs.Subject``).  Both variants compute the
+    every cut, on every prompt of ``subject`` (``effdepth.subjects.Subject``).  Both variants compute the
     same: the analysis has no published counterpart.  Raises ValueError for a prompt without answer
     tokens; stops (``Subject.check``) at a non-finite loss."""
     results = []

@@ -16,6 +16,7 @@ from torch import nn
 from ..capture import widen
 from ..metrics import EPS, norm
 from ..staircase import CleanRun, Lane, alive_for, batch_size_for, clean_run, logit_rows, plan_sweeps, rows_per_call
+from ..subjects import Subject
 from ..tables import frame
 
 SKIP_KINDS = ("layer", "attention", "mlp")
@@ -222,8 +223,8 @@ def table(
     return frame(rows, analysis="layer_skip", variant=variant, **ids)
 
 
-def run(subject: Any, options: dict[str, Any]) -> pl.DataFrame:
-    """The layer-skip job: every prompt of ``subject`` (``effdepth.jobs.Subject``) at up to
+def run(subject: Subject, options: dict[str, Any]) -> pl.DataFrame:
+    """The layer-skip job: every prompt of ``subject`` (``effdepth.subjects.Subject``) at up to
     ``positions_per_prompt`` skip positions, for every kind ``REGISTRY['layer_skip'].kinds(options)``.
 
     Raises ValueError when no prompt is long enough for a skip position."""

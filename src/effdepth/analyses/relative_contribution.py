@@ -4,17 +4,17 @@ Csordás, Manning & Potts 2025, arXiv 2505.13898)."""
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 
+from ..stats import ExtractionStats
 from ..tables import LAYER_STATS, frame, mean_rows, per_prompt_sums
 
 
-def table(stats: dict[str, np.ndarray], meta: dict[str, str], variant: str, **ids: str) -> pl.DataFrame:
+def table(stats: ExtractionStats, variant: str) -> pl.DataFrame:
     """RC and cosine per layer (metrics rc_*/cos_* of metrics.LAYER_STATS, without cos_in_out)."""
     names = [m for m in LAYER_STATS if m != "cos_in_out"]
     cols = [LAYER_STATS.index(m) for m in names]
-    n_prompts, n_layers = int(meta["n_prompts"]), int(meta["n_layers"])
-    sums, counts = per_prompt_sums(stats["layer_stats"][:, :, cols], stats["token_prompt"], n_prompts)
-    rows = mean_rows(sums, counts, names, variant, int(meta["d_model"]), n_layers)
+    n_prompts, n_layers, ids = stats.n_prompts, stats.n_layers, stats.ids
+    sums, counts = per_prompt_sums(stats.array("layer_stats")[:, :, cols], stats.array("token_prompt"), n_prompts)
+    rows = mean_rows(sums, counts, names, variant, stats.d_model, n_layers)
     return frame(rows, analysis="relative_contribution", variant=variant, **ids)

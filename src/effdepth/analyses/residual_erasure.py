@@ -12,8 +12,9 @@ import polars as pl
 import torch
 from torch import nn
 
-from ..cache import load_tensors
 from ..staircase import Lane, alive_for, answer_positions, batch_size_for, clean_run, logit_rows, plan_sweeps, rows_per_call
+from ..stats import ExtractionStats
+from ..subjects import Subject
 from ..tables import map_table
 
 # Windows of erased tokens per prompt (see ``residual_erasure``).
@@ -107,11 +108,15 @@ def erasure_baseline(resid_sum: torch.Tensor, resid_count: torch.Tensor, variant
     return resid_sum.sum(0) / resid_count.sum().clamp_min(1)
 
 
-def run(subject: Any, options: dict[str, Any]) -> pl.DataFrame:
-    """The erasure job: an (L+1) × T map per prompt of ``subject`` (``effdepth.jobs.Subject``),
-    erasing with the token means of the baseline task's extraction cache ``subject.inputs['baseline']``."""
-    tensors, _ = load_tensors(subject.inputs["baseline"], ["resid_sum", "resid_count"])
-    baseline = erasure_baseline(tensors["resid_sum"], tensors["resid_count"], options["variant"])
+def run(subject: Subject, options: dict[str, Any]) -> pl.DataFrame:
+    """The erasure job: an (L+1) × T map per prompt of ``subject``, erasing with the token means of
+    the baseline task's extraction statistics ``subject.inputs['baseline']`` (an ``ExtractionStats``,
+    or the path of its cache)."""
+    stats = subject.inputs["baseline"]
+    if not isinstance(stats, ExtractionStats):
+        stats = ExtractionStats.from_cache(stats, ["resid_sum", "resid_count"])
+    resid_sum, resid_count = (torch.as_tensor(stats.array(k)) for k in ("resid_sum", "resid_count"))
+    baseline = erasure_baseline(resid_sum, resid_count, options["variant"])
     maps = []
     for p, prompt in enumerate(subject.progress("residual erasure")):
         ids = prompt["input_ids"]

@@ -32,9 +32,10 @@ from .capture import run_captured
 from .log import get_logger, progress
 from .metrics import layer_token_stats, lens_token_stats
 from .numerics import check_finite, check_layer_captures, check_tensors
+from .stats import ExtractionStats
 from .tables import LAYER_STATS
 
-log = get_logger("effdepth.extract")
+log = get_logger("effdepth.extraction")
 
 
 def plan_batches(lengths: list[int], batch_size: int, max_batch_tokens: int | None = None) -> list[list[int]]:
@@ -64,9 +65,11 @@ def extract_stats(
     store_activations: bool = False,
     model_name: str | None = None,
     task: str | None = None,
-) -> dict[str, torch.Tensor]:
+) -> ExtractionStats:
     """Run ``prompts`` (dicts with ``input_ids`` and optionally ``id``) in left-padded batches and
-    reduce to statistics (tensors and shapes: the module docstring).
+    reduce to statistics: an :class:`~effdepth.stats.ExtractionStats` whose CPU tensors and shapes
+    the module docstring lists, with ``n_layers``, ``d_model``, ``n_prompts``, ``top_k``, the prompt
+    ids (``id``, else the index) and ``model_name`` / ``task`` (default "model" / "prompts").
 
     Batches hold up to ``batch_size`` consecutive prompts and, when ``max_batch_tokens`` is set, at
     most that many prompts × padded length (a longer prompt still runs, alone).
@@ -152,7 +155,17 @@ def extract_stats(
         "resid_last": torch.stack(out["resid_last"]),
     }
     check_tensors(stacked, model=model_name, task=task, what="extracted statistic")
-    return {**stacked, **raw}
+    return ExtractionStats(
+        tensors={**stacked, **raw},
+        n_layers=len(adapter.decoder_layers(model)),
+        d_model=int(model.config.hidden_size),
+        n_prompts=len(prompts),
+        top_k=int(top_k),
+        model=model_name or "model",
+        task=task or "prompts",
+        prompt_ids=tuple(str(p.get("id", i)) for i, p in enumerate(prompts)),
+        metadata={"dtype": str(next(model.parameters()).dtype).replace("torch.", "")},
+    )
 
 
 def run_extraction(
@@ -167,23 +180,17 @@ def run_extraction(
     top_k: int = 5,
     store_activations: bool = False,
     model_fingerprint: str | None = None,
-) -> None:
-    """Extract statistics for ``prompts`` and write them to the cache ``output``.
+) -> ExtractionStats:
+    """Extract statistics for ``prompts`` (:func:`extract_stats`) and write them to the cache
+    ``output`` (:func:`write_stats`); returns them.
 
     metadata: provenance (``cache.REQUIRED_METADATA``; ``model`` and ``task`` also name the model and
-    task in error messages).  model_fingerprint: ``fingerprint.model_fingerprint`` of the model files;
-    if None and the model was loaded from a local directory (``model.name_or_path``), it is computed
-    from that directory.  Raises ``numerics.NonFiniteError`` for a non-finite activation (nothing is
-    written then; non-finite weights are refused when the model is loaded, ``models.load_model``).
+    task in error messages).  Raises ``numerics.NonFiniteError`` for a non-finite activation (nothing
+    is written then; non-finite weights are refused when the model is loaded, ``models.load_model``).
     """
     from .models import embedding_rows, pad_token_id
 
-    name, task = metadata.get("model"), metadata.get("task")
-    if model_fingerprint is None and Path(getattr(model, "name_or_path", "") or "\0").is_dir():
-        from .fingerprint import model_fingerprint as fingerprint_of
-
-        model_fingerprint = fingerprint_of(model.name_or_path)
-    tensors = extract_stats(
+    stats = extract_stats(
         model,
         prompts,
         pad_token_id(tokenizer, embedding_rows(model)),
@@ -191,18 +198,36 @@ def run_extraction(
         max_batch_tokens=max_batch_tokens,
         top_k=top_k,
         store_activations=store_activations,
-        model_name=name,
-        task=task,
+        model_name=metadata.get("model"),
+        task=metadata.get("task"),
     )
-    meta = {
-        **metadata,
-        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-        "n_layers": str(len(adapter_for(model).decoder_layers(model))),
-        "d_model": str(model.config.hidden_size),
-        "n_prompts": str(len(prompts)),
-        "top_k": str(top_k),
-        "layer_stats_columns": ",".join(LAYER_STATS),
-        "prompt_ids": ",".join(str(p["id"]) for p in prompts),
-    }
-    save_tensors(output, tensors, meta, model_fingerprint=model_fingerprint)
-    log.info("wrote %s (%d tokens, %d prompts)", output, tensors["token_prompt"].numel(), len(prompts))
+    source = getattr(model, "name_or_path", "") or ""
+    write_stats(
+        stats, output, metadata, model_fingerprint=model_fingerprint, model_dir=source if Path(source or "\0").is_dir() else None
+    )
+    return stats
+
+
+def write_stats(
+    stats: ExtractionStats,
+    output: Path | str,
+    metadata: dict[str, Any],
+    *,
+    model_fingerprint: str | None = None,
+    model_dir: Path | str | None = None,
+) -> None:
+    """Write extraction statistics to the cache ``output`` with the provenance ``metadata``
+    (``cache.REQUIRED_METADATA``; its prompts_hash is the statistics' own when they carry one).
+
+    model_fingerprint: ``fingerprint.model_fingerprint`` of the model files; if None and
+    ``model_dir`` is given, computed from that directory.  Raises ``cache.CacheError`` when
+    provenance is missing."""
+    if model_fingerprint is None and model_dir is not None:
+        from .fingerprint import model_fingerprint as fingerprint_of
+
+        model_fingerprint = fingerprint_of(model_dir)
+    stats.prompts_hash = metadata.get("prompts_hash") or stats.prompts_hash
+    provenance = {k: str(v) for k, v in metadata.items() if k not in ("model", "task", "prompts_hash")}
+    stats.metadata = {**stats.metadata, **provenance, "layer_stats_columns": ",".join(LAYER_STATS)}
+    save_tensors(output, stats.tensors, stats.cache_metadata(), model_fingerprint=model_fingerprint)
+    log.info("wrote %s (%d tokens, %d prompts)", output, stats.tensors["token_prompt"].numel(), stats.n_prompts)

@@ -1,0 +1,257 @@
+"""effdepth on a model already in memory: every analysis, the effective-depth table and the charts.
+
+The workflow's jobs call these same functions (``effdepth.jobs``: read files -> this API -> write
+files), so a table made here equals the workflow's table for the same model and prompts, row for
+row.  Options are the config's, with the same defaults (read from the one schema,
+``effdepth.config.block_options``): ``extract(top_k=10)`` is ``analyses.logit_lens.top_k: 10``,
+``run(s, "layer_skip", kinds=["layer"])`` is ``analyses.layer_skip.kinds: [layer]``.
+
+Typical use (docs/methods.md for every definition)::
+
+    import effdepth
+    m = effdepth.measure(model, tokenizer, [("2 + 3 =", " 5"), ("7 + 8 =", " 15")], name="my-model")
+    m.effective_depth            # polars: one row per estimator (ED, ratio, 95 % bootstrap interval)
+    m.tables["logit_lens"]       # polars: the tidy table of the workflow's results/tables/logit_lens.parquet
+    m.profile_chart()            # altair: every ED curve with its threshold and estimate
+
+Shapes and units: tables follow ``effdepth.tables`` (one row per model, task, analysis, variant,
+metric, layer and prompt; ``prompt`` null on the all-prompt aggregate); layer l is the residual
+stream entering decoder layer l (``effdepth`` package docstring).
+
+What the model may be: any ``AutoModelForCausalLM`` of a supported family
+(``effdepth.adapters.supported_architectures()``), on CPU, one GPU, spread over GPUs with
+``device_map`` (inputs go to the input embedding's device), or quantised with bitsandbytes (its
+compute dtype sets the proof's tolerance).  It must be in eval mode; its weights are never copied
+or changed (``requires_grad`` is switched off during a call and restored after it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import polars as pl
+
+from .analyses import FORWARD, FORWARD_ANALYSES, REGISTRY
+from .stats import ExtractionStats
+from .subjects import Prompts, Subject, frozen
+
+__all__ = [
+    "ExtractionStats",
+    "Measurement",
+    "Subject",
+    "effective_depth",
+    "extract",
+    "forward_table",
+    "measure",
+    "options",
+    "run",
+    "subject",
+]
+
+
+def options(block: str, **given: Any) -> dict[str, Any]:
+    """The options of config block ``block`` (``analyses.<name>``, ``extraction``, ``effective_depth``)
+    as the workflow would use them: ``given`` validated, the schema's defaults filled in.
+    Raises ``effdepth.config.ConfigError`` naming each bad key."""
+    from .config import block_options
+
+    return block_options(block, given)
+
+
+def subject(
+    model: Any,
+    tokenizer: Any,
+    prompts: Prompts | dict[str, Any],
+    *,
+    name: str | None = None,
+    task: str = "prompts",
+    n_prompts: int | None = None,
+    max_tokens: int | None = None,
+    verify: bool = True,
+) -> Subject:
+    """Check ``model`` and ``tokenizer`` and assemble ``prompts`` (texts, (question, answer) pairs, a
+    task spec dict as in the config's ``tasks:``, or a prompts frame).  See ``Subject.from_model``
+    for the checks and the errors raised."""
+    return Subject.from_model(
+        model, tokenizer, prompts, name=name, task=task, n_prompts=n_prompts, max_tokens=max_tokens, verify=verify
+    )
+
+
+def extract(subject: Subject, **given: Any) -> ExtractionStats:
+    """One extraction pass over the subject's prompts: the per-token statistics every forward
+    analysis reads (``effdepth.extraction``; tensors and shapes there).
+
+    ``given``: the ``extraction`` options (batch_size, max_batch_tokens, store_activations) and
+    ``top_k`` (``analyses.logit_lens.top_k``), defaults from the schema.  Raises what
+    ``extract.extract_stats`` raises (``numerics.NonFiniteError`` naming prompt and layer)."""
+    from .extraction import extract_stats
+    from .models import check_model_tokenizer, embedding_rows, pad_token_id
+
+    top_k = given.pop("top_k", None)
+    top_k = options("analyses.logit_lens", **({"top_k": top_k} if top_k is not None else {}))["top_k"]
+    opts = options("extraction", **given)
+    check_model_tokenizer(subject.model, subject.tokenizer, subject.model_name, top_k=top_k)
+    with frozen(subject.model):
+        stats = extract_stats(
+            subject.model,
+            subject.prompts,
+            pad_token_id(subject.tokenizer, embedding_rows(subject.model)),
+            batch_size=opts["batch_size"],
+            max_batch_tokens=opts["max_batch_tokens"],
+            top_k=top_k,
+            store_activations=opts["store_activations"],
+            model_name=subject.model_name,
+            task=subject.task,
+        )
+    stats.prompts_hash = subject.prompts_hash
+    return stats
+
+
+def forward_table(stats: ExtractionStats, analysis: str, variant: str = "correct") -> pl.DataFrame:
+    """The table of forward analysis ``analysis`` (relative_contribution, logit_lens, block_influence)
+    under ``variant`` from extraction statistics.  Raises KeyError for an analysis that is not a
+    forward one, ``ConfigError`` for a variant it does not have."""
+    if analysis not in FORWARD_ANALYSES:
+        raise KeyError(f"{analysis!r} is not a forward analysis (forward analyses: {', '.join(FORWARD_ANALYSES)})")
+    options(f"analyses.{analysis}", variant=variant)
+    return REGISTRY[analysis].module().table(stats, variant)
+
+
+def run(
+    target: Subject | ExtractionStats, analysis: str, *, baseline: ExtractionStats | None = None, **given: Any
+) -> pl.DataFrame:
+    """Analysis ``analysis`` under the options ``given`` (``analyses.<analysis>`` keys, defaults from
+    the schema; ``variant`` included), as the workflow's job computes it.
+
+    ``target``: extraction statistics for a forward analysis, a subject for an intervention (a
+    subject also serves a forward analysis: it is extracted first).  ``baseline``: for
+    residual_erasure, the extraction statistics of the baseline task (the mean residual it erases
+    with); None erases with the subject's own prompts' statistics.  Intervention options that name
+    prompts (``n_prompts``) take the first prompts of the subject.
+
+    Returns the analysis's tidy table.  Raises ``ConfigError`` for a bad option, KeyError for an
+    unknown analysis, TypeError when ``target`` is statistics and the analysis is an intervention."""
+    if analysis not in REGISTRY:
+        raise KeyError(f"unknown analysis {analysis!r} (analyses: {', '.join(REGISTRY)})")
+    spec = REGISTRY[analysis]
+    opts = options(f"analyses.{analysis}", **given)
+    if spec.kind == FORWARD:
+        stats = target if isinstance(target, ExtractionStats) else extract(target)
+        return pl.concat([forward_table(stats, analysis, v) for v in opts["variants"]], how="diagonal_relaxed")
+    if not isinstance(target, Subject):
+        raise TypeError(f"{analysis} is an intervention: give it a Subject (effdepth.subject(model, tokenizer, prompts))")
+    job = spec.job_options(opts)
+    n = job.get("n_prompts")
+    chosen = replace(target, prompts=target.prompts[:n] if n else target.prompts, inputs=dict(target.inputs))
+    if spec.baseline and baseline is not None:
+        chosen.inputs["baseline"] = baseline
+    elif spec.baseline and "baseline" not in chosen.inputs:
+        chosen.inputs["baseline"] = extract(target)
+    tables = []
+    for variant in opts["variants"]:
+        with frozen(chosen.model):
+            tables.append(spec.module().run(chosen, {**job, "variant": variant}))
+    return pl.concat(tables, how="diagonal_relaxed")
+
+
+def effective_depth(tables: dict[str, pl.DataFrame], **given: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(effective-depth table, threshold-sweep table) from analysis tables keyed by analysis name
+    (any of relative_contribution, logit_lens, layer_skip), under the ``effective_depth`` options
+    (kl_threshold, overlap_threshold, bootstrap, seed, sweep; defaults from the schema).  Columns:
+    ``effdepth.depth.SCHEMA``; definitions: docs/methods.md#effective-depth."""
+    from .depth import effective_depth as estimate
+
+    opts = options("effective_depth", **given)
+    present = {a: t for a, t in tables.items() if t.height}
+    return estimate(
+        present,
+        kl_threshold=opts["kl_threshold"],
+        overlap_threshold=opts["overlap_threshold"],
+        bootstrap=opts["bootstrap"],
+        seed=opts["seed"],
+        sweep=opts.get("sweep"),
+    )
+
+
+@dataclass
+class Measurement:
+    """What :func:`measure` returns: every table it made and the effective depth read from them."""
+
+    subject: Subject
+    stats: ExtractionStats
+    tables: dict[str, pl.DataFrame]
+    effective_depth: pl.DataFrame
+    sweep: pl.DataFrame
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def context(self) -> dict[str, Any]:
+        """The figure context of these tables (``effdepth.figures.figure_context``)."""
+        from .figures import figure_context
+
+        config = {
+            "models": {self.subject.model_name: {}},
+            "tasks": {self.subject.task: {}},
+            "analyses": {a: {**o, "tasks": [self.subject.task]} for a, o in self.options.items() if a in REGISTRY},
+            "effective_depth": self.options.get("effective_depth", {}),
+            "figures": options("figures"),
+        }
+        return figure_context(config)
+
+    def figure(self, name: str) -> Any:
+        """Figure ``name`` of the workflow (``effdepth.figures.FIGURE_BY_NAME``) as an altair chart
+        (displays in Jupyter).  Raises KeyError when a table it needs was not made."""
+        from .figures.output import build_chart
+
+        return build_chart(name, {**self.tables, "effective_depth": self.effective_depth}, self.context())
+
+    def profile_chart(self) -> Any:
+        """The model's effective-depth profile page: every curve an estimator reads, its threshold,
+        the estimates and their intervals (altair)."""
+        return self.figure(f"models/{self.subject.model_name}")
+
+
+def measure(
+    model: Any,
+    tokenizer: Any,
+    prompts: Prompts | dict[str, Any] | Subject,
+    *,
+    analyses: Iterable[str] | dict[str, dict[str, Any]] = FORWARD_ANALYSES,
+    name: str | None = None,
+    task: str = "prompts",
+    n_prompts: int | None = None,
+    max_tokens: int | None = None,
+    extraction: dict[str, Any] | None = None,
+    depth: dict[str, Any] | None = None,
+) -> Measurement:
+    """The workflow's pipeline for one model and one prompt set, in memory: checks, one extraction
+    pass, every analysis of ``analyses`` (names, or name -> options as under ``analyses:`` in the
+    config), and the effective-depth table with bootstrap intervals.
+
+    ``prompts``: see :func:`subject` (or a ready Subject, whose model and tokenizer are used);
+    ``extraction`` / ``depth``: the ``extraction`` and ``effective_depth`` options.  Interventions
+    are costly (layer skip and IG: many forwards per prompt); their ``n_prompts`` default is the
+    config's.  Raises what :func:`subject`, :func:`extract` and :func:`run` raise."""
+    chosen = (
+        prompts
+        if isinstance(prompts, Subject)
+        else subject(model, tokenizer, prompts, name=name, task=task, n_prompts=n_prompts, max_tokens=max_tokens)
+    )
+    wanted = dict(analyses) if isinstance(analyses, dict) else {a: {} for a in _names(analyses)}
+    given = {a: dict(o or {}) for a, o in wanted.items()}
+    lens = given.get("logit_lens", {})
+    stats = extract(chosen, **(extraction or {}), **({"top_k": lens["top_k"]} if "top_k" in lens else {}))
+    tables = {a: run(stats if REGISTRY[a].kind == FORWARD else chosen, a, baseline=stats, **o) for a, o in given.items()}
+    ed, sweep = effective_depth(tables, **(depth or {}))
+    resolved = {a: options(f"analyses.{a}", **o) for a, o in given.items()}
+    resolved["effective_depth"] = options("effective_depth", **(depth or {}))
+    return Measurement(chosen, stats, tables, ed, sweep, resolved)
+
+
+def _names(analyses: Iterable[str]) -> Sequence[str]:
+    names = [analyses] if isinstance(analyses, str) else list(analyses)
+    unknown = [a for a in names if a not in REGISTRY]
+    if unknown:
+        raise KeyError(f"unknown analyses {unknown} (analyses: {', '.join(REGISTRY)})")
+    return names
