@@ -37,16 +37,6 @@ log = logging.getLogger("effdepth.depth")
 
 DEFAULT_SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 COSINES = ("cos_attention", "cos_mlp", "cos_layer")
-ED_ANALYSES = ("relative_contribution", "logit_lens", "layer_skip")  # the tables the estimators read
-ESTIMATOR_ORDER = ("cos", "kl", "overlap", "depth_score_output", "depth_score_future")
-# The analysis each estimator reads: its variant is the variant of the estimate.
-ESTIMATOR_ANALYSIS = {
-    "cos": "relative_contribution",
-    "kl": "logit_lens",
-    "overlap": "logit_lens",
-    "depth_score_output": "layer_skip",
-    "depth_score_future": "layer_skip",
-}
 
 SCHEMA = {
     "model": pl.Utf8,
@@ -286,26 +276,83 @@ def skip_curves(rows: pl.DataFrame, effect: str, aggregation: str, n_layers: int
     return Curves(point, values, weights, aggregation, to_curve, L, variant)
 
 
-# --- the effective-depth table ------------------------------------------------------------------
+# --- the estimator registry ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """A curve estimators read: its name, the analysis table it comes from, its label in figures, and
+    ``build(rows, n_layers)`` -> Curves (None when the rows lack it) from that table's rows of one
+    (model, task) and variant."""
+
+    name: str
+    analysis: str
+    label: str
+    build: Callable[[pl.DataFrame, int], Curves | None]
+
+
+def _skip_source(effect: str, aggregation: str) -> Source:
+    def build(rows: pl.DataFrame, n_layers: int) -> Curves | None:
+        present = rows.filter((pl.col("kind") == "layer") & (pl.col("metric") == effect) & (pl.col("aggregation") == aggregation))
+        return skip_curves(rows, effect, aggregation, n_layers) if present.height else None
+
+    return Source(f"skip_{effect}_{aggregation}", "layer_skip", f"skip {effect} effect ({aggregation})", build)
+
+
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in (
+        Source("cos", "relative_contribution", "mean cosine c̄", cosine_curves),
+        Source("kl", "logit_lens", "KL / max KL", lambda rows, n: lens_curves(rows, "kl", n)),
+        Source("overlap", "logit_lens", "top-k overlap", lambda rows, n: lens_curves(rows, "overlap", n)),
+        *(_skip_source(effect, agg) for effect in ("output", "future") for agg in ("max", "mean")),
+    )
+}
 
 
 @dataclass(frozen=True)
 class Estimator:
+    """One effective-depth estimator (docs/methods.md#effective-depth): one row per (model, task,
+    variant) of the effective-depth table.
+
+    estimator, form, aggregation   its key in the table
+    source        the ``SOURCES`` curve it reads (and so the analysis whose variant it has)
+    rule          (curves [B, L], τ) -> ED [B], NaN where the curve has no solution
+    no_solution   the table's ``reason`` when it has none ({tau} is filled in)
+    threshold     the ``effective_depth`` option holding τ, or None (τ = ``fixed``)
+    fixed         τ of an estimator without a threshold option (recorded in the table)
+    label         its name in figures (None: not shown in the summary figures)
+    headline      read by the question summaries (Q1–Q3) and the errata verdicts
+    paper_column  its column in the paper's table (resources/reference), compared with ours
+    """
+
     estimator: str
     form: str
     aggregation: str
-    threshold: float | None
-    source: str  # key of the Curves it reads
-    read: Callable[[np.ndarray], np.ndarray]
+    source: str
+    rule: Callable[[np.ndarray, float | None], np.ndarray]
     no_solution: str
+    threshold: str | None = None
+    fixed: float | None = None
+    label: str | None = None
+    headline: bool = False
+    paper_column: str | None = None
+
+    @property
+    def analysis(self) -> str:
+        return SOURCES[self.source].analysis
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.estimator, self.form, self.aggregation)
+
+    def tau(self, options: dict[str, float]) -> float | None:
+        """τ under the thresholds ``options`` (kl_threshold, overlap_threshold)."""
+        return float(options[self.threshold]) if self.threshold else self.fixed
 
 
-def estimators_for(kl_threshold: float, overlap_threshold: float) -> list[Estimator]:
-    """The estimators of the main table: the paper's three (+ robust forms) and four depth scores."""
-    out = [
-        Estimator("cos", "paper", "mean", 0.0, "cos", ed_cosine, "no negative-to-non-negative crossing of the mean cosine"),
-        *threshold_estimators(kl_threshold, overlap_threshold),
-    ]
+def _depth_scores() -> list[Estimator]:
+    out = []
     for effect in ("output", "future"):
         for agg in ("max", "mean"):
             out.append(
@@ -313,63 +360,95 @@ def estimators_for(kl_threshold: float, overlap_threshold: float) -> list[Estima
                     f"depth_score_{effect}",
                     "centre_of_mass",
                     agg,
-                    None,
                     f"skip_{effect}_{agg}",
-                    depth_score,
+                    lambda c, _t: depth_score(c),
                     "no skip effect at any layer (all zero)",
+                    label=f"skip CoM {effect}" if agg == "mean" else None,
+                    headline=(effect, agg) == ("output", "mean"),
                 )
             )
     return out
 
 
-def threshold_estimators(kl_threshold: float, overlap_threshold: float) -> list[Estimator]:
-    t_kl, t_ov = float(kl_threshold), float(overlap_threshold)
-    return [
-        Estimator("kl", "paper", "mean", t_kl, "kl", lambda c: ed_kl(c, t_kl), f"KL never falls below {t_kl:g}·max KL"),
-        Estimator(
-            "kl",
-            "robust",
-            "mean",
-            t_kl,
-            "kl",
-            lambda c: ed_kl(c, t_kl, robust=True),
-            f"KL does not stay below {t_kl:g}·max KL up to the last layer",
-        ),
-        Estimator("overlap", "paper", "mean", t_ov, "overlap", lambda c: ed_overlap(c, t_ov), f"overlap never exceeds {t_ov:g}"),
-        Estimator(
-            "overlap",
-            "robust",
-            "mean",
-            t_ov,
-            "overlap",
-            lambda c: ed_overlap(c, t_ov, robust=True),
-            f"overlap does not stay above {t_ov:g} up to the last layer",
-        ),
-    ]
+# Adding an estimator: one entry here (and its curve in SOURCES).  Order: the table's and the figures'.
+ESTIMATORS: tuple[Estimator, ...] = (
+    Estimator(
+        "cos",
+        "paper",
+        "mean",
+        "cos",
+        lambda c, _t: ed_cosine(c),
+        "no negative-to-non-negative crossing of the mean cosine",
+        fixed=0.0,
+        label="ED_cos",
+        headline=True,
+        paper_column="ed_cosine",
+    ),
+    Estimator(
+        "kl",
+        "paper",
+        "mean",
+        "kl",
+        lambda c, t: ed_kl(c, t),
+        "KL never falls below {tau:g}·max KL",
+        threshold="kl_threshold",
+        label="ED_KL",
+        paper_column="ed_kl",
+    ),
+    Estimator(
+        "kl",
+        "robust",
+        "mean",
+        "kl",
+        lambda c, t: ed_kl(c, t, robust=True),
+        "KL does not stay below {tau:g}·max KL up to the last layer",
+        threshold="kl_threshold",
+        label="ED_KL robust",
+        headline=True,
+        paper_column="ed_kl",
+    ),
+    Estimator(
+        "overlap",
+        "paper",
+        "mean",
+        "overlap",
+        lambda c, t: ed_overlap(c, t),
+        "overlap never exceeds {tau:g}",
+        threshold="overlap_threshold",
+        label="ED_overlap",
+        paper_column="ed_overlap",
+    ),
+    Estimator(
+        "overlap",
+        "robust",
+        "mean",
+        "overlap",
+        lambda c, t: ed_overlap(c, t, robust=True),
+        "overlap does not stay above {tau:g} up to the last layer",
+        threshold="overlap_threshold",
+        label="ED_overlap robust",
+        headline=True,
+        paper_column="ed_overlap",
+    ),
+    *_depth_scores(),
+)
+
+ESTIMATOR_ORDER = tuple(dict.fromkeys(e.estimator for e in ESTIMATORS))
+ESTIMATOR_ANALYSIS = {e.estimator: e.analysis for e in ESTIMATORS}  # its variant is the variant of the estimate
+ED_ANALYSES = tuple(dict.fromkeys(SOURCES[e.source].analysis for e in ESTIMATORS))  # the tables the estimators read
+ESTIMATOR_LABELS = {e.key: e.label for e in ESTIMATORS if e.label}
+HEADLINE = tuple(e.key for e in ESTIMATORS if e.headline)
+REFERENCE_COLUMNS = {e.estimator: e.paper_column for e in ESTIMATORS if e.paper_column}
 
 
 def curves_for(rows: dict[str, pl.DataFrame], n_layers: int) -> dict[str, Curves]:
-    """Every curve source available from the rows of one (model, task), keyed by analysis."""
+    """Every curve source (``SOURCES``) available from the rows of one (model, task), keyed by name."""
     out: dict[str, Curves] = {}
-    if (rc := rows.get("relative_contribution")) is not None:
-        out["cos"] = cosine_curves(rc, n_layers)
-    if (lens := rows.get("logit_lens")) is not None:
-        out["kl"] = lens_curves(lens, "kl", n_layers)
-        out["overlap"] = lens_curves(lens, "overlap", n_layers)
-    if (skip := rows.get("layer_skip")) is not None:
-        present = set(skip.filter(pl.col("kind") == "layer").select("metric", "aggregation").unique().iter_rows())
-        for effect in ("output", "future"):
-            for agg in ("max", "mean"):
-                if (effect, agg) in present:
-                    out[f"skip_{effect}_{agg}"] = skip_curves(skip, effect, agg, n_layers)
+    for source in SOURCES.values():
+        if (table := rows.get(source.analysis)) is not None and (curves := source.build(table, n_layers)) is not None:
+            out[source.name] = curves
     mark_nonfinite(rows, out)
     return out
-
-
-# Which curve sources an analysis table feeds: a non-finite value anywhere in the table's rows of a
-# (model, task) means the activations behind all of them were non-finite.
-_SOURCES_OF = {"relative_contribution": ("cos",), "logit_lens": ("kl", "overlap"), "layer_skip": ("skip_",)}
-_LABELS = {"relative_contribution": "relative-contribution", "logit_lens": "logit-lens", "layer_skip": "layer-skip"}
 
 
 def nonfinite_reason(rows: pl.DataFrame, analysis: str) -> str | None:
@@ -388,7 +467,7 @@ def nonfinite_reason(rows: pl.DataFrame, analysis: str) -> str | None:
     metrics = sorted(set(bad["metric"].drop_nulls().to_list()))
     shown = ", ".join(map(str, layers[:12])) + (f", … ({len(layers)} layers)" if len(layers) > 12 else "")
     return (
-        f"non-finite values in the {_LABELS.get(analysis, analysis)} curve at layers {shown} "
+        f"non-finite values in the {analysis.replace('_', '-')} curve at layers {shown} "
         f"(metrics {', '.join(metrics)}): the activations overflowed or the weights hold NaN; rerun extraction "
         "with `dtype: bfloat16` or `dtype: float32` for this model"
     )
@@ -401,14 +480,16 @@ def mark_nonfinite(rows: dict[str, pl.DataFrame], curves: dict[str, Curves]) -> 
         if reason is None:
             continue
         for name, c in curves.items():
-            if any(name == src or (src.endswith("_") and name.startswith(src)) for src in _SOURCES_OF.get(analysis, ())):
+            if SOURCES[name].analysis == analysis:
                 c.problem = reason
 
 
-def _row(model: str, task: str, est: Estimator, curves: Curves, boot: np.ndarray | None, n_resamples: int) -> dict[str, Any]:
+def _row(
+    model: str, task: str, est: Estimator, tau: float | None, curves: Curves, boot: np.ndarray | None, n_resamples: int
+) -> dict[str, Any]:
     L = curves.n_layers
     usable = curves.problem is None  # estimators never read non-finite values
-    value = est.read(curves.point_curve())[0] if L >= 2 and usable else np.nan
+    value = est.rule(curves.point_curve(), tau)[0] if L >= 2 and usable else np.nan
     ed = None if np.isnan(value) else float(value)
     reason = None
     if L < 2:
@@ -419,17 +500,17 @@ def _row(model: str, task: str, est: Estimator, curves: Curves, boot: np.ndarray
         reason = "missing layers in the table"
         ed = None
     elif ed is None:
-        reason = est.no_solution
+        reason = est.no_solution.format(tau=tau)
     low = high = solvable = None
     if boot is not None and boot.size and usable:
-        low, high, solvable = percentile_interval(est.read(boot))
+        low, high, solvable = percentile_interval(est.rule(boot, tau))
     return {
         "model": model,
         "task": task,
         "estimator": est.estimator,
         "form": est.form,
         "aggregation": est.aggregation,
-        "threshold": est.threshold,
+        "threshold": tau,
         "ed": ed,
         "ratio": None if ed is None else float(ratio(ed, L)),
         "ci_low": low,
@@ -464,8 +545,9 @@ def effective_depth(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(effective-depth table, threshold-sweep table) from analysis tables keyed by analysis name
     (relative_contribution, logit_lens, layer_skip; any subset).  Columns: see ``SCHEMA``."""
-    main_estimators = estimators_for(kl_threshold, overlap_threshold)
-    sweep_estimators = [e for tau in (sweep or DEFAULT_SWEEP) for e in threshold_estimators(tau, tau)]
+    thresholds = {"kl_threshold": kl_threshold, "overlap_threshold": overlap_threshold}
+    main_readings = [(e, e.tau(thresholds)) for e in ESTIMATORS]
+    sweep_readings = [(e, float(tau)) for tau in (sweep or DEFAULT_SWEEP) for e in ESTIMATORS if e.threshold]
     main_rows, sweep_rows = [], []
     if "layer_skip" in tables:  # the depth score reads whole-layer skips only
         tables = {**tables, "layer_skip": tables["layer_skip"].filter(pl.col("kind") == "layer")}
@@ -490,10 +572,10 @@ def effective_depth(
                     boots[name] = curves.resampled_curves(counts)
                 else:
                     boots[name] = None
-            for rows, ests in ((main_rows, main_estimators), (sweep_rows, sweep_estimators)):
-                for est in ests:
+            for rows, readings in ((main_rows, main_readings), (sweep_rows, sweep_readings)):
+                for est, tau in readings:
                     if est.source in sources:
-                        rows.append(_row(model, task, est, sources[est.source], boots[est.source], bootstrap))
+                        rows.append(_row(model, task, est, tau, sources[est.source], boots[est.source], bootstrap))
             log.info("%s / %s (%s): L=%d, sources %s", model, task, variant, n_layers, ", ".join(sources))
     return _frame(main_rows), _frame(sweep_rows)
 
@@ -503,8 +585,6 @@ def _frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
 
 
 # --- comparison with the published values -------------------------------------------------------
-
-REFERENCE_COLUMNS = {"cos": "ed_cosine", "kl": "ed_kl", "overlap": "ed_overlap"}
 
 
 def read_reference(path: Path | str) -> pl.DataFrame:
@@ -604,15 +684,12 @@ def run(
     return table
 
 
-REFERENCE_PATH = "resources/reference/reference_effective_depth.csv"
-
-
 def effective_depth_inputs(analyses: Iterable[str]) -> list[str]:
     """The configured analyses the effective-depth rule reads, in a fixed order."""
     return [a for a in ED_ANALYSES if a in analyses]
 
 
-def reference_pairs(path: Path | str = REFERENCE_PATH) -> set[tuple[str, str]]:
+def reference_pairs(path: Path | str) -> set[tuple[str, str]]:
     """(model, task) pairs of the paper's table (csv module: cheap enough to call while Snakemake
     parses the workflow)."""
     import csv

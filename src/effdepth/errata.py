@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .depth import ESTIMATOR_ANALYSIS
+from .depth import ESTIMATOR_ANALYSIS, HEADLINE  # the verdicts read the headline estimators
 
 # The defect of the public code that each analysis's `published` variant reproduces.
 DEFECTS = {
@@ -31,13 +31,6 @@ DEFECTS = {
     "integrated_gradients": "IG baseline: each token's mean over the hidden dimension",
 }
 MAP_METRICS = {"residual_erasure": "output_change", "integrated_gradients": "attribution"}
-# The estimators the verdicts read (the question summaries' headline forms).
-HEADLINE = (
-    ("cos", "paper", "mean"),
-    ("kl", "robust", "mean"),
-    ("overlap", "robust", "mean"),
-    ("depth_score_output", "centre_of_mass", "mean"),
-)
 # Verdict thresholds (docs/methods.md#errata): a ratio "stays about constant" across sizes when its
 # range is at most Q1_RATIO_RANGE; harder tasks "use more layers" when the ratio rises by more than
 # Q3_RATIO_RISE from the easiest to the hardest task.

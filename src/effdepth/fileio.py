@@ -10,7 +10,6 @@ would have.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,10 +67,3 @@ def atomic_write(path: Path | str, writer: Callable[[Path], object]) -> Path:
             tmp.unlink()
         raise
     return path
-
-
-def is_shared(path: Path | str) -> bool:
-    """True if ``path`` has at least the read bits the umask grants (helper for checks and tests)."""
-    mode = stat.S_IMODE(os.stat(path).st_mode)
-    wanted = 0o444 & ~current_umask()
-    return mode & wanted == wanted

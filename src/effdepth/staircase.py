@@ -109,9 +109,9 @@ def answer_positions(n_tokens: int, n_answer: int) -> torch.Tensor:
 
 def batch_size_for(options: dict, n_tokens: int) -> int:
     """Sequences per batched pass: ``max_batch``, lowered so sequences × tokens ≤ ``max_batch_tokens``."""
-    return max(1, min(int(options["max_batch"]), int(options.get("max_batch_tokens", 1 << 30)) // max(n_tokens, 1)))
+    return max(1, min(int(options["max_batch"]), int(options["max_batch_tokens"]) // max(n_tokens, 1)))
 
 
 def alive_for(options: dict, n_tokens: int) -> int:
     """Intervened sequences held at once by the staircase: ``max_alive_tokens`` // tokens."""
-    return max(1, int(options.get("max_alive_tokens", 1 << 18)) // max(n_tokens, 1))
+    return max(1, int(options["max_alive_tokens"]) // max(n_tokens, 1))

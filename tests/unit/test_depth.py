@@ -3,6 +3,8 @@ tables the effective_depth rule writes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -22,6 +24,8 @@ from effdepth.depth import (
     read_reference,
     resample_counts,
 )
+
+REFERENCE_CSV = Path(__file__).resolve().parents[2] / "resources" / "reference" / "reference_effective_depth.csv"
 
 # --- estimators on synthetic curves -------------------------------------------------------------
 
@@ -379,13 +383,13 @@ def test_reference_comparison(tmp_path):
 
 
 def test_the_shipped_reference_table_has_the_papers_36_values():
-    reference = read_reference(depth.REFERENCE_PATH)
+    reference = read_reference(REFERENCE_CSV)
     assert reference.height == 36 * 3
     artefact = reference.filter(
         (pl.col("model") == "DeepSeek-R1-Distill-Qwen-1.5B") & (pl.col("task") == "gsm8k") & (pl.col("estimator") == "kl")
     )
     assert artefact["published_ed"].item() == 1 and artefact["published_ratio"].item() == pytest.approx(0.07, abs=0.005)
-    assert ("Qwen2.5-7B-Instruct", "aime24") in depth.reference_pairs()
+    assert ("Qwen2.5-7B-Instruct", "aime24") in depth.reference_pairs(REFERENCE_CSV)
 
 
 def test_run_writes_every_output(tables, tmp_path):
@@ -404,7 +408,7 @@ def test_run_writes_every_output(tables, tmp_path):
             ("reference_csv", "csv"),
         )
     }
-    depth.run(paths, depth.REFERENCE_PATH, {"bootstrap": 20, "seed": 0, "kl_threshold": 0.5, "overlap_threshold": 0.3}, outputs)
+    depth.run(paths, REFERENCE_CSV, {"bootstrap": 20, "seed": 0, "kl_threshold": 0.5, "overlap_threshold": 0.3}, outputs)
     written = pl.read_parquet(outputs["table"])
     assert written.height > 0 and {"ed", "ratio", "ci_low", "ci_high", "n_layers", "n_prompts", "variant", "reason"} <= set(
         written.columns

@@ -32,11 +32,10 @@ class Analysis:
     kind          FORWARD (reads the extraction cache) or INTERVENTION (loads the model)
     options       keys of ``analyses.<name>`` its job reads — exactly these reach the job, so an
                   edit of any other key reruns nothing (``variant`` is always read)
-    metrics       values of the ``metric`` column of its table
     kinds         for analyses with intervention kinds (layer skip): the option listing them and
                   the kinds its ``published`` variant is restricted to
     baseline      the option naming a task whose extraction cache the job also reads
-    extraction    options the extraction job reads (its statistics are computed there)
+    extraction    options of this analysis the extraction job reads (its statistics are computed there)
     published     whether a ``published`` variant exists (reproducing a defect of the public code,
                   docs/methods.md#published-variant); without one ``variant: published`` is refused
     """
@@ -44,7 +43,6 @@ class Analysis:
     name: str
     kind: str
     options: tuple[str, ...]
-    metrics: tuple[str, ...]
     kinds_option: str | None = None
     published_kinds: tuple[str, ...] | None = None
     baseline: str | None = None
@@ -72,31 +70,26 @@ _STAIRCASE = ("max_batch", "max_batch_tokens", "max_alive_tokens")
 REGISTRY: dict[str, Analysis] = {
     a.name: a
     for a in (
-        Analysis(
-            "relative_contribution", FORWARD, (), ("rc_attention", "rc_mlp", "rc_layer", "cos_attention", "cos_mlp", "cos_layer")
-        ),
-        Analysis("logit_lens", FORWARD, (), ("kl", "overlap"), extraction=("top_k",)),
-        Analysis("block_influence", FORWARD, (), ("block_influence", "angular_distance"), published=False),
+        Analysis("relative_contribution", FORWARD, ()),
+        Analysis("logit_lens", FORWARD, (), extraction=("top_k",)),
+        Analysis("block_influence", FORWARD, (), published=False),
         Analysis(
             "layer_skip",
             INTERVENTION,
             ("positions_per_prompt", "n_prompts", "position_stride", "seed", "kinds", *_STAIRCASE),
-            ("future", "output"),
             kinds_option="kinds",
             published_kinds=("layer",),
         ),
-        Analysis("residual_erasure", INTERVENTION, ("n_prompts", *_STAIRCASE), ("output_change",), baseline="baseline_task"),
+        Analysis("residual_erasure", INTERVENTION, ("n_prompts", *_STAIRCASE), baseline="baseline_task"),
         Analysis(
             "integrated_gradients",
             INTERVENTION,
             ("rule", "steps", "min_steps", "max_steps", "n_prompts", "completeness_tolerance", "max_batch", "max_batch_tokens"),
-            ("attribution", "f_input", "f_baseline", "attribution_sum", "completeness_gap", "steps"),
         ),
         Analysis(
             "layer_deletion",
             INTERVENTION,
             ("n_prompts", "keep_last", "max_batch", "max_batch_tokens"),
-            ("exit_loss", "exit_agreement", "deletion_loss", "deletion_agreement", "full_loss"),
             published=False,
         ),
     )

@@ -13,23 +13,16 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
+from ..depth import ESTIMATOR_LABELS
+from ..depth import HEADLINE as HEADLINE_KEYS
 from .layout import drawn, interval_layers, jitter, models_in, panel_size, tasks_in
 from .theme import Context, Tables, chart_title, message_chart
 
-# (estimator, form, aggregation) -> label; the order of T1's columns.
-# (estimator, form, aggregation) -> label; the order of T1's columns.
-ESTIMATOR_LABELS = {
-    ("cos", "paper", "mean"): "ED_cos",
-    ("kl", "paper", "mean"): "ED_KL",
-    ("kl", "robust", "mean"): "ED_KL robust",
-    ("overlap", "paper", "mean"): "ED_overlap",
-    ("overlap", "robust", "mean"): "ED_overlap robust",
-    ("depth_score_output", "centre_of_mass", "mean"): "skip CoM output",
-    ("depth_score_future", "centre_of_mass", "mean"): "skip CoM future",
-}
-# The estimators the question summaries (Q1–Q3) use: the cosine crossing, the robust threshold forms
-# (the paper's first-crossing forms are artefact-prone, see docs/methods.md#effective-depth) and the skip centre of mass.
-HEADLINE = ["ED_cos", "ED_KL robust", "ED_overlap robust", "skip CoM output"]
+# (estimator, form, aggregation) -> label, in the order of T1's columns; the labels of the estimators
+# the question summaries (Q1–Q3) use (the cosine crossing, the robust threshold forms — the paper's
+# first-crossing forms are artefact-prone, docs/methods.md#effective-depth — and the skip centre of
+# mass).  Both from the estimator registry, ``effdepth.depth.ESTIMATORS``.
+HEADLINE = [ESTIMATOR_LABELS[key] for key in HEADLINE_KEYS]
 
 
 def _ed_label(frame: pl.DataFrame) -> pl.DataFrame:
