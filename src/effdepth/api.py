@@ -19,9 +19,11 @@ metric, layer and prompt; ``prompt`` null on the all-prompt aggregate); layer l 
 stream entering decoder layer l (``effdepth`` package docstring).
 
 What the model may be: any ``AutoModelForCausalLM`` of a supported family
-(``effdepth.adapters.supported_architectures()``), on CPU, one GPU, spread over GPUs with
-``device_map`` (inputs go to the input embedding's device), or quantised with bitsandbytes (its
-compute dtype sets the proof's tolerance).  It must be in eval mode; its weights are never copied
+(``effdepth.adapters.supported_architectures()``), on CPU or one GPU, quantised with bitsandbytes
+(its compute dtype sets the proof's tolerance), or — for the forward analyses — spread over GPUs
+with ``device_map`` (token ids go to the input embedding's device, statistics are computed on the
+output's); interventions re-run layers and refuse a model whose layers sit on several devices.
+It must be in eval mode; its weights are never copied
 or changed (``requires_grad`` is switched off during a call and restored after it).
 """
 
@@ -35,7 +37,7 @@ import polars as pl
 
 from .analyses import FORWARD, FORWARD_ANALYSES, REGISTRY
 from .stats import ExtractionStats
-from .subjects import Prompts, Subject, frozen
+from .subjects import Prompts, Subject, check_single_device, frozen
 
 __all__ = [
     "ExtractionStats",
@@ -142,6 +144,7 @@ def run(
         return pl.concat([forward_table(stats, analysis, v) for v in opts["variants"]], how="diagonal_relaxed")
     if not isinstance(target, Subject):
         raise TypeError(f"{analysis} is an intervention: give it a Subject (effdepth.subject(model, tokenizer, prompts))")
+    check_single_device(target.model, target.model_name, analysis)
     job = spec.job_options(opts)
     n = job.get("n_prompts")
     chosen = replace(target, prompts=target.prompts[:n] if n else target.prompts, inputs=dict(target.inputs))

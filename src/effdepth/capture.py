@@ -120,12 +120,17 @@ def left_pad(sequences: list[list[int]], pad_id: int, device: torch.device | str
     return ids.to(device), mask.to(device), position_ids.to(device)
 
 
+def input_device(model: nn.Module) -> torch.device:
+    """Where token ids go: the device of the input embedding (with ``device_map`` across GPUs the
+    first parameter need not live there)."""
+    return model.get_input_embeddings().weight.device
+
+
 def run_captured(
     model: nn.Module, adapter: Adapter, sequences: list[list[int]], pad_id: int, *, keep_kwargs: bool = False
 ) -> tuple[Capture, torch.Tensor]:
     """One batched forward over ``sequences`` (left-padded).  Returns the capture and the mask [B, T]."""
-    device = next(model.parameters()).device
-    ids, mask, pos = left_pad(sequences, pad_id, device)
+    ids, mask, pos = left_pad(sequences, pad_id, input_device(model))
     capture = Capture()
     with capturing(model, adapter, capture, keep_kwargs=keep_kwargs):
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
@@ -422,10 +427,9 @@ def verify_decomposition(
         dtype = getattr(model, "dtype", torch.float32)
     tol = rtol if rtol is not None else PROOF_RTOL.get(dtype, PROOF_RTOL[torch.bfloat16])
     ids = input_ids or probe_ids(int(model.config.vocab_size))
-    device = next(model.parameters()).device
     capture = Capture()
     with capturing(model, adapter, capture, keep_kwargs=True):
-        out = model(input_ids=torch.tensor([ids], device=device), use_cache=False)
+        out = model(input_ids=torch.tensor([ids], device=input_device(model)), use_cache=False)
     where = f"{arch} via adapter {adapter.name!r}"
 
     def fail(layer: int | None, what: str, error: float) -> DecompositionError:

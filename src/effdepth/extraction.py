@@ -109,16 +109,21 @@ def extract_stats(
         [(b[0], [prompts[i] for i in b]) for b in batches], len(batches), label, log, sizes=sizes, unit="tokens"
     ):
         capture, mask = run_captured(model, adapter, [p["input_ids"] for p in batch], pad_id)
-        resid = capture.residuals()  # L+1 tensors [B, T, d]
         final_logits = capture.logits
+        # A model split over devices (device_map) leaves each layer's activations on its own device:
+        # statistics are computed where the final norm and the unembedding are.
+        here = final_logits.device
+        resid = [r.to(here) for r in capture.residuals()]  # L+1 tensors [B, T, d]
+        attn_out, mlp_out = [x.to(here) for x in capture.attn_out], [x.to(here) for x in capture.mlp_out]
+        mask = mask.to(here)
         n_layers = len(capture.resid_pre)
         for row in range(len(batch)):
             index = first + row
             where = {"model": model_name, "task": task, "prompt": batch[row].get("id", index)}
             keep = mask[row]
             h = torch.stack([r[row, keep] for r in resid])  # [L+1, T_p, d]
-            a = torch.stack([x[row, keep] for x in capture.attn_out])  # [L, T_p, d]
-            m = torch.stack([x[row, keep] for x in capture.mlp_out])
+            a = torch.stack([x[row, keep] for x in attn_out])  # [L, T_p, d]
+            m = torch.stack([x[row, keep] for x in mlp_out])
             check_layer_captures(h, a, m, **where)
             out["layer_stats"].append(layer_token_stats(h[:-1], a, m, adapter.parallel).transpose(0, 1).cpu())  # [T_p, L, 7]
             z = final_logits[row, keep]

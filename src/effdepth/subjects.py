@@ -65,6 +65,23 @@ def check_model_object(model: Any, name: str, *, verify: bool = True) -> None:
         log.info("decomposition proven: %s", report.summary())
 
 
+def check_single_device(model: Any, name: str, analysis: str) -> None:
+    """Refuse an intervention on a model whose decoder layers sit on several devices.
+
+    Interventions re-run decoder layers on intervened residuals (``capture.LayerRunner``), which
+    assumes one device for every layer; the forward analyses (one extraction pass) support a split
+    model.  Raises ModelStateError naming the devices and what to do."""
+    from .adapters import adapter_for
+
+    devices = sorted({str(p.device) for layer in adapter_for(model).decoder_layers(model) for p in layer.parameters()})
+    if len(devices) > 1:
+        raise ModelStateError(
+            f"model {name!r}: {analysis} re-runs decoder layers, which are spread over {', '.join(devices)}; load the "
+            "model with all decoder layers on one device (device_map={'': 0}, with load_in_8bit/4bit if it must shrink) "
+            "for interventions, or run the forward analyses, which support a split model"
+        )
+
+
 @contextmanager
 def frozen(model: Any) -> Iterator[Any]:
     """``model`` with ``requires_grad`` off on every parameter, restored on exit (also on error).

@@ -151,3 +151,17 @@ def test_top_level_names_are_the_api():
     with pytest.raises(AttributeError):
         effdepth.nothing  # noqa: B018
     assert isinstance(pl.DataFrame(), pl.DataFrame)
+
+
+def test_interventions_refuse_a_model_split_over_devices(model, tokenizer, monkeypatch):
+    """Interventions re-run layers on one device; a model whose decoder layers sit on several devices
+    is refused with what to do (a real split needs several GPUs: here the layers report two devices)."""
+    subject = effdepth.subject(model, tokenizer, PAIRS[:1], name="tiny")
+
+    class Split:
+        def decoder_layers(self, _model):
+            return [torch.nn.Linear(1, 1), torch.nn.Linear(1, 1, device="meta")]
+
+    monkeypatch.setattr("effdepth.adapters.adapter_for", lambda _model: Split())
+    with pytest.raises(ModelStateError, match=r"spread over cpu, meta.*device_map=\{'': 0\}"):
+        effdepth.run(subject, "layer_skip")
