@@ -379,12 +379,13 @@ GGUF_ARCHITECTURES: dict[str, str] = {
 
 def gguf_architecture(path: str | Path) -> str:
     """``general.architecture`` of a GGUF file, read from its header (the ``gguf`` package, which
-    transformers' GGUF loading needs anyway).  Raises UnsupportedArchitecture if it cannot be read."""
-    try:
-        from gguf import GGUFReader
-    except ImportError as exc:  # pragma: no cover - gguf ships with the GGUF extra
-        raise UnsupportedArchitecture(f"cannot read {path}: the `gguf` package is not installed") from exc
-    field = GGUFReader(str(path)).get_field("general.architecture")
+    transformers' GGUF loading needs anyway; ``effdepth.fingerprint.read_gguf``).
+
+    Raises effdepth.fingerprint.ModelFileError (the file is not a GGUF file, or is truncated or
+    damaged), UnsupportedArchitecture (no ``general.architecture`` field)."""
+    from .fingerprint import read_gguf
+
+    field = read_gguf(path).get_field("general.architecture")
     if field is None:
         raise UnsupportedArchitecture(f"{path} has no general.architecture field")
     return bytes(field.parts[field.data[0]]).decode()
@@ -401,7 +402,8 @@ def check_model_config(config: str | Path | dict[str, Any]) -> str:
     ``effdepth.capture.verify_decomposition``).
 
     Raises UnsupportedArchitecture (a ValueError) naming the architecture and the supported
-    families; FileNotFoundError if the path does not exist.
+    families; FileNotFoundError if the path does not exist; effdepth.fingerprint.ModelFileError for
+    a truncated or damaged GGUF file.
     """
     import json
 
