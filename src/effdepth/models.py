@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .adapters import check_model_config
+from .adapters import attention_implementation, check_model_config
 from .capture import verify_decomposition
 from .fileio import share_tree
 from .fingerprint import ModelFileError, checkpoint_shapes, read_gguf
@@ -184,19 +184,22 @@ def load_model(model_dir: Path | str, entry: dict[str, Any] | None = None):
 
     Before the weights are read the architecture is checked (``effdepth.adapters.check_model_config``)
     and the files (:func:`check_model_files`: tokenizer files present, config.json consistent,
-    safetensors headers complete).  The load itself must use every weight of the
-    checkpoint, and the checkpoint must hold every weight of the model (:func:`check_load_report`):
-    no parameter is ever left at a random initialisation.  Once loaded, the adapter is proven on a
-    short probe (``verify_decomposition``: every layer's h_{l+1} = h_l + a_l + m_l, the logit lens
-    reproduces the model's logits, LayerRunner re-runs layers exactly; docs/methods.md#block-shapes).
+    safetensors headers complete); the attention implementation is chosen by
+    ``effdepth.adapters.attention_implementation`` (``attn_implementation``, default auto).  The
+    load itself must use every weight of the checkpoint, and the checkpoint must hold every weight
+    of the model (:func:`check_load_report`): no parameter is ever left at a random initialisation.
+    Once loaded, the adapter is proven on a short probe (``verify_decomposition``: every layer's
+    h_{l+1} = h_l + a_l + m_l, the logit lens reproduces the model's logits, LayerRunner re-runs
+    layers exactly; docs/methods.md#block-shapes).
 
     Raises ModelSourceError (no config.json), effdepth.fingerprint.ModelFileError (damaged or
     inconsistent files, missing, unexpected or mis-shaped weights, no tokenizer; file, tensor and
     shapes named), effdepth.adapters.UnsupportedArchitecture (no adapter for the architecture),
+    effdepth.adapters.AttentionImplementationError (``sdpa`` asked of an architecture without it),
     effdepth.numerics.NonFiniteError (a NaN or infinite weight, named),
     effdepth.capture.DecompositionError (the adapter fails the proof).
     """
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     entry = entry or {}
     model_dir = Path(model_dir)
@@ -207,10 +210,11 @@ def load_model(model_dir: Path | str, entry: dict[str, Any] | None = None):
     check_model_files(model_dir, trust_remote_code=trust, weights=False)
     device = pick_device(entry.get("device", "auto"))
     dtype = pick_dtype(entry.get("dtype", "auto"), device)
+    config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust)
     kwargs: dict[str, Any] = {
         "dtype": dtype,
         "trust_remote_code": trust,
-        "attn_implementation": entry.get("attn_implementation", "sdpa"),
+        "attn_implementation": attention_implementation(config, entry.get("attn_implementation", "auto")),
     }
     if entry.get("load_in_8bit"):
         from transformers import BitsAndBytesConfig
@@ -219,7 +223,13 @@ def load_model(model_dir: Path | str, entry: dict[str, Any] | None = None):
         kwargs["device_map"] = entry.get("device_map", "auto")
     elif entry.get("device_map"):
         kwargs["device_map"] = entry["device_map"]
-    log.info("loading %s (%s on %s)", model_dir, str(dtype).replace("torch.", ""), kwargs.get("device_map", device))
+    log.info(
+        "loading %s (%s on %s, %s attention)",
+        model_dir,
+        str(dtype).replace("torch.", ""),
+        kwargs.get("device_map", device),
+        kwargs["attn_implementation"],
+    )
     model, info = AutoModelForCausalLM.from_pretrained(
         str(model_dir), output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
     )

@@ -1,5 +1,6 @@
 # Config validation, wildcard constraints and input functions shared by every rule.
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -98,9 +99,9 @@ def _local_model_source(name, entry):
 
 def _check_local_models():
     """Files (headers, shapes against config.json, tokenizer: effdepth.models.check_model_files),
-    architecture (effdepth.adapters.check_model_config) and fingerprint of every local model,
-    before any job runs."""
-    from effdepth.adapters import check_model_config
+    architecture and attention implementation (effdepth.adapters) and fingerprint of every local
+    model, before any job runs."""
+    from effdepth.adapters import attention_implementation, check_model_config
     from effdepth.fingerprint import FingerprintError, ModelFileError, refresh_fingerprint
     from effdepth.models import check_model_files
 
@@ -121,6 +122,13 @@ def _check_local_models():
             check_model_files(source, trust_remote_code=entry.get("trust_remote_code", False))
         except ModelFileError as error:
             raise WorkflowError(f"{key}: {error}") from None
+        if "path" in entry:
+            try:
+                attention_implementation(
+                    json.loads((source / "config.json").read_text()), entry.get("attn_implementation", "auto")
+                )
+            except ValueError as error:  # sdpa asked of an architecture without it
+                raise WorkflowError(f"models.{name}.attn_implementation: {error}") from None
         try:
             refresh_fingerprint(source, FINGERPRINT.format(model=name))
         except FingerprintError as error:
