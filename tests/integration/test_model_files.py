@@ -181,3 +181,35 @@ def test_a_tokenizer_that_cannot_encode_text_is_refused(copy):
 def test_every_family_saved_by_transformers_passes_the_file_checks(family, tmp_path):
     """The meta-device comparison uses transformers' own key mapping (MoE experts, tied embeddings)."""
     check_model_files(save_tiny_model(tmp_path / family, family, n_layers=2))
+
+
+def test_the_refusal_reaches_the_job_log(copy, tmp_path):
+    """A job (effdepth.log.setup_job, as every workflow script starts) that loads a model whose
+    config.json disagrees with its weights ends its own log with the shapes, not with a pointer to a
+    report printed on the console only."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    _edit_config(copy, intermediate_size=256)
+    log = tmp_path / "logs" / "extract.log"
+    log.parent.mkdir()  # as Snakemake does before a job
+    script = textwrap.dedent(f"""
+        import types
+        from effdepth.log import setup_job
+        from effdepth.models import load_model
+        setup_job(types.SimpleNamespace(log=[{str(log)!r}], threads=1, rule="extract",
+                                        wildcards={{"model": "tiny-qwen2", "task": "words"}}, output=["out"]))
+        load_model({str(copy)!r}, {{"device": "cpu"}})
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode != 0
+    text = log.read_text()
+    assert "failed after" in text and "ModelFileError" in text
+    assert (
+        "model.layers.*.mlp.up_proj.weight is [128, 64] in the checkpoint (model.safetensors), the config implies [256, 64]"
+        in text
+    )
+    assert "above report" not in text
