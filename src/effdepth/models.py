@@ -369,8 +369,8 @@ def check_model_files(source: Path | str, trust_remote_code: bool = False, weigh
     key/value heads divide the heads, ``layer_types`` one per layer); and, with ``weights``, the
     checkpoint's tensor names and shapes (from the headers) against the model config.json
     describes, built on the meta device with transformers' own key mapping (:func:`check_load_report`).
-    The weights check is skipped for ``trust_remote_code`` and quantised checkpoints (checked when
-    the job loads them).
+    The weights check is skipped for ``trust_remote_code``, quantised and non-safetensors (``.bin``)
+    checkpoints: those are checked by the load report when a job loads them.
 
     Raises ModelFileError naming the file, tensor or key and what to do.
     """

@@ -64,3 +64,16 @@ def test_damaged_model_files_stop_the_dry_run(damage, intact, tmp_path):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "models.tiny-qwen2.path: " in output and expected in output, output[-3000:]
+
+
+def test_sdpa_asked_of_an_architecture_without_it_stops_the_dry_run(tmp_path):
+    """Gemma 2 has no SDPA attention in transformers: `attn_implementation: sdpa` is refused with its
+    key while the workflow is read (the default, auto, gives eager: tests/integration/test_families.py)."""
+    directory = save_tiny_model(tmp_path / "models" / "tiny-gemma2", "gemma2", n_layers=2)
+    config = tiny_config_for(tmp_path, tmp_path / "models")
+    config["models"] = {"tiny-gemma2": {**config["models"]["tiny-qwen2"], "path": str(directory), "attn_implementation": "sdpa"}}
+    result = snakemake(tmp_path, "-n", "--configfile", str(write_config(tmp_path, config)), check=False)
+    assert result.returncode != 0
+    assert (
+        "models.tiny-gemma2.attn_implementation: attn_implementation 'sdpa': Gemma2ForCausalLM" in result.stdout + result.stderr
+    )
