@@ -292,6 +292,11 @@ def _config_problems(config, raw: dict[str, Any]) -> list[str]:
     return problems
 
 
+# Constant buffers (masks, rotary frequencies) older transformers versions saved with the weights;
+# today's models rebuild them, so leaving them unused changes nothing.
+LEGACY_BUFFERS = re.compile(r"\.attn\.masked_bias$|\.attn\.bias$|\.rotary_emb\.inv_freq$")
+
+
 def check_load_report(info: dict[str, Any], model_dir: Path | str) -> None:
     """Refuse a load that did not use exactly the checkpoint's weights.
 
@@ -300,6 +305,7 @@ def check_load_report(info: dict[str, Any], model_dir: Path | str) -> None:
     ``unexpected_keys``: tensors of the checkpoint the model has no place for, dropped;
     ``mismatched_keys``: (name, checkpoint shape, model shape) with ``ignore_mismatched_sizes``).
 
+    Constant buffers older transformers versions saved (LEGACY_BUFFERS) are logged, not refused.
     Raises ModelFileError naming the directory, the count and the first few names of each kind
     (a common prefix such as DistributedDataParallel's ``module.`` is named), and for mismatched
     shapes the tensor (layer indices as ``*``), both shapes and the file holding it."""
@@ -307,6 +313,12 @@ def check_load_report(info: dict[str, Any], model_dir: Path | str) -> None:
     config = "config.json" if not model_dir.is_file() else "the GGUF file's metadata"
     missing = sorted(info.get("missing_keys") or [])
     unexpected = sorted(info.get("unexpected_keys") or [])
+    constants = [u for u in unexpected if LEGACY_BUFFERS.search(u)]
+    if constants:
+        log.info(
+            "%s: %d constant buffer(s) older transformers saved are not used (%s)", model_dir, len(constants), _names(constants)
+        )
+        unexpected = [u for u in unexpected if u not in constants]
     mismatched = list(info.get("mismatched_keys") or [])
     problems = []
     if mismatched:

@@ -213,3 +213,27 @@ def test_the_refusal_reaches_the_job_log(copy, tmp_path):
         in text
     )
     assert "above report" not in text
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gpt2", "gemma3"])
+def test_tied_embeddings_are_not_missing_weights(family, tmp_path):
+    """A tied output layer is not in the checkpoint (Qwen2.5-1.5B, GPT-2, Gemma): not a missing weight."""
+    directory = save_tiny_model(tmp_path / family, family, n_layers=2, tie_word_embeddings=True)
+    check_model_files(directory)
+    model, _ = load_model(directory, CPU)
+    assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+
+def test_constant_buffers_older_versions_saved_are_logged_not_refused(tmp_path, caplog):
+    import logging
+
+    import torch
+
+    directory = save_tiny_model(tmp_path / "gpt2", "gpt2", n_layers=2)
+    _edit_weights(directory, lambda t: {**t, "transformer.h.0.attn.masked_bias": torch.tensor(-1e4)})
+    with caplog.at_level(logging.INFO, logger="effdepth"):
+        check_model_files(directory)
+    assert "1 constant buffer(s) older transformers saved are not used (transformer.h.0.attn.masked_bias)" in caplog.text
+    _edit_weights(directory, lambda t: {**t, "transformer.h.0.attn.extra.weight": torch.ones(2)})
+    with pytest.raises(ModelFileError, match=r"1 tensor\(s\) of the checkpoint are not weights .*attn.extra.weight"):
+        check_model_files(directory)
