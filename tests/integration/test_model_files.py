@@ -237,3 +237,16 @@ def test_constant_buffers_older_versions_saved_are_logged_not_refused(tmp_path, 
     _edit_weights(directory, lambda t: {**t, "transformer.h.0.attn.extra.weight": torch.ones(2)})
     with pytest.raises(ModelFileError, match=r"1 tensor\(s\) of the checkpoint are not weights .*attn.extra.weight"):
         check_model_files(directory)
+
+
+def test_a_gguf_load_missing_a_weight_is_refused(tmp_path):
+    """The GGUF dequantisation checks transformers' report of the GGUF load the same way (the
+    conversion of the demo's intact file: tests/integration/test_models.py)."""
+    from effdepth.models import check_load_report
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    info = {"missing_keys": {"model.layers.0.mlp.up_proj.weight"}, "unexpected_keys": set(), "mismatched_keys": []}
+    with pytest.raises(ModelFileError, match=r"1 weight\(s\) of the model the GGUF file's metadata describes are missing"):
+        check_load_report(info, gguf)
+    check_load_report({"missing_keys": set(), "unexpected_keys": set(), "mismatched_keys": [], "error_msgs": []}, gguf)
