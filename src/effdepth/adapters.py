@@ -379,12 +379,13 @@ GGUF_ARCHITECTURES: dict[str, str] = {
 
 def gguf_architecture(path: str | Path) -> str:
     """``general.architecture`` of a GGUF file, read from its header (the ``gguf`` package, which
-    transformers' GGUF loading needs anyway).  Raises UnsupportedArchitecture if it cannot be read."""
-    try:
-        from gguf import GGUFReader
-    except ImportError as exc:  # pragma: no cover - gguf ships with the GGUF extra
-        raise UnsupportedArchitecture(f"cannot read {path}: the `gguf` package is not installed") from exc
-    field = GGUFReader(str(path)).get_field("general.architecture")
+    transformers' GGUF loading needs anyway; ``effdepth.fingerprint.read_gguf``).
+
+    Raises effdepth.fingerprint.ModelFileError (the file is not a GGUF file, or is truncated or
+    damaged), UnsupportedArchitecture (no ``general.architecture`` field)."""
+    from .fingerprint import read_gguf
+
+    field = read_gguf(path).get_field("general.architecture")
     if field is None:
         raise UnsupportedArchitecture(f"{path} has no general.architecture field")
     return bytes(field.parts[field.data[0]]).decode()
@@ -401,7 +402,8 @@ def check_model_config(config: str | Path | dict[str, Any]) -> str:
     ``effdepth.capture.verify_decomposition``).
 
     Raises UnsupportedArchitecture (a ValueError) naming the architecture and the supported
-    families; FileNotFoundError if the path does not exist.
+    families; FileNotFoundError if the path does not exist; effdepth.fingerprint.ModelFileError for
+    a truncated or damaged GGUF file.
     """
     import json
 
@@ -421,3 +423,48 @@ def check_model_config(config: str | Path | dict[str, Any]) -> str:
         else:
             data = json.loads(path.read_text())
     return adapter_for(data).name
+
+
+# ----------------------------------------------------------------------------- attention implementation
+
+ATTENTION_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
+
+
+class AttentionImplementationError(ValueError):
+    """The configured ``attn_implementation`` is one the model's architecture does not have."""
+
+
+def _model_class(config: Any) -> type | None:
+    import transformers
+
+    arch = architecture_of(config)
+    return getattr(transformers, arch, None)
+
+
+def attention_implementation(model_or_config: Any, requested: str = "auto") -> str:
+    """The attention implementation every job loads a model with (``models.<m>.attn_implementation``).
+
+    ``auto``: ``sdpa`` (PyTorch's scaled_dot_product_attention, exact in float64) where transformers
+    has it for the architecture, else ``eager`` -- e.g. Gemma 2, whose soft-capped attention logits
+    have no SDPA kernel.  ``sdpa`` or ``eager``: that one, if the architecture has it.  Both
+    implementations compute the same attention; the decomposition proof runs with the one chosen.
+
+    Accepts a model, a transformers config or a config dict (see ``architecture_of``).
+    Raises AttentionImplementationError (a ValueError) for an unknown value or ``sdpa`` on an
+    architecture without it (naming the architecture and what to set instead);
+    UnsupportedArchitecture where the architecture is not known.
+    """
+    if requested not in ATTENTION_IMPLEMENTATIONS:
+        raise AttentionImplementationError(f"attn_implementation {requested!r}: one of {', '.join(ATTENTION_IMPLEMENTATIONS)}")
+    if requested == "eager":
+        return "eager"
+    cls = _model_class(getattr(model_or_config, "config", model_or_config))
+    supported = True if cls is None else bool(getattr(cls, "_supports_sdpa", False))  # remote code: transformers decides
+    if requested == "sdpa" and not supported:
+        import transformers
+
+        raise AttentionImplementationError(
+            f"attn_implementation 'sdpa': {cls.__name__} has no scaled_dot_product_attention implementation in "
+            f"transformers {transformers.__version__}; set attn_implementation: auto (or eager)"
+        )
+    return "sdpa" if supported else "eager"

@@ -153,3 +153,133 @@ def read_fingerprint(path: Path | str) -> str:
     if not first.startswith(PREFIX):
         raise FingerprintError(f"{path} is not a fingerprint file (first line {first[:40]!r})")
     return first
+
+
+# ----------------------------------------------------------------------------- file integrity
+# The fingerprint reads every byte of every model file; the checks below read only the headers
+# (a few kB), so a damaged file is named while the workflow is read instead of failing inside a job.
+
+
+class ModelFileError(RuntimeError):
+    """A model file is truncated, damaged or inconsistent with the others: the message names the
+    file (and tensor or key) and what to do.  Not transient: retrying cannot help."""
+
+
+def _size(n: int) -> str:
+    return f"{n} bytes"
+
+
+def safetensors_shapes(path: Path | str) -> dict[str, list[int]]:
+    """Tensor name -> shape of a ``.safetensors`` file, from its header alone (no tensor is read).
+
+    The format (https://huggingface.co/docs/safetensors): an 8-byte little-endian header length N,
+    N bytes of JSON giving each tensor's dtype, shape and byte range in the data that follows.  The
+    file must end exactly where its last tensor ends; ``safetensors.safe_open`` then validates the
+    header itself (dtypes, overlapping or inconsistent ranges).
+
+    Raises ModelFileError naming the file: shorter than its header says (an interrupted copy,
+    with the size the header implies and the size found), longer, or a header that is not valid.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    size = path.stat().st_size
+    again = "copy it again from its source"
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ModelFileError(f"{path} is truncated or damaged (file has {_size(size)}, not even a header); {again}")
+        n = int.from_bytes(head, "little")
+        if 8 + n > size:
+            raise ModelFileError(
+                f"{path} is truncated or damaged (its header alone says {_size(8 + n)}, file has {_size(size)}); {again}"
+            )
+        try:
+            header = json.loads(fh.read(n))
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+            shapes = {k: [int(d) for d in v["shape"]] for k, v in header.items() if k != "__metadata__"}
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise ModelFileError(f"{path} is damaged (its header is not a safetensors header: {exc}); {again}") from exc
+    expected = 8 + n + max(ends, default=0)
+    if expected != size:
+        state = "truncated or damaged" if size < expected else "damaged (longer than its tensors)"
+        raise ModelFileError(f"{path} is {state} (header says {_size(expected)}, file has {_size(size)}); {again}")
+    try:
+        with safe_open(str(path), framework="numpy"):
+            pass
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{path} is damaged ({type(exc).__name__}: {exc}); {again}") from exc
+    return shapes
+
+
+def checkpoint_shapes(directory: Path | str) -> dict[str, tuple[str, list[int]]]:
+    """Tensor name -> (file name, shape) over every ``.safetensors`` file of a model directory,
+    each header checked by :func:`safetensors_shapes`.  A shard index
+    (``model.safetensors.index.json``) must name only files that exist and tensors they hold.
+
+    Raises ModelFileError: a damaged file, a tensor in two files, a shard or tensor the index names
+    that is not there."""
+    directory = Path(directory)
+    shapes: dict[str, tuple[str, list[int]]] = {}
+    for file in sorted(directory.glob("*.safetensors")):
+        for name, shape in safetensors_shapes(file).items():
+            if name in shapes:
+                raise ModelFileError(
+                    f"{directory}: tensor {name} is in both {shapes[name][0]} and {file.name}; "
+                    "remove the file that does not belong to this checkpoint"
+                )
+            shapes[name] = (file.name, shape)
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelFileError(f"{index} is damaged (no readable weight_map: {exc}); copy it again") from exc
+        for shard in sorted(set(weight_map.values())):
+            if not (directory / shard).is_file():
+                raise ModelFileError(f"{index} names the shard {shard}, which is not in {directory}; copy the missing shard")
+        for name, shard in weight_map.items():
+            if shapes.get(name, (None,))[0] != shard:
+                raise ModelFileError(
+                    f"{index} places tensor {name} in {shard}, which does not hold it; the shards and the index "
+                    "come from different checkpoints: copy the model again"
+                )
+    return shapes
+
+
+_GGUF_READERS: dict[tuple, object] = {}
+
+
+def read_gguf(path: Path | str):
+    """A ``gguf.GGUFReader`` of a GGUF file (memoised per path and stat identity: the header of a
+    large vocabulary takes seconds to parse), checked to be complete: every tensor's data lies within
+    the file.
+
+    Raises ModelFileError naming the file when it does not start with the GGUF magic, its header
+    cannot be read or its tensor data is cut short (an interrupted copy or download)."""
+    from gguf import GGUFReader
+
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), *_identity(st))
+    if key in _GGUF_READERS:
+        return _GGUF_READERS[key]
+    again = "copy or download it again"
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise ModelFileError(f"{path} is not a GGUF file (its first bytes are not 'GGUF')")
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as exc:  # numpy reshape / index errors where the file ends early
+        raise ModelFileError(
+            f"{path} is truncated or damaged (file has {_size(st.st_size)}; its header or tensor data cannot be read: "
+            f"{type(exc).__name__}: {exc}); {again}"
+        ) from exc
+    end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    if end > st.st_size:
+        raise ModelFileError(
+            f"{path} is truncated or damaged (its tensors need {_size(end)}, file has {_size(st.st_size)}); {again}"
+        )
+    _GGUF_READERS.clear()  # keep one: a reader maps its file
+    _GGUF_READERS[key] = reader
+    return reader

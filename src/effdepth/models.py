@@ -5,15 +5,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .adapters import check_model_config
+from .adapters import attention_implementation, check_model_config
 from .capture import verify_decomposition
 from .fileio import share_tree
+from .fingerprint import ModelFileError, checkpoint_shapes, read_gguf
 from .log import get_logger
 from .numerics import check_weights
 
@@ -111,7 +113,11 @@ def convert_gguf(spec: dict[str, Any], dest: Path | str) -> Path:
     """Dequantise a GGUF file into a plain Hugging Face folder (config, tokenizer, fp32 safetensors).
 
     transformers refuses to ``save_pretrained`` a GGUF-loaded model directly, so the weights are
-    copied into a freshly built model of the same config first.
+    copied into a freshly built model of the same config first.  Every weight of that model must come
+    from the GGUF file (:func:`check_load_report`), or nothing is written.
+
+    Raises ModelSourceError (the file is not found, the copy misses weights),
+    effdepth.fingerprint.ModelFileError (a damaged file, weights missing from it or not used).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -120,7 +126,8 @@ def convert_gguf(spec: dict[str, Any], dest: Path | str) -> Path:
     log.info("dequantising %s (%.0f MB)", path.name, path.stat().st_size / 1e6)
     started = time.monotonic()
     kwargs = {"gguf_file": path.name}
-    loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), dtype=torch.float32, **kwargs)
+    loaded, info = AutoModelForCausalLM.from_pretrained(str(path.parent), dtype=torch.float32, output_loading_info=True, **kwargs)
+    check_load_report(info, path)  # a tensor the GGUF lacks would be saved as its random initialisation
     tokenizer = AutoTokenizer.from_pretrained(
         spec.get("tokenizer_path") or str(path.parent), **({} if spec.get("tokenizer_path") else kwargs)
     )
@@ -175,28 +182,39 @@ def load_model(model_dir: Path | str, entry: dict[str, Any] | None = None):
     trust_remote_code, attn_implementation; ``verify_decomposition: false`` skips the proof).
     Returns (model, tokenizer).
 
-    Before the weights are read the architecture is checked (``effdepth.adapters.check_model_config``);
-    once loaded, the adapter is proven on a short probe (``verify_decomposition``: every layer's
+    Before the weights are read the architecture is checked (``effdepth.adapters.check_model_config``)
+    and the files (:func:`check_model_files`: tokenizer files present, config.json consistent,
+    safetensors headers complete); the attention implementation is chosen by
+    ``effdepth.adapters.attention_implementation`` (``attn_implementation``, default auto).  The
+    load itself must use every weight of the checkpoint, and the checkpoint must hold every weight
+    of the model (:func:`check_load_report`): no parameter is ever left at a random initialisation.
+    Once loaded, the adapter is proven on a short probe (``verify_decomposition``: every layer's
     h_{l+1} = h_l + a_l + m_l, the logit lens reproduces the model's logits, LayerRunner re-runs
     layers exactly; docs/methods.md#block-shapes).
 
-    Raises ModelSourceError (no config.json), effdepth.adapters.UnsupportedArchitecture (no adapter
-    for the architecture), effdepth.numerics.NonFiniteError (a NaN or infinite weight, named),
+    Raises ModelSourceError (no config.json), effdepth.fingerprint.ModelFileError (damaged or
+    inconsistent files, missing, unexpected or mis-shaped weights, no tokenizer; file, tensor and
+    shapes named), effdepth.adapters.UnsupportedArchitecture (no adapter for the architecture),
+    effdepth.adapters.AttentionImplementationError (``sdpa`` asked of an architecture without it),
+    effdepth.numerics.NonFiniteError (a NaN or infinite weight, named),
     effdepth.capture.DecompositionError (the adapter fails the proof).
     """
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     entry = entry or {}
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ModelSourceError(f"{model_dir} is not a Hugging Face model directory (no config.json)")
     check_model_config(model_dir)
+    trust = bool(entry.get("trust_remote_code", False))
+    check_model_files(model_dir, trust_remote_code=trust, weights=False)
     device = pick_device(entry.get("device", "auto"))
     dtype = pick_dtype(entry.get("dtype", "auto"), device)
+    config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust)
     kwargs: dict[str, Any] = {
         "dtype": dtype,
-        "trust_remote_code": bool(entry.get("trust_remote_code", False)),
-        "attn_implementation": entry.get("attn_implementation", "sdpa"),
+        "trust_remote_code": trust,
+        "attn_implementation": attention_implementation(config, entry.get("attn_implementation", "auto")),
     }
     if entry.get("load_in_8bit"):
         from transformers import BitsAndBytesConfig
@@ -205,8 +223,17 @@ def load_model(model_dir: Path | str, entry: dict[str, Any] | None = None):
         kwargs["device_map"] = entry.get("device_map", "auto")
     elif entry.get("device_map"):
         kwargs["device_map"] = entry["device_map"]
-    log.info("loading %s (%s on %s)", model_dir, str(dtype).replace("torch.", ""), kwargs.get("device_map", device))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    log.info(
+        "loading %s (%s on %s, %s attention)",
+        model_dir,
+        str(dtype).replace("torch.", ""),
+        kwargs.get("device_map", device),
+        kwargs["attn_implementation"],
+    )
+    model, info = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+    )
+    check_load_report(info, model_dir)
     if "device_map" not in kwargs:
         model.to(device)
     model.eval()
@@ -215,7 +242,198 @@ def load_model(model_dir: Path | str, entry: dict[str, Any] | None = None):
     if entry.get("verify_decomposition", True):
         report = verify_decomposition(model)
         log.info("decomposition proven: %s", report.summary())
-    return model, load_tokenizer(model_dir, trust_remote_code=kwargs["trust_remote_code"])
+    return model, load_tokenizer(model_dir, trust_remote_code=trust)
+
+
+# ----------------------------------------------------------------------------- the files on disk
+
+# Files a tokenizer is built from; without any of them AutoTokenizer builds an empty tokenizer of
+# the model type from config.json alone, silently.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+# Text any real tokenizer encodes to ordinary tokens.
+TOKENIZER_PROBE = "The cat sat on the mat: 1 + 2 = 3."
+
+
+def check_tokenizer_files(model_dir: Path | str) -> None:
+    """Refuse a model directory without tokenizer files (TOKENIZER_FILES).
+
+    Raises ModelFileError: ``no tokenizer files (tokenizer.json / tokenizer_config.json /
+    tokenizer.model) in <dir>``."""
+    model_dir = Path(model_dir)
+    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelFileError(
+            f"no tokenizer files ({' / '.join(TOKENIZER_FILES)}) in {model_dir}; copy the tokenizer files that came "
+            "with the weights into it (a hub snapshot has them)"
+        )
+
+
+def _natural(name: str) -> list:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+def _names(keys, limit: int = 5) -> str:
+    keys = sorted(keys, key=_natural)
+    return ", ".join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def _config_problems(config, raw: dict[str, Any]) -> list[str]:
+    """What a transformers config (read from the config.json dict ``raw``) contradicts in itself."""
+    problems = []
+    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+    kv, layers = getattr(config, "num_key_value_heads", None), getattr(config, "num_hidden_layers", None)
+    ints = lambda *values: all(isinstance(v, int) and v > 0 for v in values)  # noqa: E731
+    if ints(hidden, heads) and raw.get("head_dim") is None and hidden % heads:  # an explicit head_dim may differ
+        problems.append(f"hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+    if ints(heads, kv) and heads % kv:
+        problems.append(f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}")
+    types = getattr(config, "layer_types", None)
+    if isinstance(types, (list, tuple)) and isinstance(layers, int) and len(types) != layers:
+        problems.append(f"layer_types lists {len(types)} layers, num_hidden_layers is {layers}")
+    return problems
+
+
+# Constant buffers (masks, rotary frequencies) older transformers versions saved with the weights;
+# today's models rebuild them, so leaving them unused changes nothing.
+LEGACY_BUFFERS = re.compile(r"\.attn\.masked_bias$|\.attn\.bias$|\.rotary_emb\.inv_freq$")
+
+
+def check_load_report(info: dict[str, Any], model_dir: Path | str) -> None:
+    """Refuse a load that did not use exactly the checkpoint's weights.
+
+    ``info``: transformers' ``output_loading_info`` of ``from_pretrained`` (``missing_keys``: weights
+    of the model the checkpoint lacks, which transformers fills with fresh, unseeded random values;
+    ``unexpected_keys``: tensors of the checkpoint the model has no place for, dropped;
+    ``mismatched_keys``: (name, checkpoint shape, model shape) with ``ignore_mismatched_sizes``).
+
+    Constant buffers older transformers versions saved (LEGACY_BUFFERS) are logged, not refused.
+    Raises ModelFileError naming the directory, the count and the first few names of each kind
+    (a common prefix such as DistributedDataParallel's ``module.`` is named), and for mismatched
+    shapes the tensor (layer indices as ``*``), both shapes and the file holding it."""
+    model_dir = Path(model_dir)
+    config = "config.json" if not model_dir.is_file() else "the GGUF file's metadata"
+    missing = sorted(info.get("missing_keys") or [])
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    constants = [u for u in unexpected if LEGACY_BUFFERS.search(u)]
+    if constants:
+        log.info(
+            "%s: %d constant buffer(s) older transformers saved are not used (%s)", model_dir, len(constants), _names(constants)
+        )
+        unexpected = [u for u in unexpected if u not in constants]
+    mismatched = list(info.get("mismatched_keys") or [])
+    problems = []
+    if mismatched:
+        try:
+            files = {name: file for name, (file, _) in checkpoint_shapes(model_dir).items()}
+        except (ModelFileError, OSError):
+            files = {}
+        groups: dict[tuple, list[str]] = {}
+        for name, checkpoint, model in mismatched:
+            pattern = re.sub(r"\.\d+\.", ".*.", name)
+            groups.setdefault((pattern, tuple(checkpoint), tuple(model)), []).append(name)
+        parts = []
+        for (pattern, checkpoint, model), names in sorted(groups.items(), key=lambda g: _natural(g[0][0])):
+            where = files.get(names[0])
+            shown = pattern if len(names) > 1 else names[0]
+            parts.append(
+                f"{shown} is {list(checkpoint)} in the checkpoint{f' ({where})' if where else ''}, "
+                f"the config implies {list(model)}"
+            )
+        problems.append(
+            f"the weights do not match {config}: "
+            + "; ".join(parts[:5])
+            + (f"; ... ({len(mismatched)} tensors in all)" if len(parts) > 5 else "")
+            + f". Restore the {config} that came with these weights (or copy the model again)"
+        )
+    if missing:
+        problems.append(
+            f"{len(missing)} weight(s) of the model {config} describes are missing from the checkpoint ({_names(missing)}); "
+            "transformers would leave them newly initialised at random, so the model run would not be the one on disk"
+        )
+    if unexpected:
+        text = (
+            f"{len(unexpected)} tensor(s) of the checkpoint are not weights of the model {config} describes "
+            f"({_names(unexpected)})"
+        )
+        prefixes = {u[: -len(m)] for u in unexpected for m in missing if u.endswith("." + m)}
+        if len(prefixes) == 1:
+            prefix = prefixes.pop()
+            text += (
+                f"; their names carry the prefix {prefix!r} (e.g. a DistributedDataParallel or other wrapper's state dict): "
+                "save the unwrapped model's weights, without the prefix"
+            )
+        problems.append(text)
+    elif missing:
+        problems[-1] += f"; check that {config} belongs to these weights (e.g. num_hidden_layers) or copy the checkpoint again"
+    if info.get("error_msgs"):
+        problems.append("transformers reported: " + "; ".join(str(e) for e in info["error_msgs"][:3]))
+    if problems:
+        raise ModelFileError(f"{model_dir}: " + "; ".join(problems))
+
+
+def check_model_files(source: Path | str, trust_remote_code: bool = False, weights: bool = True) -> None:
+    """Check a local model's files without loading its weights: what the fingerprint step
+    (while the workflow is read) and every job loading the model run first.
+
+    A GGUF file: its header and tensor extents (``effdepth.fingerprint.read_gguf``).  A Hugging
+    Face directory: tokenizer files present (:func:`check_tokenizer_files`); every safetensors
+    header complete, the shard index consistent (``effdepth.fingerprint.checkpoint_shapes``);
+    config.json readable by transformers and consistent with itself (heads divide the width,
+    key/value heads divide the heads, ``layer_types`` one per layer); and, with ``weights``, the
+    checkpoint's tensor names and shapes (from the headers) against the model config.json
+    describes, built on the meta device with transformers' own key mapping (:func:`check_load_report`).
+    The weights check is skipped for ``trust_remote_code``, quantised and non-safetensors (``.bin``)
+    checkpoints: those are checked by the load report when a job loads them.
+
+    Raises ModelFileError naming the file, tensor or key and what to do.
+    """
+    source = Path(source)
+    if source.is_file():
+        read_gguf(source)
+        return
+    from transformers import AutoConfig
+
+    check_tokenizer_files(source)
+    config_file = source / "config.json"
+    try:
+        raw = json.loads(config_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{config_file} is not readable JSON ({exc}); copy it again") from exc
+    shapes = checkpoint_shapes(source)
+    try:
+        config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code)
+    except Exception as exc:  # transformers raises ValueError, KeyError, TypeError... for a bad config
+        raise ModelFileError(
+            f"{config_file} is not a valid transformers config ({type(exc).__name__}: {exc}); restore the config.json "
+            "that came with the weights"
+        ) from exc
+    problems = _config_problems(config, raw if isinstance(raw, dict) else {})
+    if problems:
+        raise ModelFileError(
+            f"{config_file} is inconsistent with itself: {'; '.join(problems)}; "
+            "restore the config.json that came with the weights"
+        )
+    if not weights or trust_remote_code or getattr(config, "quantization_config", None) or not shapes:
+        return
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()  # the report is checked (and named) below, not printed
+    transformers.logging.disable_progress_bar()
+    try:
+        _, info = AutoModelForCausalLM.from_pretrained(
+            str(source), device_map="meta", output_loading_info=True, ignore_mismatched_sizes=True
+        )
+    except Exception as exc:  # the model config.json describes cannot be built
+        raise ModelFileError(
+            f"{config_file}: transformers cannot build the model it describes ({type(exc).__name__}: {exc}); "
+            "restore the config.json that came with the weights"
+        ) from exc
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
+    check_load_report(info, source)
 
 
 # Generic classes a tokenizer_config.json may declare for a tokenizer fully described by its
@@ -231,15 +449,31 @@ def load_tokenizer(model_dir: Path | str, trust_remote_code: bool = False):
     A directory whose ``tokenizer_config.json`` names a generic class (GENERIC_TOKENIZER_CLASSES)
     and has a ``tokenizer.json`` is loaded from that file as saved; any other through
     ``AutoTokenizer``.  Prompt assembly then verifies the round trip text -> ids -> text
-    (``effdepth.tasks.tokenize_prompt``), so a tokenizer that still changes the text is refused."""
+    (``effdepth.tasks.tokenize_prompt``), so a tokenizer that still changes the text is refused.
+
+    Raises ModelFileError: the directory has no tokenizer files (:func:`check_tokenizer_files`), or
+    the tokenizer built from them cannot encode text (its vocabulary files
+    are missing or empty, and transformers built an empty tokenizer of the model type): it encodes
+    TOKENIZER_PROBE to no id, or to unknown and special tokens only."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     model_dir = Path(model_dir)
+    check_tokenizer_files(model_dir)
     config_file = model_dir / "tokenizer_config.json"
     declared = json.loads(config_file.read_text()).get("tokenizer_class") if config_file.is_file() else None
     if declared in GENERIC_TOKENIZER_CLASSES and (model_dir / "tokenizer.json").is_file():
-        return PreTrainedTokenizerFast.from_pretrained(str(model_dir))
-    return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(model_dir))
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+    ids = tokenizer(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
+    if not set(ids) - {*tokenizer.all_special_ids, tokenizer.unk_token_id}:
+        raise ModelFileError(
+            f"the tokenizer built from {model_dir} cannot encode text ({TOKENIZER_PROBE!r} gives {ids[:8]}; "
+            f"{len(tokenizer.get_vocab())} tokens in its vocabulary): "
+            f"its vocabulary files are missing or empty; copy the tokenizer files that came with the weights "
+            f"({' / '.join(TOKENIZER_FILES)}, and vocab.json + merges.txt where the model has them)"
+        )
+    return tokenizer
 
 
 class ModelTokenizerError(ValueError):

@@ -216,3 +216,88 @@ def test_relative_contribution_uses_the_residual_each_mlp_reads(family_model64, 
     for metric, values in reference_rc(model, [ids]).items():
         got = rows.filter(pl.col("metric") == metric).sort("layer")["value"].to_list()
         assert got == pytest.approx(values, rel=1e-4, abs=1e-6), (adapter_for(model).name, metric)
+
+
+# ---------------------------------------------------------------- attention implementation, and every job
+
+
+def test_attention_implementation_is_chosen_from_what_the_architecture_supports():
+    """auto: sdpa where transformers has it, eager otherwise (testing.EAGER_ONLY says which tiny
+    families those are); sdpa asked of an architecture without it is refused, naming what to set."""
+    from effdepth.adapters import AttentionImplementationError, attention_implementation
+
+    for family in ARCHITECTURES:
+        config = tiny_config(family)
+        assert attention_implementation(config) == ("eager" if family in EAGER_ONLY else "sdpa"), family
+        assert attention_implementation(config.to_dict(), "eager") == "eager"
+    assert attention_implementation({"model_type": "gemma2"}) == "eager"  # a GGUF-loaded config
+    with pytest.raises(AttentionImplementationError, match="Gemma2ForCausalLM has no scaled_dot_product_attention.*auto"):
+        attention_implementation(tiny_config("gemma2"), "sdpa")
+    with pytest.raises(AttentionImplementationError, match="one of auto, sdpa, eager"):
+        attention_implementation(tiny_config("llama"), "flash")
+
+
+def test_load_model_refuses_sdpa_where_the_architecture_has_none(tmp_path):
+    from effdepth.adapters import AttentionImplementationError
+    from effdepth.models import load_model
+
+    directory = save_tiny_model(tmp_path / "tiny-gemma2", "gemma2", n_layers=2)
+    with pytest.raises(AttentionImplementationError, match="attn_implementation 'sdpa': Gemma2ForCausalLM"):
+        load_model(directory, {"device": "cpu", "attn_implementation": "sdpa"})
+    model, _ = load_model(directory, {"device": "cpu", "attn_implementation": "eager"})
+    assert model.config._attn_implementation == "eager"
+
+
+@pytest.fixture(scope="module")
+def job_config():
+    """The validated configuration of one tiny model and one task, every analysis configured (the
+    options each job receives come from it as the workflow gives them)."""
+    from effdepth.config import validate_config
+
+    return validate_config(
+        {
+            "name": "families",
+            "models": {"m": {"path": "unused"}},
+            "tasks": {"addition_3": {"source": "addition", "digits": 3, "n_prompts": 2}},
+            "analyses": {
+                "relative_contribution": {},
+                "logit_lens": {"top_k": 5},
+                "block_influence": {},
+                "layer_skip": {"positions_per_prompt": 2},
+                "residual_erasure": {"baseline_task": "addition_3"},
+                "integrated_gradients": {"steps": 4},
+                "layer_deletion": {},
+            },
+        }
+    )
+
+
+def test_every_job_runs_on_every_family_loaded_from_disk(family, tmp_path, job_config):
+    """Each family as a job meets it: saved to a directory, loaded by load_model with the default
+    attention (auto), prompts frozen, extracted, every forward analysis tabled and every intervention
+    run -- the tiny configs exercise softcapping, sliding windows and local/global layer patterns."""
+    from effdepth import jobs
+    from effdepth.analyses import FORWARD_ANALYSES, INTERVENTION_ANALYSES, REGISTRY
+    from effdepth.config import MODEL_METADATA, job_entry
+
+    directory = save_tiny_model(tmp_path / f"tiny-{family}", family, n_layers=2)
+    model_options = {**job_entry(job_config["models"]["m"], MODEL_METADATA), "path": str(directory), "device": "cpu"}
+    assert model_options["attn_implementation"] == "auto"
+    task = job_config["tasks"]["addition_3"]
+    prompts, cache = tmp_path / "prompts.parquet", tmp_path / "stats.safetensors"
+    jobs.prepare_prompts("addition_3", task, str(prompts))
+    prompt_options = {"n_prompts": task["n_prompts"]}
+    extraction = {**job_config["extraction"], "top_k": 5}
+    jobs.extract("m", "addition_3", str(directory), model_options, str(prompts), prompt_options, extraction, str(cache))
+    variants = {a: job_config["analyses"][a]["variants"] for a in FORWARD_ANALYSES}
+    jobs.forward_tables(variants, str(cache), str(tmp_path / "forward.parquet"), "m", "addition_3")
+    assert set(pl.read_parquet(tmp_path / "forward.parquet")["analysis"]) == set(FORWARD_ANALYSES)
+    for analysis in INTERVENTION_ANALYSES:
+        options = {**REGISTRY[analysis].job_options(job_config["analyses"][analysis]), "variant": "correct"}
+        outputs = {"table": str(tmp_path / f"{analysis}.parquet"), "tokens": str(tmp_path / f"{analysis}_tokens.parquet")}
+        inputs = {"baseline": str(cache)} if REGISTRY[analysis].baseline else {}
+        jobs.intervention(
+            analysis, "m", "addition_3", str(directory), model_options, str(prompts), prompt_options, options, outputs, inputs
+        )
+        table = pl.read_parquet(outputs["table"])
+        assert table.height > 0 and table["value"].is_finite().all(), (family, analysis)

@@ -104,3 +104,97 @@ def test_missing_or_empty_source(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FingerprintError, match="no model files"):
         model_fingerprint(tmp_path / "empty")
+
+
+# ---------------------------------------------------------------- headers: damaged files are named
+
+
+def _safetensors(path: Path) -> int:
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"a.weight": torch.zeros(8, 4), "b.bias": torch.ones(3)}, path, metadata={"format": "pt"})
+    return path.stat().st_size
+
+
+def test_safetensors_header_gives_every_shape(tmp_path):
+    path = tmp_path / "model.safetensors"
+    _safetensors(path)
+    assert fingerprint.safetensors_shapes(path) == {"a.weight": [8, 4], "b.bias": [3]}
+
+
+@pytest.mark.parametrize("keep", [0.6, 0.999])
+def test_truncated_safetensors_names_both_sizes(tmp_path, keep):
+    """A file cut anywhere in its data says how long it should be, and how long it is."""
+    path = tmp_path / "model.safetensors"
+    whole = _safetensors(path)
+    cut = int(whole * keep)
+    os.truncate(path, cut)
+    with pytest.raises(fingerprint.ModelFileError) as info:
+        fingerprint.safetensors_shapes(path)
+    assert f"{path} is truncated or damaged (header says {whole} bytes, file has {cut} bytes); copy it again" in str(info.value)
+
+
+def test_safetensors_cut_inside_its_header_or_grown(tmp_path):
+    path = tmp_path / "model.safetensors"
+    whole = _safetensors(path)
+    os.truncate(path, 20)
+    with pytest.raises(fingerprint.ModelFileError, match=r"its header alone says \d+ bytes, file has 20 bytes"):
+        fingerprint.safetensors_shapes(path)
+    _safetensors(path)
+    with open(path, "ab") as fh:
+        fh.write(b"\0" * 16)
+    with pytest.raises(
+        fingerprint.ModelFileError, match=rf"longer than its tensors\) \(header says {whole} bytes, file has {whole + 16}"
+    ):
+        fingerprint.safetensors_shapes(path)
+    path.write_bytes(b"\x04\0\0\0\0\0\0\0nope")
+    with pytest.raises(fingerprint.ModelFileError, match="is damaged .its header is not a safetensors header"):
+        fingerprint.safetensors_shapes(path)
+
+
+def test_shard_index_must_match_the_shards(tmp_path):
+    import json
+
+    _safetensors(tmp_path / "model-00001-of-00001.safetensors")
+    index = tmp_path / "model.safetensors.index.json"
+    shard = "model-00001-of-00001.safetensors"
+    index.write_text(json.dumps({"weight_map": {"a.weight": shard, "b.bias": shard}}))
+    assert fingerprint.checkpoint_shapes(tmp_path) == {"a.weight": (shard, [8, 4]), "b.bias": (shard, [3])}
+    index.write_text(json.dumps({"weight_map": {"a.weight": shard, "c.weight": "model-00002-of-00002.safetensors"}}))
+    with pytest.raises(fingerprint.ModelFileError, match="names the shard model-00002-of-00002.safetensors, which is not in"):
+        fingerprint.checkpoint_shapes(tmp_path)
+    index.write_text(json.dumps({"weight_map": {"a.weight": shard, "c.weight": shard}}))
+    with pytest.raises(fingerprint.ModelFileError, match=f"places tensor c.weight in {shard}, which does not hold it"):
+        fingerprint.checkpoint_shapes(tmp_path)
+
+
+def _gguf(path: Path) -> int:
+    import numpy as np
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.arange(64 * 16, dtype=np.float32).reshape(64, 16))
+    writer.add_tensor("output_norm.weight", np.ones(16, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path.stat().st_size
+
+
+def test_gguf_header_and_tensor_extents(tmp_path):
+    path = tmp_path / "m.gguf"
+    whole = _gguf(path)
+    reader = fingerprint.read_gguf(path)
+    assert sorted(t.name for t in reader.tensors) == ["output_norm.weight", "token_embd.weight"]
+    for cut in (whole - 10, whole // 2, 40):
+        os.truncate(path, cut)
+        with pytest.raises(
+            fingerprint.ModelFileError, match=rf"{path} is truncated or damaged \(.*file has {cut} bytes.*copy or download"
+        ):
+            fingerprint.read_gguf(path)
+    path.write_bytes(b"PK\3\4 not a gguf")
+    with pytest.raises(fingerprint.ModelFileError, match="is not a GGUF file"):
+        fingerprint.read_gguf(path)

@@ -1,5 +1,6 @@
 # Config validation, wildcard constraints and input functions shared by every rule.
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -97,21 +98,37 @@ def _local_model_source(name, entry):
 
 
 def _check_local_models():
-    """Architecture (config.json or GGUF header, effdepth.adapters.check_model_config) and fingerprint
-    of every local model, before any job runs."""
-    from effdepth.adapters import check_model_config
-    from effdepth.fingerprint import FingerprintError, refresh_fingerprint
+    """Files (headers, shapes against config.json, tokenizer: effdepth.models.check_model_files),
+    architecture and attention implementation (effdepth.adapters) and fingerprint of every local
+    model, before any job runs."""
+    from effdepth.adapters import attention_implementation, check_model_config
+    from effdepth.fingerprint import FingerprintError, ModelFileError, refresh_fingerprint
+    from effdepth.models import check_model_files
 
     for name, entry in config["models"].items():
         source = _local_model_source(name, entry)
         if source is None:
             continue
+        key = f"models.{name}.{'path' if 'path' in entry else 'gguf'}"
         if "path" in entry and not (source / "config.json").is_file():
-            raise WorkflowError(f"models.{name}.path: {source} is not a Hugging Face model directory (no config.json)")
+            raise WorkflowError(f"{key}: {source} is not a Hugging Face model directory (no config.json)")
         try:
             check_model_config(source)
         except (ValueError, FileNotFoundError) as error:  # unsupported, or an unreadable config.json
             raise WorkflowError(f"models.{name}: {error}") from None
+        except ModelFileError as error:  # a damaged GGUF header
+            raise WorkflowError(f"{key}: {error}") from None
+        try:
+            check_model_files(source, trust_remote_code=entry.get("trust_remote_code", False))
+        except ModelFileError as error:
+            raise WorkflowError(f"{key}: {error}") from None
+        if "path" in entry:
+            try:
+                attention_implementation(
+                    json.loads((source / "config.json").read_text()), entry.get("attn_implementation", "auto")
+                )
+            except ValueError as error:  # sdpa asked of an architecture without it
+                raise WorkflowError(f"models.{name}.attn_implementation: {error}") from None
         try:
             refresh_fingerprint(source, FINGERPRINT.format(model=name))
         except FingerprintError as error:
