@@ -121,17 +121,6 @@ class Adapter:
         scale = self.multiplier(model, layer)
         return x if scale == 1.0 else x * scale
 
-    def feed_forward(self, layer: nn.Module) -> nn.Module:
-        """A module mapping the residual the MLP reads to m_l (norms and multipliers included);
-        ``feed_forward(layer)(feed_forward_norm(layer)(x))`` is m_l for every block shape.
-        Prefer ``mlp_contribution``."""
-        return _Contribution(self, layer)
-
-    def feed_forward_norm(self, layer: nn.Module) -> nn.Module:
-        """The identity: ``feed_forward`` already applies the MLP's own norms (kept for callers
-        composing the two)."""
-        return nn.Identity()
-
     def norm(self, model: nn.Module) -> nn.Module:
         return self.get(model, self.final_norm)
 
@@ -153,18 +142,6 @@ class Adapter:
         if cap:
             z = torch.tanh(z / cap) * cap
         return z
-
-
-class _Contribution(nn.Module):
-    """``Adapter.mlp_contribution`` of one layer as a module (not registered in the model)."""
-
-    def __init__(self, adapter: Adapter, layer: nn.Module):
-        super().__init__()
-        self.adapter = adapter
-        object.__setattr__(self, "_layer", layer)  # a reference, not a submodule
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.adapter.mlp_contribution(None, self._layer, x)
 
 
 # ----------------------------------------------------------------------------- the families

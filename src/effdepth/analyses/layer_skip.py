@@ -45,7 +45,7 @@ def skip_replacement(clean: CleanRun, s: int, kind: str, variant: str) -> torch.
     elif kind == "attention":
         layer = clean.runner.layers[s]
         adapter = clean.runner.adapter
-        replacement = h_in + adapter.feed_forward(layer)(adapter.feed_forward_norm(layer)(h_in.unsqueeze(0)))[0]
+        replacement = h_in + adapter.mlp_contribution(clean.runner.model, layer, h_in.unsqueeze(0))[0]
     else:
         raise ValueError(f"unknown skip kind {kind!r}; one of {SKIP_KINDS}")
     return replacement
