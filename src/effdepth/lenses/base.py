@@ -127,7 +127,7 @@ def unembed_hash(model: nn.Module, adapter: Adapter | None = None) -> str:
     """The tuned-lens package's identity of a model's unembedding: the hex SHA-256 of numpy's
     ``array_str`` of W_U [V, d] at precision 1 under numpy's default print options (which summarise
     a large matrix by its corners), so it is the same for the model in any floating dtype.
-    Stored as ``unembed_hash`` in a tuned-lens ``config.json`` (docs/methods.md#lenses)."""
+    Stored as ``unembed_hash`` in a tuned-lens ``config.json`` (docs/methods.md#tuned-lens-files)."""
     adapter = adapter or adapter_for(model)
     weight = adapter.unembedding(model).weight.detach().float().cpu().numpy()
     with np.printoptions(precision=1, threshold=1000, edgeitems=3, linewidth=75, suppress=False):

@@ -1,4 +1,4 @@
-"""Storing tuned lenses (docs/methods.md#tuned-lens):
+"""Storing tuned lenses (docs/methods.md#tuned-lens-files):
 
 * the tuned-lens package's folder format, so existing lenses load here and ours open in its tools:
   ``config.json`` (``base_model_name_or_path``, ``d_model``, ``num_hidden_layers``, ``bias``,

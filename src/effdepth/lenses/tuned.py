@@ -1,4 +1,4 @@
-"""The tuned lens (Belrose et al. 2023, arXiv 2303.08112; docs/methods.md#tuned-lens).
+"""The tuned lens (Belrose et al. 2023, arXiv 2303.08112; docs/methods.md#lenses).
 
 One affine translator per depth l = 0 … L-1, applied residually, T_l(h) = h + A_l h + b_l, then the
 model's own output map: q_l = softmax(W_U · Norm_f(T_l(h_l))).  h_L (the last residual) needs no
