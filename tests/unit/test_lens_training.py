@@ -126,6 +126,14 @@ def test_training_lowers_heldout_kl_and_leaves_the_model_alone(caplog):
     assert result.recipe["tokens_per_step"] == 192 and result.recipe["momentum"] == 0.9
 
 
+def test_between_evaluations_the_step_loss_is_logged(model64, caplog):
+    with caplog.at_level(logging.INFO, logger="effdepth"):
+        train_tuned_lens(model64, SEQUENCES, SEQUENCES[:1], 0, steps=3, token_budget=60, eval_every_s=1e9, log_every_s=0.0)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("held-out KL(final‖lens) mean" in m and "by depth" in m for m in messages) == 2  # before and after
+    assert sum("on the step's tokens before its update" in m for m in messages) == 2  # steps 1 and 2
+
+
 def test_training_refuses_an_empty_budget(model64):
     with pytest.raises(ValueError, match="token_budget ≥ steps"):
         train_tuned_lens(model64, SEQUENCES, SEQUENCES, 0, steps=10, token_budget=5)

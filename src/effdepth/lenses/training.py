@@ -208,6 +208,7 @@ def train_tuned_lens(
     clip: float | None = REFERENCE_RECIPE["clip"],
     seed: int = 0,
     eval_every_s: float = 30.0,
+    log_every_s: float = 30.0,
     logger: logging.Logger | None = None,
 ) -> TrainingResult:
     """Train the translators of a tuned lens of ``model`` (module docstring: loss and recipe).
@@ -221,8 +222,14 @@ def train_tuned_lens(
     lr_scale · (1 − momentum), linear decay to 0; ``clip`` None disables clipping.
 
     The held-out KL per depth is evaluated and logged before the first step, after the first step
-    that ends ``eval_every_s`` seconds or more after the last evaluation, and after the last step;
-    ``effdepth.log.progress`` reports the steps at least every ``eval_every_s`` seconds meanwhile.
+    that ends ``eval_every_s`` seconds or more after the last evaluation, and after the last step.
+    Between evaluations, at the first step boundary ``log_every_s`` seconds after the previous such
+    line, the loss of the latest step (measured before its update, so on tokens the lens has not
+    been trained on until the data cycles) is logged with the latest held-out mean, and
+    ``effdepth.log.progress`` reports the step count at least every ``log_every_s`` seconds even
+    while one step runs longer.  A held-out evaluation costs a forward over the held-out tokens and
+    L unembeddings per token: keep the held-out set small or ``eval_every_s`` long where steps are
+    slow.
 
     Returns a TrainingResult.  Raises ValueError for steps < 1, token_budget < steps or empty
     data; TypeError when ``lens`` belongs to another model.
@@ -291,11 +298,11 @@ def train_tuned_lens(
 
     try:
         before = evaluate(0, 0, float("nan"))
-        last_eval = time.monotonic()
+        last_eval = last_log = time.monotonic()
         tokens = 0
         loss = float("nan")
         after = before
-        for step in progress(range(steps), steps, "tuned lens training steps", logger, every_s=eval_every_s):
+        for step in progress(range(steps), steps, "tuned lens training steps", logger, every_s=log_every_s):
             optimizer.zero_grad(set_to_none=True)
             got, total = 0, torch.zeros(lens.n_layers, dtype=torch.float64)
             while got < per_step:
@@ -322,7 +329,19 @@ def train_tuned_lens(
                 after = evaluate(step + 1, tokens, loss)
             elif time.monotonic() - last_eval >= eval_every_s:
                 evaluate(step + 1, tokens, loss)
-                last_eval = time.monotonic()
+                last_eval = last_log = time.monotonic()
+            elif time.monotonic() - last_log >= log_every_s:
+                logger.info(
+                    "tuned lens: step %d/%d, %d tokens: loss %.4f nats on the step's tokens before its update; "
+                    "last held-out KL(final‖lens) mean %.4f nats (step %d)",
+                    step + 1,
+                    steps,
+                    tokens,
+                    loss,
+                    history[-1]["heldout_mean"],
+                    history[-1]["step"],
+                )
+                last_log = time.monotonic()
     finally:
         for p, flag in frozen:
             p.requires_grad_(flag)
