@@ -125,3 +125,18 @@ def test_safetensors_round_trip_with_provenance(model64, tmp_path):
 def test_unembed_hash_tells_models_apart(model64):
     assert unembed_hash(model64) == unembed_hash(model64)
     assert unembed_hash(model64) != unembed_hash(tiny_model("qwen2", seed=9, dtype=torch.float64))
+
+
+def test_open_tuned_lens_reads_either_storage(model64, tmp_path):
+    from effdepth.lenses.storage import open_tuned_lens
+
+    lens = trained(model64, seed=5)
+    folder = export_tuned_lens(lens, tmp_path / "folder")
+    save_tuned_lens(lens, tmp_path / "lens.safetensors", model_name="tiny", training_data="sha256:d")
+    for path in (folder, tmp_path / "lens.safetensors"):
+        back = open_tuned_lens(path, model64)
+        assert all(torch.equal(a, b) for a, b in zip(lens.parameters(), back.parameters()))
+    with pytest.raises(LensMismatchError, match="not sha256:e"):
+        open_tuned_lens(tmp_path / "lens.safetensors", model64, training_data="sha256:e")
+    with pytest.raises(FileNotFoundError, match="neither a tuned-lens folder"):
+        open_tuned_lens(tmp_path / "nothing.pt", model64)

@@ -209,3 +209,19 @@ def load_tuned_lens(
         raise LensMismatchError(f"{where} was trained on data {meta.get('training_data')}, not {training_data}: retrain it")
     _load_state(lens, tensors, where)
     return lens, meta
+
+
+def open_tuned_lens(path: Path | str, model: nn.Module, adapter: Adapter | None = None, **checks: Any) -> TunedLens:
+    """A TunedLens of ``model`` from either storage: a tuned-lens folder (``import_tuned_lens``) or
+    an effdepth ``.safetensors`` file (``load_tuned_lens``; ``checks`` may name its
+    ``model_fingerprint`` / ``training_data``).  ``allow_unembed_mismatch`` goes to both.  Raises
+    FileNotFoundError for a path that is neither, and what the loader raises."""
+    path = Path(path)
+    allow = bool(checks.pop("allow_unembed_mismatch", False))
+    if path.is_dir():
+        if checks:
+            raise TypeError(f"a tuned-lens folder carries no {sorted(checks)} to check")
+        return import_tuned_lens(path, model, adapter, allow_unembed_mismatch=allow)
+    if path.suffix == ".safetensors" and path.is_file():
+        return load_tuned_lens(path, model, adapter, allow_unembed_mismatch=allow, **checks)[0]
+    raise FileNotFoundError(f"no tuned lens at {path}: neither a tuned-lens folder nor a .safetensors file")
