@@ -11,9 +11,11 @@ layers (their "depth fraction" ρ = 0.85: the last 15 %); the deep-thinking rati
 tokens is the share of deep-thinking ones.  Since D_L = 0 (the lens at l = L is the output), every
 token with finite D settles by l = L for any g > 0.
 
-Intervals: prompts resampled with replacement (``effdepth.depth.resample_counts``, the same
-resamples as the effective-depth bootstrap for the same key), the token-weighted statistic
-recomputed per resample, percentile interval ``effdepth.depth.percentile_interval``.
+Intervals: prompts resampled with replacement (``effdepth.depth.resample_counts``), the
+token-weighted statistic recomputed per resample, percentile interval
+``effdepth.depth.percentile_interval``.  With ``key = (model, task)`` and the same seed these are
+the very resamples of the effective-depth bootstrap of that (model, task) (``effdepth.depth``),
+and every lens of it shares them, so lens comparisons are paired.
 """
 
 from __future__ import annotations
