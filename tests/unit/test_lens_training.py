@@ -167,3 +167,19 @@ def test_chunks_and_training_data_identity():
     a = training_data_identity([[1, 2], [3]])
     assert a == training_data_identity([[1, 2], [3]]) and a.startswith("sha256:")
     assert a != training_data_identity([[1], [2, 3]]) != training_data_identity([[1, 2], [4]])
+
+
+def test_training_on_texts_checks_the_evaluation_prompts_first():
+    from effdepth.lenses.training import train_tuned_lens_on_texts
+
+    model = tiny_model("qwen2", seed=2)
+    tokenizer = char_tokenizer()
+    with pytest.raises(TrainingDataOverlap, match="evaluation prompt 0: 'Line 3: the quick"):
+        train_tuned_lens_on_texts(model, tokenizer, CORPUS, CORPUS[-2:], [CORPUS[3][:30]], seq_len=48, steps=1, token_budget=48)
+    with pytest.raises(TrainingDataOverlap):  # the held-out texts are checked too
+        train_tuned_lens_on_texts(model, tokenizer, CORPUS[:5], CORPUS[30:], [CORPUS[35]], seq_len=48, steps=1, token_budget=48)
+    result, identity = train_tuned_lens_on_texts(
+        model, tokenizer, CORPUS[:30], CORPUS[30:], ["What is 2 + 2?"], seq_len=48, heldout_chunks=2, steps=2, token_budget=96
+    )
+    assert result.steps == 2 and result.tokens == 96
+    assert identity == training_data_identity(chunk_texts(tokenizer, CORPUS[:30], 48))

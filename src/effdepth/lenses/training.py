@@ -357,3 +357,38 @@ def train_tuned_lens(
         history=history,
         recipe=recipe,
     )
+
+
+def train_tuned_lens_on_texts(
+    model: nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    heldout_texts: Sequence[str],
+    evaluation_prompts: Sequence[str],
+    *,
+    seq_len: int = REFERENCE_RECIPE["seq_len"],
+    heldout_chunks: int | None = None,
+    pad_id: int | None = None,
+    **options: Any,
+) -> tuple[TrainingResult, str]:
+    """The training job in one call: refuse overlap of ``texts`` or ``heldout_texts`` with
+    ``evaluation_prompts`` (``check_disjoint``, on the raw texts), cut both corpora into
+    ``seq_len``-token chunks (``chunk_texts``; at most ``heldout_chunks`` held-out chunks), and
+    ``train_tuned_lens`` on them (``options``: its keyword arguments).
+
+    pad_id: default ``effdepth.models.pad_token_id(tokenizer, embedding_rows(model))``.  Returns
+    (TrainingResult, ``training_data_identity`` of the training chunks) — the identity to store
+    with the lens (``storage.save_tuned_lens``).  Raises TrainingDataOverlap, and what
+    ``chunk_texts`` / ``train_tuned_lens`` raise."""
+    check_disjoint(texts, evaluation_prompts)
+    check_disjoint(heldout_texts, evaluation_prompts)
+    train = chunk_texts(tokenizer, texts, seq_len)
+    heldout = chunk_texts(tokenizer, heldout_texts, seq_len)
+    if heldout_chunks is not None:
+        heldout = heldout[:heldout_chunks]
+    if pad_id is None:
+        from ..models import embedding_rows, pad_token_id
+
+        pad_id = pad_token_id(tokenizer, embedding_rows(model))
+    result = train_tuned_lens(model, train, heldout, pad_id, **options)
+    return result, training_data_identity(train)
