@@ -39,6 +39,8 @@ class Analysis:
     extraction    options the extraction job reads (its statistics are computed there)
     published     whether a ``published`` variant exists (reproducing a defect of the public code,
                   docs/methods.md#published-variant); without one ``variant: published`` is refused
+    needs_answer  whether it measures answer tokens, so every task it runs on needs a question/answer
+                  split (a whole-text ``text_field`` task is refused while the config is validated)
     """
 
     name: str
@@ -50,6 +52,7 @@ class Analysis:
     baseline: str | None = None
     extraction: tuple[str, ...] = ()
     published: bool = True
+    needs_answer: bool = False
 
     def module(self) -> ModuleType:
         return importlib.import_module(f"effdepth.analyses.{self.name}")
@@ -85,12 +88,20 @@ REGISTRY: dict[str, Analysis] = {
             kinds_option="kinds",
             published_kinds=("layer",),
         ),
-        Analysis("residual_erasure", INTERVENTION, ("n_prompts", *_STAIRCASE), ("output_change",), baseline="baseline_task"),
+        Analysis(
+            "residual_erasure",
+            INTERVENTION,
+            ("n_prompts", *_STAIRCASE),
+            ("output_change",),
+            baseline="baseline_task",
+            needs_answer=True,
+        ),
         Analysis(
             "integrated_gradients",
             INTERVENTION,
             ("rule", "steps", "min_steps", "max_steps", "n_prompts", "completeness_tolerance", "max_batch", "max_batch_tokens"),
             ("attribution", "f_input", "f_baseline", "attribution_sum", "completeness_gap", "steps"),
+            needs_answer=True,
         ),
         Analysis(
             "layer_deletion",
@@ -98,6 +109,7 @@ REGISTRY: dict[str, Analysis] = {
             ("n_prompts", "keep_last", "max_batch", "max_batch_tokens"),
             ("exit_loss", "exit_agreement", "deletion_loss", "deletion_agreement", "full_loss"),
             published=False,
+            needs_answer=True,
         ),
     )
 }
