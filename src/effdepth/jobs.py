@@ -73,12 +73,12 @@ def _load(
     against each other before the first forward (``effdepth.models.check_model_tokenizer``,
     ``check_prompt_ids``)."""
     from .models import check_model_tokenizer, check_prompt_ids, embedding_rows, load_model
-    from .tasks import read_prompts, select_prompts
+    from .tasks import context_limit, read_prompts, select_prompts
 
     net, tokenizer = load_model(model_dir, model_options)
     check_model_tokenizer(net, tokenizer, model, top_k=top_k)
     frame, digest = read_prompts(prompts)
-    chosen = select_prompts(frame, tokenizer, n, prompt_options.get("max_tokens"))
+    chosen = select_prompts(frame, tokenizer, n, prompt_options.get("max_tokens"), context_limit(net.config))
     check_prompt_ids(chosen, embedding_rows(net), model)
     return net, tokenizer, chosen, digest
 

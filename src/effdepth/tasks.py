@@ -591,27 +591,60 @@ def tokenize_prompt(tokenizer, question: str, answer: str, index: int | None = N
     return prefix + content, len(content) - k
 
 
-def select_prompts(frame: pl.DataFrame, tokenizer, n: int, max_tokens: int | None = None) -> list[dict[str, Any]]:
-    """The first ``n`` prompts whose token count is within ``max_tokens``, tokenised.
+# Config keys that bound the positions a model can read, by architecture (the first present wins).
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+
+
+def context_limit(model_config: Any) -> tuple[int, str] | None:
+    """(the most positions a model reads, the config key that says so), or None when its config
+    names none.
+
+    ``model_config``: a transformers ``PretrainedConfig`` (or anything with those attributes).  The
+    limit is the first of ``CONTEXT_KEYS`` the config sets; for a decoder with a text sub-config
+    (multimodal families) that sub-config is read.  A sliding window is no limit: those layers are
+    trained to attend within their window over longer inputs.  RoPE scaling is already counted in
+    ``max_position_embeddings`` by the families that use it (Llama 3, Qwen2.5 with YaRN configs
+    state the extended length).
+    """
+    text = getattr(model_config, "text_config", None)
+    for config in (model_config, text):
+        for key in CONTEXT_KEYS:
+            value = getattr(config, key, None) if config is not None else None
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value, key
+    return None
+
+
+def select_prompts(
+    frame: pl.DataFrame,
+    tokenizer,
+    n: int,
+    max_tokens: int | None = None,
+    context: tuple[int, str] | None = None,
+) -> list[dict[str, Any]]:
+    """The first ``n`` prompts within ``max_tokens`` and the model's context, tokenised.
 
     Args:
         frame: frozen prompts (columns id, question, answer, text; see :func:`build_prompts`).
         tokenizer: the model's tokenizer.
         n: how many prompts to keep.
         max_tokens: longest prompt kept, in tokens (with BOS); None keeps all.
+        context: the model's position limit and the config key that sets it (:func:`context_limit`);
+            a longer prompt would run past the positions the model was trained on and is dropped,
+            with a warning naming it, its length and the limit.  None: no limit.
 
     Returns ``{**row, "input_ids": ids, "n_answer": k}`` per kept prompt (see :func:`tokenize_prompt`).
-    Logs a warning when fewer than ``n`` fit and when prompts hold characters the tokenizer maps to
-    its unknown token.
+    Logs a warning naming every prompt dropped for the context, one when fewer than ``n`` fit, and
+    one when prompts hold characters the tokenizer maps to its unknown token.
 
     Raises:
         TaskError: a prompt whose text is not question + answer, a prompt that fails the checks of
-            :func:`tokenize_prompt` (naming its id), or no prompt within ``max_tokens``.
+            :func:`tokenize_prompt` (naming its id), or no prompt within ``max_tokens`` and the context.
     """
     from .log import get_logger
 
     log = get_logger("effdepth.tasks")
-    chosen, with_unknown = [], 0
+    chosen, with_unknown, too_long = [], 0, []
     for row in frame.iter_rows(named=True):
         if row["text"] != row["question"] + row["answer"]:
             raise TaskError(
@@ -620,18 +653,33 @@ def select_prompts(frame: pl.DataFrame, tokenizer, n: int, max_tokens: int | Non
         ids, n_answer = tokenize_prompt(tokenizer, row["question"], row["answer"], index=row["id"])
         if max_tokens is not None and len(ids) > max_tokens:
             continue
+        if context is not None and len(ids) > context[0]:
+            too_long.append(f"prompt {row['id']} ({len(ids)} tokens)")
+            continue
         with_unknown += tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids
         chosen.append({**row, "input_ids": ids, "n_answer": n_answer})
         if len(chosen) == n:
             break
+    limits = " and ".join(
+        ([f"max_tokens={max_tokens}"] if max_tokens is not None else [])
+        + ([f"the model's context of {context[0]} positions ({context[1]})"] if context is not None else [])
+    )
+    if too_long:
+        shown = ", ".join(too_long[:5]) + (f" and {len(too_long) - 5} more" if len(too_long) > 5 else "")
+        log.warning(
+            "dropped %d prompt(s) longer than the model's context of %d positions (%s in its config.json): %s; "
+            "set the task's max_tokens, shorten them, or use a model with a longer context",
+            len(too_long),
+            context[0],
+            context[1],
+            shown,
+        )
     if not chosen:
-        raise TaskError(f"no prompt fits max_tokens={max_tokens}")
+        raise TaskError(f"no prompt fits {limits or 'the task'}" + (f" (longer: {', '.join(too_long[:5])})" if too_long else ""))
     if with_unknown:
         log.warning(
             "%d of the %d prompts hold characters the tokenizer maps to %s", with_unknown, len(chosen), tokenizer.unk_token
         )
     if len(chosen) < n:
-        log.warning(
-            "only %d of the %d requested prompts fit max_tokens=%s (of %d candidates)", len(chosen), n, max_tokens, frame.height
-        )
+        log.warning("only %d of the %d requested prompts fit %s (of %d candidates)", len(chosen), n, limits, frame.height)
     return chosen

@@ -1,5 +1,7 @@
 """Prompt formats (on the real GSM8K / AIME24 files when present), seeding, freezing."""
 
+import logging
+
 import polars as pl
 import pytest
 
@@ -111,6 +113,55 @@ def test_tokenize_split_and_max_tokens(tokenizer):
     assert [c["id"] for c in chosen] == [1]  # and a warning says only 1 of 2 fit
     with pytest.raises(TaskError, match="no prompt fits"):
         select_prompts(frame, tokenizer, n=1, max_tokens=1)
+
+
+def qa_frame(pairs: list[tuple[str, str]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "id": list(range(len(pairs))),
+            "question": [q for q, _ in pairs],
+            "answer": [a for _, a in pairs],
+            "text": [q + a for q, a in pairs],
+        }
+    )
+
+
+def test_a_prompt_beyond_the_model_context_is_dropped_with_its_length_and_the_limit(tokenizer, caplog):
+    frame = qa_frame([("Problem: " + "x + " * 40 + "1 =", " 41"), ("Problem: x + 1 =", " 2")])
+    long = len(tokenize_prompt(tokenizer, frame["question"][0], frame["answer"][0])[0])
+    with caplog.at_level(logging.WARNING, logger="effdepth"):
+        chosen = select_prompts(frame, tokenizer, n=2, context=(64, "max_position_embeddings"))
+    assert [c["id"] for c in chosen] == [1]
+    warnings = " | ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert f"prompt 0 ({long} tokens)" in warnings and long > 64
+    assert "context of 64 positions (max_position_embeddings" in warnings
+    assert "only 1 of the 2 requested prompts fit the model's context of 64 positions" in warnings
+
+
+def test_no_prompt_within_the_context_is_an_error_naming_them(tokenizer):
+    frame = qa_frame([("x" * 80, " y")])
+    with pytest.raises(TaskError, match=r"no prompt fits the model's context of 64 positions .*prompt 0 \(8\d tokens\)"):
+        select_prompts(frame, tokenizer, n=1, context=(64, "n_positions"))
+
+
+def test_a_prompt_exactly_at_the_context_is_kept(tokenizer):
+    frame = qa_frame([("ab", "c")])
+    length = len(tokenize_prompt(tokenizer, "ab", "c")[0])
+    assert len(select_prompts(frame, tokenizer, n=1, context=(length, "max_position_embeddings"))) == 1
+
+
+def test_context_limit_reads_the_config_key_that_bounds_positions():
+    from types import SimpleNamespace
+
+    from effdepth.tasks import context_limit
+
+    assert context_limit(SimpleNamespace(max_position_embeddings=64, sliding_window=8)) == (64, "max_position_embeddings")
+    assert context_limit(SimpleNamespace(n_positions=1024)) == (1024, "n_positions")
+    assert context_limit(SimpleNamespace(text_config=SimpleNamespace(max_position_embeddings=32))) == (
+        32,
+        "max_position_embeddings",
+    )
+    assert context_limit(SimpleNamespace(hidden_size=8)) is None
 
 
 def test_select_prompts_rejects_text_that_is_not_question_plus_answer(tokenizer):
