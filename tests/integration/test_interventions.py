@@ -161,6 +161,54 @@ def test_skip_table_emits_every_cell_of_the_map():
     assert got == {(0, 0): 0.0, (0, 1): 0.5, (1, 0): 0.0, (1, 1): 0.25}
 
 
+def _hand_made_results(scale: float) -> dict:
+    future = scale * torch.tensor([[[[0.0], [0.5]], [[0.0], [0.25]]]], dtype=torch.float64)  # [K=1, s, j, P=1]
+    output = scale * torch.tensor([[[0.3], [0.1]]], dtype=torch.float64)
+    return {"future_max": future, "future_mean": future, "output_max": output, "output_mean": output}
+
+
+def test_a_prompt_without_skip_position_stays_in_the_table_with_weight_zero():
+    """Prompt 1 has no skip position: it keeps its per-prompt rows (weight 0, no value), and the
+    aggregates are those of prompts 0 and 2 alone."""
+    from effdepth.analyses.layer_skip import table
+
+    ids = {"model": "m", "task": "t", "n_layers": 2}
+    with_short = table([_hand_made_results(1.0), {}, _hand_made_results(2.0)], [[8], [], [8]], ["layer"], "correct", **ids)
+    without = table([_hand_made_results(1.0), _hand_made_results(2.0)], [[8], [8]], ["layer"], "correct", **ids)
+    short = with_short.filter(pl.col("prompt") == 1)
+    assert short.height > 0 and (short["weight"] == 0).all() and short["value"].null_count() == short.height
+    assert set(with_short["prompt"].drop_nulls()) == {0, 1, 2}
+    aggregate = pl.col("prompt").is_null()
+    assert with_short.filter(aggregate).equals(without.filter(aggregate))
+
+
+def test_layer_skip_names_the_prompts_too_short_for_a_skip_position(model64, tokenizer, caplog):
+    import logging
+
+    from effdepth.analyses import REGISTRY
+    from effdepth.analyses.layer_skip import run
+    from effdepth.jobs import Subject
+
+    long_ids, n_answer = prompt(tokenizer)
+    short_ids = long_ids[:11]
+    prompts = [
+        {"id": 0, "input_ids": long_ids, "n_answer": n_answer},
+        {"id": 1, "input_ids": short_ids, "n_answer": 1},
+        {"id": 2, "input_ids": long_ids, "n_answer": n_answer},
+    ]
+    options = {**{k: v for k, v in REGISTRY["layer_skip"].job_options({}).items()}, "variant": "correct"}
+    options |= {"positions_per_prompt": 2, "position_stride": 8, "seed": 0, "kinds": ["layer"]}
+    options |= {"max_batch": 64, "max_batch_tokens": 65536, "max_alive_tokens": 262144}
+    with caplog.at_level(logging.WARNING, logger="effdepth"):
+        rows = run(Subject("tiny", "words", model64, tokenizer, prompts), options)
+    warning = " | ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "layer skip tiny/words: prompt 1 (11 tokens) too short for a skip position at position_stride 8" in warning
+    assert "needs at least 13 tokens" in warning and "2 of 3 prompts skipped on" in warning
+    assert rows.filter(pl.col("prompt") == 1)["weight"].sum() == 0
+    with pytest.raises(ValueError, match=r"prompt 1 \(11 tokens\) too short .*0 of 1 prompts skipped on: none remain"):
+        run(Subject("tiny", "words", model64, tokenizer, [prompts[1]]), options)
+
+
 def test_skipping_a_zeroed_layer_changes_nothing(model64, tokenizer):
     ids, _ = prompt(tokenizer)
     layer = model64.model.layers[1]
