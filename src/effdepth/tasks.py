@@ -440,7 +440,10 @@ def read_prompts(path: Path | str) -> tuple[pl.DataFrame, str]:
     digest = prompts_hash(frame)
     stored = (table.schema.metadata or {}).get(b"effdepth.prompts_hash", b"").decode()
     if stored and stored != digest:
-        raise TaskError(f"{path}: content hash {digest} does not match the stored {stored}; delete it to rebuild")
+        raise TaskError(
+            f"{path}: content hash {digest} does not match the stored {stored} (the file was altered); rebuild it and "
+            f"everything made from it with `snakemake --forcerun {path}` plus your usual options (--configfile FILE last)"
+        )
     return frame, digest
 
 

@@ -83,8 +83,9 @@ def test_frozen_prompts_round_trip_and_tamper_detection(tmp_path):
         pl.from_arrow(table).with_columns(pl.lit("x").alias("answer")).to_arrow().replace_schema_metadata(table.schema.metadata)
     )
     pq.write_table(changed, path)
-    with pytest.raises(TaskError, match="does not match the stored"):
+    with pytest.raises(TaskError, match="does not match the stored") as info:
         read_prompts(path)
+    assert f"`snakemake --forcerun {path}`" in str(info.value) and "delete" not in str(info.value)
 
 
 def test_local_file_task_and_missing_file(tmp_path):
