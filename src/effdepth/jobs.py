@@ -128,6 +128,7 @@ def forward_tables(variants: dict[str, list[str]], stats: str, output: str, mode
     tensors, meta = load_tensors(stats, numpy=True)
     ids = {"model": model, "task": task, "n_layers": int(meta["n_layers"])}
     tables = [REGISTRY[a].module().table(tensors, meta, v, **ids) for a, vs in sorted(variants.items()) for v in vs]
+    log.info("%s / %s: %s from the %s prompts of the cache", model, task, ", ".join(sorted(variants)), meta["n_prompts"])
     write_table(pl.concat(tables, how="diagonal_relaxed"), output)
 
 
@@ -203,7 +204,10 @@ def intervention(
     n = int(options.get("n_prompts") or prompt_options["n_prompts"])
     net, tokenizer, chosen, _ = _load(model, model_dir, model_options, prompts, prompt_options, n)
     subject = Subject(model, task, net, tokenizer, chosen, dict(inputs or {}))
-    write_table(REGISTRY[analysis].module().run(subject, options), outputs["table"])
+    table = REGISTRY[analysis].module().run(subject, options)
+    used = table.filter(pl.col("prompt").is_not_null() & (pl.col("weight") > 0))["prompt"].n_unique()
+    log.info("%s %s/%s: used %d of the %d prompts it was given (%d requested)", analysis, model, task, used, len(chosen), n)
+    write_table(table, outputs["table"])
     tokens = [tokenizer.convert_ids_to_tokens(p["input_ids"]) for p in chosen]
     write_table(tokens_table(tokens, model=model, task=task), outputs["tokens"])
 

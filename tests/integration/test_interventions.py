@@ -500,3 +500,54 @@ def test_auto_ig_is_the_adaptive_rule_applied_to_the_reference_integrand(model64
         slow, used = adaptive_gauss_legendre(g, 4, 64, lambda s, d=delta: completeness_gap(float(s.sum()), d, 0.0) <= 1e-4, 8)
         assert used == int(fast["steps"][layer])
         torch.testing.assert_close(fast["ig"][layer], slow, rtol=1e-6, atol=1e-10)
+
+
+def test_jobs_drop_prompts_beyond_the_context_and_log_how_many_prompts_they_used(tmp_path, caplog):
+    """The job path (effdepth.jobs): a prompt longer than the model's max_position_embeddings is
+    dropped with its length and the limit; the layer skip logs how many prompts it used of those
+    it was given and records the short one with weight 0."""
+    import logging
+
+    from effdepth.analyses import REGISTRY
+    from effdepth.config import MODEL_METADATA, job_entry, validate_config
+    from effdepth.jobs import intervention
+    from effdepth.tasks import build_prompts, write_prompts
+    from effdepth.testing import save_tiny_model
+
+    model_dir = save_tiny_model(tmp_path / "ctx48", "qwen2", seed=0, max_position_embeddings=48)
+    items = [
+        {"question": "a old cat", "answer": " sat"},  # 13 tokens
+        {"question": "two sat", "answer": " red"},  # 11: too short for a skip position
+        {"question": "x + " * 20 + "1 =", "answer": " 21"},  # 86: beyond the context of 48
+        {"question": "two sat river red cat on", "answer": " cat old cat two"},
+    ]
+    config = validate_config(
+        {
+            "models": {"m": {"path": str(model_dir), "device": "cpu"}},
+            "tasks": {"words": {"source": "fixed", "items": items, "n_prompts": 4}},
+            "analyses": {"layer_skip": {"kinds": ["layer"], "positions_per_prompt": 2}},
+        }
+    )
+    prompts = tmp_path / "words.parquet"
+    write_prompts(build_prompts("words", config["tasks"]["words"]), prompts, "words")
+    options = REGISTRY["layer_skip"].job_options(config["analyses"]["layer_skip"])
+    outputs = {"table": str(tmp_path / "skip.parquet"), "tokens": str(tmp_path / "tokens.parquet")}
+    with caplog.at_level(logging.INFO, logger="effdepth"):
+        intervention(
+            "layer_skip",
+            "m",
+            "words",
+            str(model_dir),
+            job_entry(config["models"]["m"], MODEL_METADATA),
+            str(prompts),
+            {"n_prompts": 4},
+            options,
+            outputs,
+        )
+    log = " | ".join(r.getMessage() for r in caplog.records)
+    assert "prompt 2 (86 tokens)" in log and "context of 48 positions (max_position_embeddings" in log
+    assert "prompt 1 (11 tokens) too short for a skip position" in log
+    assert "layer_skip m/words: used 2 of the 3 prompts it was given (4 requested)" in log
+    table = pl.read_parquet(outputs["table"])
+    assert sorted(table["prompt"].drop_nulls().unique()) == [0, 1, 2]  # indices of the 3 prompts it was given
+    assert table.filter(pl.col("prompt") == 1)["weight"].sum() == 0
