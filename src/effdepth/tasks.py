@@ -314,8 +314,10 @@ def _load_hub(source: str, spec: dict[str, Any], n: int | None) -> list[dict[str
 
 def _file_pairs(spec: dict[str, Any], rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     if "question_field" in spec:
+        join = spec.get("join", "")
         return [
-            (_text(r, spec["question_field"], "question_field"), _text(r, spec["answer_field"], "answer_field")) for r in rows
+            (_text(r, spec["question_field"], "question_field") + join, _text(r, spec["answer_field"], "answer_field"))
+            for r in rows
         ]
     return [(_text(r, spec["text_field"], "text_field"), "") for r in rows]
 
@@ -331,7 +333,7 @@ def _pairs(name: str, spec: dict[str, Any], base_dir: Path | str, complete: bool
             _Row(item if isinstance(item, dict) else {"item": item}, f"tasks.{name}.items", i, "item")
             for i, item in enumerate(spec["items"], 1)
         ]
-        return [(_text(item, "question"), _text(item, "answer")) for item in items]
+        return [(_text(item, "question") + spec.get("join", ""), _text(item, "answer")) for item in items]
     if source == "file":
         return _file_pairs(spec, read_rows(Path(base_dir) / spec["path"]))
     if spec.get("path"):
@@ -341,6 +343,41 @@ def _pairs(name: str, spec: dict[str, Any], base_dir: Path | str, complete: bool
     if complete:
         return None
     return [FORMATTERS[source](r) for r in _load_hub(source, spec, None if spec.get("max_tokens") else 4 * n)]
+
+
+_CLOSES_A_WORD = set(".?!:;,)]}\"'")
+
+
+def _spaced_script(char: str) -> bool:
+    """Whether ``char`` belongs to a script that separates words with spaces (not CJK, kana, Thai)."""
+    return char.isalnum() and not ("\u0e00" <= char <= "\u0e7f" or "\u2e80" <= char <= "\ud7ff" or "\uf900" <= char <= "\uffef")
+
+
+def glued(question: str, answer: str) -> bool:
+    """Whether question and answer meet with no whitespace between two words: the question ends with
+    a letter, digit or closing punctuation, the answer starts with a letter or digit, both in a
+    script that puts spaces between words (``France?`` + ``Paris``; not ``2+2=`` + ``4``)."""
+    if not question or not answer or question[-1].isspace() or answer[0].isspace():
+        return False
+    end, start = question[-1], answer[0]
+    return _spaced_script(start) and (_spaced_script(end) or end in _CLOSES_A_WORD)
+
+
+def join_warning(name: str, spec: dict[str, Any], pairs: list[tuple[str, str]]) -> str | None:
+    """The warning for a question/answer task without ``join`` whose prompts glue question and
+    answer together (:func:`glued`), naming how many and the first; None when ``join`` is set, the
+    task is not a question/answer file or fixed task, or no prompt is glued."""
+    if "join" in spec or not (spec["source"] == "fixed" or "question_field" in spec):
+        return None
+    stuck = [i for i, (q, a) in enumerate(pairs) if glued(q, a)]
+    if not stuck:
+        return None
+    q, a = pairs[stuck[0]]
+    return (
+        f"tasks.{name}: {len(stuck)} of {len(pairs)} prompts join question and answer with no whitespace where two words "
+        f"meet (prompt {stuck[0]}: {_short(q[-30:], 40)} + {_short(a[:30], 40)} is read as {_short(q[-20:] + a[:20], 50)}); "
+        f"set tasks.{name}.join: ' ' to put a space between them (or join: '' to keep them as they are and silence this)"
+    )
 
 
 def _for_task(name: str, error: TaskError) -> TaskError:
@@ -355,7 +392,8 @@ def build_prompts(name: str, spec: dict[str, Any], base_dir: Path | str = ".") -
     Named benchmarks return their first ``4 * n_prompts`` items, or every item when the task has a
     token-length filter (AIME24's prompts carry their full solutions: a 1024-token cap keeps about a
     third of its 30 problems); extraction keeps the first ``n_prompts`` that fit.  Prompt formats
-    and the teacher-forced text ``question + answer`` follow docs/methods.md.
+    and the teacher-forced text ``question + answer`` follow docs/methods.md; ``join`` (file and
+    fixed tasks) ends every question.  Logs :func:`join_warning` when question and answer are glued.
 
     Args:
         name: the task's name in the config (seeds arithmetic tasks; names the task in errors).
@@ -374,6 +412,10 @@ def build_prompts(name: str, spec: dict[str, Any], base_dir: Path | str = ".") -
         raise _for_task(name, exc) from None
     if not pairs:
         raise TaskError(f"task {name!r} produced no prompts")
+    if warning := join_warning(name, spec, pairs):
+        from .log import get_logger
+
+        get_logger("effdepth.tasks").warning(warning)
     return pl.DataFrame(
         {
             "id": list(range(len(pairs))),
@@ -385,7 +427,7 @@ def build_prompts(name: str, spec: dict[str, Any], base_dir: Path | str = ".") -
     )
 
 
-def validate_task_file(name: str, spec: dict[str, Any], base_dir: Path | str = ".") -> None:
+def validate_task_file(name: str, spec: dict[str, Any], base_dir: Path | str = ".") -> list[str]:
     """Check everything local about a task without a tokenizer, a model or the network.
 
     Meant for workflow parse time, before any job runs: a bad local file then fails once, with its
@@ -393,6 +435,8 @@ def validate_task_file(name: str, spec: dict[str, Any], base_dir: Path | str = "
     named benchmark's ``path:`` copy) is read and formatted exactly as :func:`build_prompts` would;
     ``fixed`` items are checked the same way; arithmetic tasks and benchmarks without a local copy
     have nothing local to check.
+
+    Returns the warnings about the task (:func:`join_warning`), for the workflow to show.
 
     Args:
         name: the task's name in the config.
@@ -405,9 +449,11 @@ def validate_task_file(name: str, spec: dict[str, Any], base_dir: Path | str = "
             matches), null, NaN, a boolean, a list, or empty text.  Never raises HubDownloadError.
     """
     try:
-        _pairs(name, spec, base_dir, complete=True)
+        pairs = _pairs(name, spec, base_dir, complete=True)
     except TaskError as exc:
         raise _for_task(name, exc) from None
+    warning = join_warning(name, spec, pairs or [])
+    return [warning] if warning else []
 
 
 def prompts_hash(frame: pl.DataFrame) -> str:

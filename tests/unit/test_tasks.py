@@ -298,8 +298,8 @@ def test_validate_task_file_checks_every_row_without_the_network(tmp_path, monke
     path = _jsonl(tmp_path, *['{"question": "q ", "answer": "1"}'] * 5, '{"question": "q ", "answer": ""}')
     with pytest.raises(TaskFileError, match="line 6, field 'answer': is empty"):
         validate_task_file("t", _file_task(path))
-    assert validate_task_file("g", {"source": "gsm8k", "n_prompts": 2}) is None  # no local copy: nothing to check
-    assert validate_task_file("a", {"source": "addition", "digits": 2, "n_prompts": 2}) is None
+    assert validate_task_file("g", {"source": "gsm8k", "n_prompts": 2}) == []  # no local copy: nothing to check
+    assert validate_task_file("a", {"source": "addition", "digits": 2, "n_prompts": 2}) == []
     assert (
         validate_task_file(
             "w",
@@ -310,7 +310,7 @@ def test_validate_task_file_checks_every_row_without_the_network(tmp_path, monke
                 "answer_field": "answer",
             },
         )
-        is None
+        == []
     )
 
 
@@ -324,3 +324,56 @@ def test_hub_failure_is_not_a_task_error(monkeypatch):
     with pytest.raises(HubDownloadError, match="could not load openai/gsm8k") as caught:
         build_prompts("gsm8k", {"source": "gsm8k", "n_prompts": 1})
     assert not isinstance(caught.value, TaskError)
+
+
+@pytest.mark.parametrize(
+    "question, answer, expected",
+    [
+        ("What is the capital of France?", "Paris", True),
+        ("The cat", "sat", True),
+        ("What is the capital of France? ", "Paris", False),
+        ("What is the capital of France?", " Paris", False),
+        ("Give the answer directly: 2 + 2 =", "4", False),
+        ("2+2=", "4", False),
+        ("He said", ", then left", False),
+        ("北京是", "中国的首都", False),
+    ],
+)
+def test_glued_finds_two_words_that_meet_without_whitespace(question, answer, expected):
+    from effdepth.tasks import glued
+
+    assert glued(question, answer) is expected
+
+
+def qa_file(tmp_path, rows) -> str:
+    import json
+
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps({"q": q, "a": a}) + "\n" for q, a in rows))
+    return str(path)
+
+
+def test_a_glued_question_and_answer_is_warned_about_and_join_puts_the_space(tmp_path):
+    path = qa_file(tmp_path, [("What is the capital of France?", "Paris"), ("2 + 2 =", " 4")])
+    spec = {"source": "file", "path": path, "question_field": "q", "answer_field": "a", "n_prompts": 2}
+    (warning,) = validate_task_file("qa", spec)
+    assert warning.startswith("tasks.qa: 1 of 2 prompts join question and answer with no whitespace")
+    assert "France?Paris" in warning and "set tasks.qa.join: ' '" in warning
+    assert build_prompts("qa", spec)["text"][0] == "What is the capital of France?Paris"  # the default: as given
+
+    joined = {**spec, "join": " "}
+    assert validate_task_file("qa", joined) == []
+    frame = build_prompts("qa", joined)
+    assert frame["text"].to_list() == ["What is the capital of France? Paris", "2 + 2 =  4"]
+    assert frame["question"][0] == "What is the capital of France? " and frame["answer"][0] == "Paris"
+    assert validate_task_file("qa", {**spec, "join": ""}) == []  # explicitly as given: no warning
+
+
+def test_join_on_fixed_items_and_its_answer_tokens(tokenizer):
+    spec = {"source": "fixed", "items": [{"question": "Capital of France?", "answer": "Paris"}], "join": "\nA: "}
+    frame = build_prompts("f", spec)
+    assert frame["text"][0] == "Capital of France?\nA: Paris"
+    ids, n_answer = tokenize_prompt(tokenizer, frame["question"][0], frame["answer"][0])
+    assert tokenizer.decode(ids[-n_answer:]) == "Paris"
+    assert validate_task_file("f", {**spec, "join": ""}) == []
+    assert validate_task_file("f", {k: spec[k] for k in ("source", "items")})  # no join: glued, warned about

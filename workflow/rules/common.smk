@@ -37,9 +37,12 @@ except ConfigError as error:
 # (and is never retried: only downloads are).
 from effdepth.tasks import TaskError, validate_task_file
 
+from snakemake.logging import logger as _task_logger
+
 for _task, _spec in config["tasks"].items():
     try:
-        validate_task_file(_task, _spec)
+        for _warning in validate_task_file(_task, _spec):
+            _task_logger.warning(_warning)
     except TaskError as error:
         raise WorkflowError(str(error)) from None
 
