@@ -13,6 +13,7 @@
 #   results/figures/{figure}.{pdf,svg,html}           one figure (grid over models)
 #   results/figures/all.pdf                           title page + every figure, stable order
 #   results/fingerprints/{model}.fingerprint          content fingerprint of the model's files
+#   results/fingerprints/tasks/{task}.fingerprint     content fingerprint of a local task file
 #   logs/{rule}/...                                   one log per job; logs/benchmark/ holds per-job timings
 #
 # Usage: snakemake --cores 8                    (config.yaml: the paper's 12 models)

@@ -38,9 +38,11 @@ class CacheError(RuntimeError):
 
 
 def rebuild_hint(path: Path | str) -> str:
+    """How to rebuild a damaged cache and everything made from it.  (Deleting the file is not enough:
+    Snakemake does not rebuild a missing intermediate file whose consumers are up to date.)"""
     return (
-        f"delete {path} and run the workflow again (Snakemake rebuilds a missing output), or rebuild every "
-        "cache with `snakemake --forcerun extract`"
+        f"rebuild it and every table made from it with `snakemake --forcerun {path}` plus your usual options "
+        "(--cores N, a target, --configfile FILE last); `snakemake --forcerun extract` rebuilds every cache"
     )
 
 

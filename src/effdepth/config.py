@@ -35,9 +35,13 @@ SOURCE_KEYS = {
     "aime24": ("path", "hf_id"),
     "addition": ("digits", "seed"),
     "multiplication": ("digits", "seed"),
-    "file": ("path", "text_field", "question_field", "answer_field"),
-    "fixed": ("items",),
+    "file": ("path", "text_field", "question_field", "answer_field", "join"),
+    "fixed": ("items", "join"),
 }
+# Suffixes a model name may not end with: results/tables/{model}/ would be a directory where the
+# workflow writes the file results/tables/{analysis}.parquet or effective_depth.csv, and a download
+# goes to resources/models/{model}.partial first.
+RESERVED_MODEL_SUFFIXES = (".parquet", ".csv", ".partial")
 COMMON_TASK_KEYS = ("source", "n_prompts", "max_tokens", "difficulty")
 
 
@@ -94,6 +98,9 @@ def _describe(error: ValidationError) -> str:
         return f"{where}: expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
     if error.validator == "required":
         return f"{where}: {error.message}"
+    if error.validator == "minItems" and not error.instance:
+        hint = "; remove the key to run on every task" if where.endswith(".tasks") else "; remove the key for its default"
+        return f"{where}: empty list{hint}"
     if error.validator == "propertyNames":
         return f"{where}: invalid name {error.instance!r} (letters, digits, '.', '_', '+', '-')"
     return f"{where}: {error.message}"
@@ -103,6 +110,12 @@ def _semantic_errors(config: dict[str, Any], original_analyses: dict[str, Any]) 
     """Cross-field rules JSON Schema expresses badly (its anyOf messages are unreadable)."""
     errors: list[str] = []
     for name, model in config["models"].items():
+        reserved = [s for s in RESERVED_MODEL_SUFFIXES if name.lower().endswith(s)]
+        if reserved:
+            errors.append(
+                f"models.{name}: a model name may not end with {reserved[0]!r}: its outputs would collide with the "
+                f"workflow's own files (results/tables/*{reserved[0]}, resources/models/*.partial); rename the model"
+            )
         given = [k for k in ("hf_id", "path", "gguf") if k in model]
         if len(given) != 1:
             errors.append(
@@ -122,6 +135,8 @@ def _semantic_errors(config: dict[str, Any], original_analyses: dict[str, Any]) 
             errors.append(f"tasks.{name}: source 'fixed' needs items")
         if ("question_field" in task) != ("answer_field" in task):
             errors.append(f"tasks.{name}: question_field and answer_field go together")
+        if src == "file" and "join" in task and "question_field" not in task:
+            errors.append(f"tasks.{name}.join: joins question and answer; a text_field task has no answer to join")
         ignored = sorted(set(task) - {*COMMON_TASK_KEYS, *SOURCE_KEYS[src]})
         if ignored:
             errors.append(
@@ -130,6 +145,20 @@ def _semantic_errors(config: dict[str, Any], original_analyses: dict[str, Any]) 
             )
     for analysis, options in (config.get("analyses") or {}).items():
         errors += _analysis_errors(analysis, options, original_analyses.get(analysis) or {}, list(config["tasks"]))
+        given = original_analyses.get(analysis) or {}
+        if REGISTRY[analysis].needs_answer:
+            for task in options.get("tasks", []):
+                if task in config["tasks"] and "text_field" in config["tasks"][task]:
+                    errors.append(
+                        f"analyses.{analysis}.tasks: task {task!r} is whole text (tasks.{task}.text_field) but {analysis} "
+                        f"measures answer tokens: give the task question_field + answer_field, or list the tasks "
+                        f"{analysis} runs on without it"
+                        + (
+                            ""
+                            if "tasks" in (original_analyses.get(analysis) or {})
+                            else f" (analyses.{analysis}.tasks defaults to every task)"
+                        )
+                    )
     primary = (config.get("figures") or {}).get("primary_task")
     if primary is not None and primary not in config["tasks"]:
         errors.append(f"figures.primary_task: unknown task {primary!r} (configured: {', '.join(config['tasks'])})")

@@ -155,6 +155,7 @@ class Curves:
     n_layers: int
     variant: str
     problem: str | None = None  # why no estimate may be read from these curves (non-finite values)
+    note: str | None = None  # prompts the analysis was given but left out (in the reason of every estimate)
 
     @property
     def n_prompts(self) -> int:
@@ -260,9 +261,21 @@ def skip_curves(rows: pl.DataFrame, effect: str, aggregation: str, n_layers: int
     the diagonal."""
     rows = rows.filter((pl.col("kind") == "layer") & (pl.col("aggregation") == aggregation) & (pl.col("metric") == effect))
     variant = rows["variant"][0]
+    # prompts too short for a skip position: per-prompt rows of weight 0 and no value (layer_skip.table)
+    unused = pl.col("prompt").is_not_null() & pl.col("value").is_null()
+    left_out = sorted(set(rows.filter(unused)["prompt"].to_list()))
+    rows = rows.filter(~unused)
+    note = None
+    if left_out:
+        used = rows.filter(pl.col("prompt").is_not_null())["prompt"].n_unique()
+        shown = ", ".join(map(str, left_out[:10])) + (f" and {len(left_out) - 10} more" if len(left_out) > 10 else "")
+        note = (
+            f"{used} of {used + len(left_out)} prompts: prompt {shown} too short for a skip position "
+            "(weight 0 in the layer_skip table)"
+        )
     if effect == "output":
         point, values, weights = _matrix(rows, pl.col("skipped_layer"), n_layers)
-        return Curves(point, values, weights, aggregation, lambda f: f, n_layers, variant)
+        return Curves(point, values, weights, aggregation, lambda f: f, n_layers, variant, note=note)
     L = n_layers
     point, values, weights = _matrix(rows, pl.col("skipped_layer") * L + pl.col("layer"), L * L)
     later = np.triu(np.ones((L, L), dtype=bool), k=1).ravel()  # j > s
@@ -273,7 +286,7 @@ def skip_curves(rows: pl.DataFrame, effect: str, aggregation: str, n_layers: int
     def to_curve(feats: np.ndarray) -> np.ndarray:
         return feats.reshape(feats.shape[0], L, L).sum(axis=2) / n_later
 
-    return Curves(point, values, weights, aggregation, to_curve, L, variant)
+    return Curves(point, values, weights, aggregation, to_curve, L, variant, note=note)
 
 
 # --- the estimator registry ---------------------------------------------------------------------
@@ -501,6 +514,8 @@ def _row(
         ed = None
     elif ed is None:
         reason = est.no_solution.format(tau=tau)
+    if curves.note:
+        reason = curves.note if reason is None else f"{reason}; {curves.note}"
     low = high = solvable = None
     if boot is not None and boot.size and usable:
         low, high, solvable = percentile_interval(est.rule(boot, tau))

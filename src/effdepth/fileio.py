@@ -67,3 +67,19 @@ def atomic_write(path: Path | str, writer: Callable[[Path], object]) -> Path:
             tmp.unlink()
         raise
     return path
+
+
+def writable_directory(path: Path | str) -> bool:
+    """Whether files can be created in the directory ``path`` (created first if missing): tried by
+    creating and removing a temporary file, since permission bits say nothing on a read-only mount
+    and nothing for root."""
+    import tempfile
+
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path, prefix=".writable-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError:
+        return False
+    return True

@@ -283,3 +283,25 @@ def read_gguf(path: Path | str):
     _GGUF_READERS.clear()  # keep one: a reader maps its file
     _GGUF_READERS[key] = reader
     return reader
+
+
+def refresh_task_fingerprint(task_file: Path | str, output: Path | str) -> str:
+    """Write ``output`` (``results/fingerprints/tasks/<task>.fingerprint``) for a local task file
+    (``tasks.<task>.path``) only if its content changed, and return the fingerprint.
+
+    The same scheme as a GGUF file's (the content's SHA-256, not its name): a task file edited in
+    place with its modification time kept (``cp -p``, ``rsync -a``, ``git checkout``, unpacking an
+    archive) still rewrites the fingerprint file, a tracked input of the task's prompt preparation,
+    so its prompts and everything made from them are rebuilt.  A fingerprint file written for the
+    first time takes the task file's modification time, so prompts built before fingerprints existed
+    are not rebuilt for that alone.  Raises ``FingerprintError`` for a missing or unreadable file.
+    """
+    task_file, output = Path(task_file), Path(output)
+    if not task_file.is_file():
+        raise FingerprintError(f"task file not found: {task_file}")
+    first = not output.is_file()
+    fingerprint = refresh_fingerprint(task_file, output)
+    if first:
+        mtime = task_file.stat().st_mtime_ns
+        os.utime(output, ns=(mtime, mtime))
+    return fingerprint

@@ -127,6 +127,7 @@ def forward_tables(variants: dict[str, list[str]], stats: str, output: str, mode
     if (read.model, read.task) != (model, task):
         raise CacheError(f"{stats} holds {read.model} / {read.task}, not {model} / {task}; {rebuild_hint(stats)}")
     tables = [forward_table(read, a, v) for a, vs in sorted(variants.items()) for v in vs]
+    log.info("%s / %s: %s from the %s prompts of the cache", model, task, ", ".join(sorted(variants)), read.n_prompts)
     write_table(pl.concat(tables, how="diagonal_relaxed"), output)
 
 
@@ -154,7 +155,12 @@ def intervention(
     n = int(options.get("n_prompts") or prompt_options["n_prompts"])
     subject = _load(model, task, model_dir, model_options, prompts, prompt_options, n)
     subject.inputs.update(inputs or {})
-    write_table(api.run(subject, analysis, **options), outputs["table"])
+    table = api.run(subject, analysis, **options)
+    used = table.filter(pl.col("prompt").is_not_null() & (pl.col("weight") > 0))["prompt"].n_unique()
+    log.info(
+        "%s %s/%s: used %d of the %d prompts it was given (%d requested)", analysis, model, task, used, len(subject.prompts), n
+    )
+    write_table(table, outputs["table"])
     tokens = [subject.tokenizer.convert_ids_to_tokens(p["input_ids"]) for p in subject.prompts]
     write_table(tokens_table(tokens, model=model, task=task), outputs["tokens"])
 

@@ -129,12 +129,12 @@ def prompt_frame(prompts: Prompts | dict[str, Any], task: str = "prompts") -> pl
 def choose_prompts(
     frame: pl.DataFrame, model: Any, tokenizer: Any, name: str, n: int, max_tokens: int | None
 ) -> list[dict[str, Any]]:
-    """The first ``n`` prompts of ``frame`` within ``max_tokens``, tokenised and checked against the
-    model's embedding (``tasks.select_prompts``, ``models.check_prompt_ids``)."""
+    """The first ``n`` prompts of ``frame`` within ``max_tokens`` and the model's context, tokenised and
+    checked against the model's embedding (``tasks.select_prompts``, ``models.check_prompt_ids``)."""
     from .models import check_prompt_ids, embedding_rows
-    from .tasks import select_prompts
+    from .tasks import context_limit, select_prompts
 
-    chosen = select_prompts(frame, tokenizer, n, max_tokens)
+    chosen = select_prompts(frame, tokenizer, n, max_tokens, context_limit(model.config))
     check_prompt_ids(chosen, embedding_rows(model), name)
     return chosen
 

@@ -314,8 +314,10 @@ def _load_hub(source: str, spec: dict[str, Any], n: int | None) -> list[dict[str
 
 def _file_pairs(spec: dict[str, Any], rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     if "question_field" in spec:
+        join = spec.get("join", "")
         return [
-            (_text(r, spec["question_field"], "question_field"), _text(r, spec["answer_field"], "answer_field")) for r in rows
+            (_text(r, spec["question_field"], "question_field") + join, _text(r, spec["answer_field"], "answer_field"))
+            for r in rows
         ]
     return [(_text(r, spec["text_field"], "text_field"), "") for r in rows]
 
@@ -331,7 +333,7 @@ def _pairs(name: str, spec: dict[str, Any], base_dir: Path | str, complete: bool
             _Row(item if isinstance(item, dict) else {"item": item}, f"tasks.{name}.items", i, "item")
             for i, item in enumerate(spec["items"], 1)
         ]
-        return [(_text(item, "question"), _text(item, "answer")) for item in items]
+        return [(_text(item, "question") + spec.get("join", ""), _text(item, "answer")) for item in items]
     if source == "file":
         return _file_pairs(spec, read_rows(Path(base_dir) / spec["path"]))
     if spec.get("path"):
@@ -341,6 +343,41 @@ def _pairs(name: str, spec: dict[str, Any], base_dir: Path | str, complete: bool
     if complete:
         return None
     return [FORMATTERS[source](r) for r in _load_hub(source, spec, None if spec.get("max_tokens") else 4 * n)]
+
+
+_CLOSES_A_WORD = set(".?!:;,)]}\"'")
+
+
+def _spaced_script(char: str) -> bool:
+    """Whether ``char`` belongs to a script that separates words with spaces (not CJK, kana, Thai)."""
+    return char.isalnum() and not ("\u0e00" <= char <= "\u0e7f" or "\u2e80" <= char <= "\ud7ff" or "\uf900" <= char <= "\uffef")
+
+
+def glued(question: str, answer: str) -> bool:
+    """Whether question and answer meet with no whitespace between two words: the question ends with
+    a letter, digit or closing punctuation, the answer starts with a letter or digit, both in a
+    script that puts spaces between words (``France?`` + ``Paris``; not ``2+2=`` + ``4``)."""
+    if not question or not answer or question[-1].isspace() or answer[0].isspace():
+        return False
+    end, start = question[-1], answer[0]
+    return _spaced_script(start) and (_spaced_script(end) or end in _CLOSES_A_WORD)
+
+
+def join_warning(name: str, spec: dict[str, Any], pairs: list[tuple[str, str]]) -> str | None:
+    """The warning for a question/answer task without ``join`` whose prompts glue question and
+    answer together (:func:`glued`), naming how many and the first; None when ``join`` is set, the
+    task is not a question/answer file or fixed task, or no prompt is glued."""
+    if "join" in spec or not (spec["source"] == "fixed" or "question_field" in spec):
+        return None
+    stuck = [i for i, (q, a) in enumerate(pairs) if glued(q, a)]
+    if not stuck:
+        return None
+    q, a = pairs[stuck[0]]
+    return (
+        f"tasks.{name}: {len(stuck)} of {len(pairs)} prompts join question and answer with no whitespace where two words "
+        f"meet (prompt {stuck[0]}: {_short(q[-30:], 40)} + {_short(a[:30], 40)} is read as {_short(q[-20:] + a[:20], 50)}); "
+        f"set tasks.{name}.join: ' ' to put a space between them (or join: '' to keep them as they are and silence this)"
+    )
 
 
 def _for_task(name: str, error: TaskError) -> TaskError:
@@ -355,7 +392,8 @@ def build_prompts(name: str, spec: dict[str, Any], base_dir: Path | str = ".") -
     Named benchmarks return their first ``4 * n_prompts`` items, or every item when the task has a
     token-length filter (AIME24's prompts carry their full solutions: a 1024-token cap keeps about a
     third of its 30 problems); extraction keeps the first ``n_prompts`` that fit.  Prompt formats
-    and the teacher-forced text ``question + answer`` follow docs/methods.md.
+    and the teacher-forced text ``question + answer`` follow docs/methods.md; ``join`` (file and
+    fixed tasks) ends every question.  Logs :func:`join_warning` when question and answer are glued.
 
     Args:
         name: the task's name in the config (seeds arithmetic tasks; names the task in errors).
@@ -374,6 +412,10 @@ def build_prompts(name: str, spec: dict[str, Any], base_dir: Path | str = ".") -
         raise _for_task(name, exc) from None
     if not pairs:
         raise TaskError(f"task {name!r} produced no prompts")
+    if warning := join_warning(name, spec, pairs):
+        from .log import get_logger
+
+        get_logger("effdepth.tasks").warning(warning)
     return pl.DataFrame(
         {
             "id": list(range(len(pairs))),
@@ -385,7 +427,7 @@ def build_prompts(name: str, spec: dict[str, Any], base_dir: Path | str = ".") -
     )
 
 
-def validate_task_file(name: str, spec: dict[str, Any], base_dir: Path | str = ".") -> None:
+def validate_task_file(name: str, spec: dict[str, Any], base_dir: Path | str = ".") -> list[str]:
     """Check everything local about a task without a tokenizer, a model or the network.
 
     Meant for workflow parse time, before any job runs: a bad local file then fails once, with its
@@ -393,6 +435,8 @@ def validate_task_file(name: str, spec: dict[str, Any], base_dir: Path | str = "
     named benchmark's ``path:`` copy) is read and formatted exactly as :func:`build_prompts` would;
     ``fixed`` items are checked the same way; arithmetic tasks and benchmarks without a local copy
     have nothing local to check.
+
+    Returns the warnings about the task (:func:`join_warning`), for the workflow to show.
 
     Args:
         name: the task's name in the config.
@@ -405,9 +449,11 @@ def validate_task_file(name: str, spec: dict[str, Any], base_dir: Path | str = "
             matches), null, NaN, a boolean, a list, or empty text.  Never raises HubDownloadError.
     """
     try:
-        _pairs(name, spec, base_dir, complete=True)
+        pairs = _pairs(name, spec, base_dir, complete=True)
     except TaskError as exc:
         raise _for_task(name, exc) from None
+    warning = join_warning(name, spec, pairs or [])
+    return [warning] if warning else []
 
 
 def prompts_hash(frame: pl.DataFrame) -> str:
@@ -440,7 +486,10 @@ def read_prompts(path: Path | str) -> tuple[pl.DataFrame, str]:
     digest = prompts_hash(frame)
     stored = (table.schema.metadata or {}).get(b"effdepth.prompts_hash", b"").decode()
     if stored and stored != digest:
-        raise TaskError(f"{path}: content hash {digest} does not match the stored {stored}; delete it to rebuild")
+        raise TaskError(
+            f"{path}: content hash {digest} does not match the stored {stored} (the file was altered); rebuild it and "
+            f"everything made from it with `snakemake --forcerun {path}` plus your usual options (--configfile FILE last)"
+        )
     return frame, digest
 
 
@@ -591,27 +640,60 @@ def tokenize_prompt(tokenizer, question: str, answer: str, index: int | None = N
     return prefix + content, len(content) - k
 
 
-def select_prompts(frame: pl.DataFrame, tokenizer, n: int, max_tokens: int | None = None) -> list[dict[str, Any]]:
-    """The first ``n`` prompts whose token count is within ``max_tokens``, tokenised.
+# Config keys that bound the positions a model can read, by architecture (the first present wins).
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+
+
+def context_limit(model_config: Any) -> tuple[int, str] | None:
+    """(the most positions a model reads, the config key that says so), or None when its config
+    names none.
+
+    ``model_config``: a transformers ``PretrainedConfig`` (or anything with those attributes).  The
+    limit is the first of ``CONTEXT_KEYS`` the config sets; for a decoder with a text sub-config
+    (multimodal families) that sub-config is read.  A sliding window is no limit: those layers are
+    trained to attend within their window over longer inputs.  RoPE scaling is already counted in
+    ``max_position_embeddings`` by the families that use it (Llama 3, Qwen2.5 with YaRN configs
+    state the extended length).
+    """
+    text = getattr(model_config, "text_config", None)
+    for config in (model_config, text):
+        for key in CONTEXT_KEYS:
+            value = getattr(config, key, None) if config is not None else None
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value, key
+    return None
+
+
+def select_prompts(
+    frame: pl.DataFrame,
+    tokenizer,
+    n: int,
+    max_tokens: int | None = None,
+    context: tuple[int, str] | None = None,
+) -> list[dict[str, Any]]:
+    """The first ``n`` prompts within ``max_tokens`` and the model's context, tokenised.
 
     Args:
         frame: frozen prompts (columns id, question, answer, text; see :func:`build_prompts`).
         tokenizer: the model's tokenizer.
         n: how many prompts to keep.
         max_tokens: longest prompt kept, in tokens (with BOS); None keeps all.
+        context: the model's position limit and the config key that sets it (:func:`context_limit`);
+            a longer prompt would run past the positions the model was trained on and is dropped,
+            with a warning naming it, its length and the limit.  None: no limit.
 
     Returns ``{**row, "input_ids": ids, "n_answer": k}`` per kept prompt (see :func:`tokenize_prompt`).
-    Logs a warning when fewer than ``n`` fit and when prompts hold characters the tokenizer maps to
-    its unknown token.
+    Logs a warning naming every prompt dropped for the context, one when fewer than ``n`` fit, and
+    one when prompts hold characters the tokenizer maps to its unknown token.
 
     Raises:
         TaskError: a prompt whose text is not question + answer, a prompt that fails the checks of
-            :func:`tokenize_prompt` (naming its id), or no prompt within ``max_tokens``.
+            :func:`tokenize_prompt` (naming its id), or no prompt within ``max_tokens`` and the context.
     """
     from .log import get_logger
 
     log = get_logger("effdepth.tasks")
-    chosen, with_unknown = [], 0
+    chosen, with_unknown, too_long = [], 0, []
     for row in frame.iter_rows(named=True):
         if row["text"] != row["question"] + row["answer"]:
             raise TaskError(
@@ -620,18 +702,33 @@ def select_prompts(frame: pl.DataFrame, tokenizer, n: int, max_tokens: int | Non
         ids, n_answer = tokenize_prompt(tokenizer, row["question"], row["answer"], index=row["id"])
         if max_tokens is not None and len(ids) > max_tokens:
             continue
+        if context is not None and len(ids) > context[0]:
+            too_long.append(f"prompt {row['id']} ({len(ids)} tokens)")
+            continue
         with_unknown += tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids
         chosen.append({**row, "input_ids": ids, "n_answer": n_answer})
         if len(chosen) == n:
             break
+    limits = " and ".join(
+        ([f"max_tokens={max_tokens}"] if max_tokens is not None else [])
+        + ([f"the model's context of {context[0]} positions ({context[1]})"] if context is not None else [])
+    )
+    if too_long:
+        shown = ", ".join(too_long[:5]) + (f" and {len(too_long) - 5} more" if len(too_long) > 5 else "")
+        log.warning(
+            "dropped %d prompt(s) longer than the model's context of %d positions (%s in its config.json): %s; "
+            "set the task's max_tokens, shorten them, or use a model with a longer context",
+            len(too_long),
+            context[0],
+            context[1],
+            shown,
+        )
     if not chosen:
-        raise TaskError(f"no prompt fits max_tokens={max_tokens}")
+        raise TaskError(f"no prompt fits {limits or 'the task'}" + (f" (longer: {', '.join(too_long[:5])})" if too_long else ""))
     if with_unknown:
         log.warning(
             "%d of the %d prompts hold characters the tokenizer maps to %s", with_unknown, len(chosen), tokenizer.unk_token
         )
     if len(chosen) < n:
-        log.warning(
-            "only %d of the %d requested prompts fit max_tokens=%s (of %d candidates)", len(chosen), n, max_tokens, frame.height
-        )
+        log.warning("only %d of the %d requested prompts fit %s (of %d candidates)", len(chosen), n, limits, frame.height)
     return chosen

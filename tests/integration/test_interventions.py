@@ -161,6 +161,54 @@ def test_skip_table_emits_every_cell_of_the_map():
     assert got == {(0, 0): 0.0, (0, 1): 0.5, (1, 0): 0.0, (1, 1): 0.25}
 
 
+def _hand_made_results(scale: float) -> dict:
+    future = scale * torch.tensor([[[[0.0], [0.5]], [[0.0], [0.25]]]], dtype=torch.float64)  # [K=1, s, j, P=1]
+    output = scale * torch.tensor([[[0.3], [0.1]]], dtype=torch.float64)
+    return {"future_max": future, "future_mean": future, "output_max": output, "output_mean": output}
+
+
+def test_a_prompt_without_skip_position_stays_in_the_table_with_weight_zero():
+    """Prompt 1 has no skip position: it keeps its per-prompt rows (weight 0, no value), and the
+    aggregates are those of prompts 0 and 2 alone."""
+    from effdepth.analyses.layer_skip import table
+
+    ids = {"model": "m", "task": "t", "n_layers": 2}
+    with_short = table([_hand_made_results(1.0), {}, _hand_made_results(2.0)], [[8], [], [8]], ["layer"], "correct", **ids)
+    without = table([_hand_made_results(1.0), _hand_made_results(2.0)], [[8], [8]], ["layer"], "correct", **ids)
+    short = with_short.filter(pl.col("prompt") == 1)
+    assert short.height > 0 and (short["weight"] == 0).all() and short["value"].null_count() == short.height
+    assert set(with_short["prompt"].drop_nulls()) == {0, 1, 2}
+    aggregate = pl.col("prompt").is_null()
+    assert with_short.filter(aggregate).equals(without.filter(aggregate))
+
+
+def test_layer_skip_names_the_prompts_too_short_for_a_skip_position(model64, tokenizer, caplog):
+    import logging
+
+    from effdepth.analyses import REGISTRY
+    from effdepth.analyses.layer_skip import run
+    from effdepth.jobs import Subject
+
+    long_ids, n_answer = prompt(tokenizer)
+    short_ids = long_ids[:11]
+    prompts = [
+        {"id": 0, "input_ids": long_ids, "n_answer": n_answer},
+        {"id": 1, "input_ids": short_ids, "n_answer": 1},
+        {"id": 2, "input_ids": long_ids, "n_answer": n_answer},
+    ]
+    options = {**{k: v for k, v in REGISTRY["layer_skip"].job_options({}).items()}, "variant": "correct"}
+    options |= {"positions_per_prompt": 2, "position_stride": 8, "seed": 0, "kinds": ["layer"]}
+    options |= {"max_batch": 64, "max_batch_tokens": 65536, "max_alive_tokens": 262144}
+    with caplog.at_level(logging.WARNING, logger="effdepth"):
+        rows = run(Subject("tiny", "words", model64, tokenizer, prompts), options)
+    warning = " | ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "layer skip tiny/words: prompt 1 (11 tokens) too short for a skip position at position_stride 8" in warning
+    assert "needs at least 13 tokens" in warning and "2 of 3 prompts skipped on" in warning
+    assert rows.filter(pl.col("prompt") == 1)["weight"].sum() == 0
+    with pytest.raises(ValueError, match=r"prompt 1 \(11 tokens\) too short .*0 of 1 prompts skipped on: none remain"):
+        run(Subject("tiny", "words", model64, tokenizer, [prompts[1]]), options)
+
+
 def test_skipping_a_zeroed_layer_changes_nothing(model64, tokenizer):
     ids, _ = prompt(tokenizer)
     layer = model64.model.layers[1]
@@ -452,3 +500,54 @@ def test_auto_ig_is_the_adaptive_rule_applied_to_the_reference_integrand(model64
         slow, used = adaptive_gauss_legendre(g, 4, 64, lambda s, d=delta: completeness_gap(float(s.sum()), d, 0.0) <= 1e-4, 8)
         assert used == int(fast["steps"][layer])
         torch.testing.assert_close(fast["ig"][layer], slow, rtol=1e-6, atol=1e-10)
+
+
+def test_jobs_drop_prompts_beyond_the_context_and_log_how_many_prompts_they_used(tmp_path, caplog):
+    """The job path (effdepth.jobs): a prompt longer than the model's max_position_embeddings is
+    dropped with its length and the limit; the layer skip logs how many prompts it used of those
+    it was given and records the short one with weight 0."""
+    import logging
+
+    from effdepth.analyses import REGISTRY
+    from effdepth.config import MODEL_METADATA, job_entry, validate_config
+    from effdepth.jobs import intervention
+    from effdepth.tasks import build_prompts, write_prompts
+    from effdepth.testing import save_tiny_model
+
+    model_dir = save_tiny_model(tmp_path / "ctx48", "qwen2", seed=0, max_position_embeddings=48)
+    items = [
+        {"question": "a old cat", "answer": " sat"},  # 13 tokens
+        {"question": "two sat", "answer": " red"},  # 11: too short for a skip position
+        {"question": "x + " * 20 + "1 =", "answer": " 21"},  # 86: beyond the context of 48
+        {"question": "two sat river red cat on", "answer": " cat old cat two"},
+    ]
+    config = validate_config(
+        {
+            "models": {"m": {"path": str(model_dir), "device": "cpu"}},
+            "tasks": {"words": {"source": "fixed", "items": items, "n_prompts": 4}},
+            "analyses": {"layer_skip": {"kinds": ["layer"], "positions_per_prompt": 2}},
+        }
+    )
+    prompts = tmp_path / "words.parquet"
+    write_prompts(build_prompts("words", config["tasks"]["words"]), prompts, "words")
+    options = REGISTRY["layer_skip"].job_options(config["analyses"]["layer_skip"])
+    outputs = {"table": str(tmp_path / "skip.parquet"), "tokens": str(tmp_path / "tokens.parquet")}
+    with caplog.at_level(logging.INFO, logger="effdepth"):
+        intervention(
+            "layer_skip",
+            "m",
+            "words",
+            str(model_dir),
+            job_entry(config["models"]["m"], MODEL_METADATA),
+            str(prompts),
+            {"n_prompts": 4},
+            options,
+            outputs,
+        )
+    log = " | ".join(r.getMessage() for r in caplog.records)
+    assert "prompt 2 (86 tokens)" in log and "context of 48 positions (max_position_embeddings" in log
+    assert "prompt 1 (11 tokens) too short for a skip position" in log
+    assert "layer_skip m/words: used 2 of the 3 prompts it was given (4 requested)" in log
+    table = pl.read_parquet(outputs["table"])
+    assert sorted(table["prompt"].drop_nulls().unique()) == [0, 1, 2]  # indices of the 3 prompts it was given
+    assert table.filter(pl.col("prompt") == 1)["weight"].sum() == 0

@@ -100,7 +100,8 @@ def test_damaged_cache_is_a_cache_error_with_path_and_rebuild_hint(tmp_path, dam
     path.write_bytes(bytes(data))
     with pytest.raises(CacheError) as info:
         load_tensors(path)
-    assert str(path) in str(info.value) and "--forcerun extract" in str(info.value)
+    assert str(path) in str(info.value) and f"`snakemake --forcerun {path}`" in str(info.value)
+    assert "delete" not in str(info.value)  # deleting the cache alone rebuilds nothing
 
 
 def test_flipped_bit_is_caught_in_every_tensor(tmp_path):

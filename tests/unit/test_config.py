@@ -212,3 +212,100 @@ def test_command_line_check_names_the_line(tmp_path, capsys):
     assert main([str(bad), str(REPO / "config" / "test.yaml")]) == 1
     out = capsys.readouterr()
     assert f"{bad}, line 2" in out.err and "config/test.yaml: valid" in out.out
+
+
+@pytest.mark.parametrize(
+    "block, key, fragment",
+    [
+        ("logit_lens", "tasks", "analyses.logit_lens.tasks: empty list; remove the key to run on every task"),
+        ("layer_skip", "kinds", "analyses.layer_skip.kinds: empty list; remove the key for its default"),
+        ("relative_contribution", "variants", "analyses.relative_contribution.variants: empty list"),
+    ],
+)
+def test_an_empty_list_is_refused_with_its_key(block, key, fragment):
+    config = minimal()
+    config["analyses"] = {block: {key: []}}
+    check(config, fragment)
+
+
+def test_an_empty_sweep_is_refused():
+    config = minimal() | {"effective_depth": {"sweep": []}}
+    check(config, "effective_depth.sweep: empty list")
+
+
+@pytest.mark.parametrize(
+    "path, value, fragment",
+    [
+        (("effective_depth", "bootstrap"), 10**9, "effective_depth.bootstrap: 1000000000 is greater than the maximum of 100000"),
+        (("tasks", "add", "n_prompts"), 10**9, "tasks.add.n_prompts: 1000000000 is greater than the maximum"),
+        (("analyses", "integrated_gradients", "steps"), 10**7, "analyses.integrated_gradients.steps: 10000000 is greater"),
+        (("analyses", "layer_skip", "positions_per_prompt"), 10**6, "analyses.layer_skip.positions_per_prompt"),
+        (("figures", "width"), 10**6, "figures.width: 1000000 is greater"),
+        (("execution", "gpu_mem_gb_per_b"), 0, "execution.gpu_mem_gb_per_b: 0 is less than or equal to the minimum"),
+    ],
+)
+def test_values_that_would_exhaust_memory_or_time_are_refused(path, value, fragment):
+    config = minimal()
+    block = config
+    for key in path[:-1]:
+        block = block.setdefault(key, {})
+    block[path[-1]] = value
+    check(config, fragment)
+
+
+def test_the_paper_bootstrap_is_within_bounds():
+    config = minimal() | {"effective_depth": {"bootstrap": 100000}}
+    assert validate_config(config)["effective_depth"]["bootstrap"] == 100000
+
+
+@pytest.mark.parametrize("name", ["effective_depth.csv", "logit_lens.parquet", "qwen.PARQUET", "tiny.partial"])
+def test_model_names_that_collide_with_output_paths_are_refused(name):
+    config = minimal()
+    config["models"] = {name: {"path": "some/dir"}}
+    check(config, f"models.{name}: a model name may not end with", "rename the model")
+
+
+def test_model_names_with_dots_stay_allowed():
+    config = minimal()
+    config["models"] = {"qwen2.5-7b": {"path": "some/dir"}}
+    assert "qwen2.5-7b" in validate_config(config)["models"]
+
+
+def whole_text_config(analysis: str, tasks: list[str] | None = None) -> dict:
+    config = minimal()
+    config["tasks"]["wiki"] = {"source": "file", "path": "wiki.jsonl", "text_field": "text"}
+    config["analyses"] = {analysis: {} if tasks is None else {"tasks": tasks}}
+    return config
+
+
+@pytest.mark.parametrize("analysis", ["integrated_gradients", "residual_erasure", "layer_deletion"])
+def test_an_answer_analysis_on_a_whole_text_task_is_refused(analysis):
+    config = whole_text_config(analysis)
+    if analysis == "residual_erasure":
+        config["analyses"][analysis]["baseline_task"] = "wiki"  # a whole-text baseline is fine
+    check(
+        config,
+        f"analyses.{analysis}.tasks: task 'wiki' is whole text (tasks.wiki.text_field)",
+        f"analyses.{analysis}.tasks defaults to every task",
+    )
+
+
+def test_an_answer_analysis_may_run_beside_a_whole_text_task():
+    config = whole_text_config("integrated_gradients", tasks=["add"])
+    config["analyses"]["logit_lens"] = {}
+    checked = validate_config(config)
+    assert checked["analyses"]["logit_lens"]["tasks"] == ["add", "wiki"]
+
+
+def test_join_is_read_by_question_answer_tasks_only():
+    config = minimal()
+    config["tasks"]["qa"] = {"source": "file", "path": "qa.jsonl", "question_field": "q", "answer_field": "a", "join": " "}
+    config["tasks"]["fixed"] = {"source": "fixed", "items": [{"question": "Q?", "answer": "A"}], "join": "\n"}
+    assert validate_config(config)["tasks"]["qa"]["join"] == " "
+    config["tasks"]["wiki"] = {"source": "file", "path": "w.jsonl", "text_field": "text", "join": " "}
+    config["tasks"]["add"]["join"] = " "
+    check(
+        config,
+        "tasks.wiki.join: joins question and answer; a text_field task has no answer",
+        "tasks.add: source 'addition' does not read 'join'",
+    )

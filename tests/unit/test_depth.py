@@ -300,6 +300,27 @@ def test_resampling_all_prompts_once_reproduces_the_aggregate(tables):
     np.testing.assert_allclose(out_max.resampled_curves(only_first)[0], out_max.values[0])
 
 
+def test_prompts_the_layer_skip_left_out_are_named_in_the_reason():
+    """A prompt without skip position (weight 0, no value in the layer_skip table) is not resampled:
+    the skip estimates count the prompts used and their reason says which prompt was left out."""
+    import torch
+
+    from effdepth.analyses.layer_skip import table
+
+    def results(scale):
+        future = scale * torch.tensor([[[[0.0], [0.5]], [[0.0], [0.25]]]], dtype=torch.float64)
+        output = scale * torch.tensor([[[0.3], [0.1]]], dtype=torch.float64)
+        return {"future_max": future, "future_mean": future, "output_max": output, "output_mean": output}
+
+    ids = {"model": "m", "task": "t", "n_layers": 2}
+    rows = table([results(1.0), {}, results(2.0), results(1.5)], [[8], [], [8], [8]], ["layer"], "correct", **ids)
+    ed, _ = effective_depth({"layer_skip": rows}, **PAPER, bootstrap=20)
+    assert ed.height == 4 and (ed["n_prompts"] == 3).all()
+    assert ed["ed"].null_count() == 0 and ed["ci_low"].null_count() == 0
+    for reason in ed["reason"]:
+        assert reason == "3 of 4 prompts: prompt 1 too short for a skip position (weight 0 in the layer_skip table)"
+
+
 def test_no_per_prompt_rows_means_no_interval(tables):
     aggregate_only = {a: t.filter(pl.col("prompt").is_null()) for a, t in tables.items()}
     table, _ = effective_depth(aggregate_only, **PAPER, bootstrap=100)

@@ -198,3 +198,47 @@ def test_gguf_header_and_tensor_extents(tmp_path):
     path.write_bytes(b"PK\3\4 not a gguf")
     with pytest.raises(fingerprint.ModelFileError, match="is not a GGUF file"):
         fingerprint.read_gguf(path)
+
+
+def test_a_task_file_edited_with_its_old_mtime_rewrites_its_fingerprint(tmp_path):
+    from effdepth.fingerprint import refresh_task_fingerprint
+
+    task = tmp_path / "t.jsonl"
+    task.write_text('{"question": "a old cat", "answer": " sat"}\n')
+    old = task.stat()
+    os.utime(task, ns=(old.st_atime_ns, old.st_mtime_ns - 10**12))  # an old task file
+    output = tmp_path / "results" / "fingerprints" / "tasks" / "t.fingerprint"
+    first = refresh_task_fingerprint(task, output)
+    # written for the first time, it is as old as the task file: prompts built before are not stale
+    assert output.stat().st_mtime_ns == task.stat().st_mtime_ns
+    before = output.stat().st_mtime_ns
+    assert refresh_task_fingerprint(task, output) == first and output.stat().st_mtime_ns == before
+
+    stat = task.stat()
+    task.write_text('{"question": "a old cat", "answer": " zzz"}\n')  # same size, mtime restored (cp -p)
+    os.utime(task, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert refresh_task_fingerprint(task, output) != first
+    assert output.stat().st_mtime_ns > before
+
+
+def test_a_missing_task_file_is_named(tmp_path):
+    from effdepth.fingerprint import refresh_task_fingerprint
+
+    with pytest.raises(FingerprintError, match="task file not found: .*gone.jsonl"):
+        refresh_task_fingerprint(tmp_path / "gone.jsonl", tmp_path / "t.fingerprint")
+
+
+def test_writable_directory_tries_a_write(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from effdepth.fileio import writable_directory
+
+    assert writable_directory(tmp_path / "results") and (tmp_path / "results").is_dir()
+    assert list((tmp_path / "results").iterdir()) == []  # the probe leaves nothing behind
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)  # a read-only mount refuses root as well
+    assert not writable_directory(tmp_path / "results")

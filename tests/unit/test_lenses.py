@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
+from effdepth.extract import extract_stats
 
 from effdepth.adapters import adapter_for
 from effdepth.capture import run_captured
-from effdepth.extract import extract_stats
 from effdepth.lenses import LENSES, LogitLens, TunedLens, js_divergence, kl_divergence, make_lens, top_k_overlap
 from effdepth.lenses.trajectories import LENS_STATISTICS, lens_statistics, lens_trajectories
 from effdepth.reference import reference_activations

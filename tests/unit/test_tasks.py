@@ -1,5 +1,7 @@
 """Prompt formats (on the real GSM8K / AIME24 files when present), seeding, freezing."""
 
+import logging
+
 import polars as pl
 import pytest
 
@@ -81,8 +83,9 @@ def test_frozen_prompts_round_trip_and_tamper_detection(tmp_path):
         pl.from_arrow(table).with_columns(pl.lit("x").alias("answer")).to_arrow().replace_schema_metadata(table.schema.metadata)
     )
     pq.write_table(changed, path)
-    with pytest.raises(TaskError, match="does not match the stored"):
+    with pytest.raises(TaskError, match="does not match the stored") as info:
         read_prompts(path)
+    assert f"`snakemake --forcerun {path}`" in str(info.value) and "delete" not in str(info.value)
 
 
 def test_local_file_task_and_missing_file(tmp_path):
@@ -111,6 +114,55 @@ def test_tokenize_split_and_max_tokens(tokenizer):
     assert [c["id"] for c in chosen] == [1]  # and a warning says only 1 of 2 fit
     with pytest.raises(TaskError, match="no prompt fits"):
         select_prompts(frame, tokenizer, n=1, max_tokens=1)
+
+
+def qa_frame(pairs: list[tuple[str, str]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "id": list(range(len(pairs))),
+            "question": [q for q, _ in pairs],
+            "answer": [a for _, a in pairs],
+            "text": [q + a for q, a in pairs],
+        }
+    )
+
+
+def test_a_prompt_beyond_the_model_context_is_dropped_with_its_length_and_the_limit(tokenizer, caplog):
+    frame = qa_frame([("Problem: " + "x + " * 40 + "1 =", " 41"), ("Problem: x + 1 =", " 2")])
+    long = len(tokenize_prompt(tokenizer, frame["question"][0], frame["answer"][0])[0])
+    with caplog.at_level(logging.WARNING, logger="effdepth"):
+        chosen = select_prompts(frame, tokenizer, n=2, context=(64, "max_position_embeddings"))
+    assert [c["id"] for c in chosen] == [1]
+    warnings = " | ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert f"prompt 0 ({long} tokens)" in warnings and long > 64
+    assert "context of 64 positions (max_position_embeddings" in warnings
+    assert "only 1 of the 2 requested prompts fit the model's context of 64 positions" in warnings
+
+
+def test_no_prompt_within_the_context_is_an_error_naming_them(tokenizer):
+    frame = qa_frame([("x" * 80, " y")])
+    with pytest.raises(TaskError, match=r"no prompt fits the model's context of 64 positions .*prompt 0 \(8\d tokens\)"):
+        select_prompts(frame, tokenizer, n=1, context=(64, "n_positions"))
+
+
+def test_a_prompt_exactly_at_the_context_is_kept(tokenizer):
+    frame = qa_frame([("ab", "c")])
+    length = len(tokenize_prompt(tokenizer, "ab", "c")[0])
+    assert len(select_prompts(frame, tokenizer, n=1, context=(length, "max_position_embeddings"))) == 1
+
+
+def test_context_limit_reads_the_config_key_that_bounds_positions():
+    from types import SimpleNamespace
+
+    from effdepth.tasks import context_limit
+
+    assert context_limit(SimpleNamespace(max_position_embeddings=64, sliding_window=8)) == (64, "max_position_embeddings")
+    assert context_limit(SimpleNamespace(n_positions=1024)) == (1024, "n_positions")
+    assert context_limit(SimpleNamespace(text_config=SimpleNamespace(max_position_embeddings=32))) == (
+        32,
+        "max_position_embeddings",
+    )
+    assert context_limit(SimpleNamespace(hidden_size=8)) is None
 
 
 def test_select_prompts_rejects_text_that_is_not_question_plus_answer(tokenizer):
@@ -246,8 +298,8 @@ def test_validate_task_file_checks_every_row_without_the_network(tmp_path, monke
     path = _jsonl(tmp_path, *['{"question": "q ", "answer": "1"}'] * 5, '{"question": "q ", "answer": ""}')
     with pytest.raises(TaskFileError, match="line 6, field 'answer': is empty"):
         validate_task_file("t", _file_task(path))
-    assert validate_task_file("g", {"source": "gsm8k", "n_prompts": 2}) is None  # no local copy: nothing to check
-    assert validate_task_file("a", {"source": "addition", "digits": 2, "n_prompts": 2}) is None
+    assert validate_task_file("g", {"source": "gsm8k", "n_prompts": 2}) == []  # no local copy: nothing to check
+    assert validate_task_file("a", {"source": "addition", "digits": 2, "n_prompts": 2}) == []
     assert (
         validate_task_file(
             "w",
@@ -258,7 +310,7 @@ def test_validate_task_file_checks_every_row_without_the_network(tmp_path, monke
                 "answer_field": "answer",
             },
         )
-        is None
+        == []
     )
 
 
@@ -272,3 +324,56 @@ def test_hub_failure_is_not_a_task_error(monkeypatch):
     with pytest.raises(HubDownloadError, match="could not load openai/gsm8k") as caught:
         build_prompts("gsm8k", {"source": "gsm8k", "n_prompts": 1})
     assert not isinstance(caught.value, TaskError)
+
+
+@pytest.mark.parametrize(
+    "question, answer, expected",
+    [
+        ("What is the capital of France?", "Paris", True),
+        ("The cat", "sat", True),
+        ("What is the capital of France? ", "Paris", False),
+        ("What is the capital of France?", " Paris", False),
+        ("Give the answer directly: 2 + 2 =", "4", False),
+        ("2+2=", "4", False),
+        ("He said", ", then left", False),
+        ("北京是", "中国的首都", False),
+    ],
+)
+def test_glued_finds_two_words_that_meet_without_whitespace(question, answer, expected):
+    from effdepth.tasks import glued
+
+    assert glued(question, answer) is expected
+
+
+def qa_file(tmp_path, rows) -> str:
+    import json
+
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps({"q": q, "a": a}) + "\n" for q, a in rows))
+    return str(path)
+
+
+def test_a_glued_question_and_answer_is_warned_about_and_join_puts_the_space(tmp_path):
+    path = qa_file(tmp_path, [("What is the capital of France?", "Paris"), ("2 + 2 =", " 4")])
+    spec = {"source": "file", "path": path, "question_field": "q", "answer_field": "a", "n_prompts": 2}
+    (warning,) = validate_task_file("qa", spec)
+    assert warning.startswith("tasks.qa: 1 of 2 prompts join question and answer with no whitespace")
+    assert "France?Paris" in warning and "set tasks.qa.join: ' '" in warning
+    assert build_prompts("qa", spec)["text"][0] == "What is the capital of France?Paris"  # the default: as given
+
+    joined = {**spec, "join": " "}
+    assert validate_task_file("qa", joined) == []
+    frame = build_prompts("qa", joined)
+    assert frame["text"].to_list() == ["What is the capital of France? Paris", "2 + 2 =  4"]
+    assert frame["question"][0] == "What is the capital of France? " and frame["answer"][0] == "Paris"
+    assert validate_task_file("qa", {**spec, "join": ""}) == []  # explicitly as given: no warning
+
+
+def test_join_on_fixed_items_and_its_answer_tokens(tokenizer):
+    spec = {"source": "fixed", "items": [{"question": "Capital of France?", "answer": "Paris"}], "join": "\nA: "}
+    frame = build_prompts("f", spec)
+    assert frame["text"][0] == "Capital of France?\nA: Paris"
+    ids, n_answer = tokenize_prompt(tokenizer, frame["question"][0], frame["answer"][0])
+    assert tokenizer.decode(ids[-n_answer:]) == "Paris"
+    assert validate_task_file("f", {**spec, "join": ""}) == []
+    assert validate_task_file("f", {k: spec[k] for k in ("source", "items")})  # no join: glued, warned about

@@ -38,9 +38,12 @@ except ConfigError as error:
 # (and is never retried: only downloads are).
 from effdepth.tasks import TaskError, validate_task_file
 
+from snakemake.logging import logger as _task_logger
+
 for _task, _spec in config["tasks"].items():
     try:
-        validate_task_file(_task, _spec)
+        for _warning in validate_task_file(_task, _spec):
+            _task_logger.warning(_warning)
     except TaskError as error:
         raise WorkflowError(str(error)) from None
 
@@ -78,6 +81,26 @@ def model_dir(wildcards):
 # content changed: replacing the weights reruns exactly the jobs that read them.  A downloaded
 # model's fingerprint is made by rule model_fingerprint from the snapshot.
 FINGERPRINT = "results/fingerprints/{model}.fingerprint"
+TASK_FINGERPRINT = "results/fingerprints/tasks/{task}.fingerprint"
+
+# Fingerprints are refreshed while the workflow is read, which writes under results/.  When results/
+# is not writable (a read-only mount, an archived project) nothing is written then: a dry run still
+# works (a fingerprint file that is missing is left out of the jobs' inputs), and a real run stops in
+# `onstart`, before any job, with the message below.
+from effdepth.fileio import writable_directory
+
+RESULTS_WRITABLE = writable_directory("results")
+READONLY_RESULTS = (
+    f"results/ is not writable (in {Path.cwd()}): every output of the workflow is written there; make it writable, "
+    "or run in a writable copy of the project (a dry run, -n, works without writing)"
+)
+if not RESULTS_WRITABLE:
+    from snakemake.logging import logger as _readonly_logger
+
+    _readonly_logger.warning(
+        f"{READONLY_RESULTS}. Fingerprints of local models and task files are not refreshed, so this dry run "
+        "does not see files changed since they were last written."
+    )
 
 
 def _local_model_source(name, entry):
@@ -129,6 +152,8 @@ def _check_local_models():
                 )
             except ValueError as error:  # sdpa asked of an architecture without it
                 raise WorkflowError(f"models.{name}.attn_implementation: {error}") from None
+        if not RESULTS_WRITABLE:
+            continue
         try:
             refresh_fingerprint(source, FINGERPRINT.format(model=name))
         except FingerprintError as error:
@@ -137,15 +162,46 @@ def _check_local_models():
 
 _check_local_models()
 
+# Tasks reading a local file (source=file, or a named benchmark's local copy): the content
+# fingerprint of the file, not its modification time, decides whether its prompts are rebuilt.
+FILE_TASKS = [t for t, spec in config["tasks"].items() if "path" in spec]
+
+
+def _check_task_fingerprints():
+    from effdepth.fingerprint import FingerprintError, refresh_task_fingerprint
+
+    if not RESULTS_WRITABLE:
+        return
+    for name in FILE_TASKS:
+        try:
+            refresh_task_fingerprint(config["tasks"][name]["path"], TASK_FINGERPRINT.format(task=name))
+        except FingerprintError as error:
+            raise WorkflowError(f"tasks.{name}.path: {error}") from None
+
+
+_check_task_fingerprints()
+
+
+def _fingerprint_input(path):
+    """A fingerprint file as a job input (the path); none ([]) when results/ is not writable and the
+    file was never written (a dry run only: a real run stops before any job)."""
+    return path if RESULTS_WRITABLE or Path(path).is_file() else []
+
 
 def model_fingerprint(wildcards):
-    return FINGERPRINT.format(model=wildcards.model)
+    if wildcards.model in HUB_MODELS:  # made by rule model_fingerprint
+        return FINGERPRINT.format(model=wildcards.model)
+    return _fingerprint_input(FINGERPRINT.format(model=wildcards.model))
 
 
 def task_files(wildcards):
-    """Local files a task reads (source=file, or a local copy of a named benchmark)."""
+    """Local files a task reads (source=file, or a local copy of a named benchmark), and the
+    fingerprint of their content."""
     spec = config["tasks"][wildcards.task]
-    return [spec["path"]] if "path" in spec else []
+    if "path" not in spec:
+        return []
+    fingerprint = _fingerprint_input(TASK_FINGERPRINT.format(task=wildcards.task))
+    return [spec["path"], fingerprint] if fingerprint else [spec["path"]]
 
 
 # --- the path grammar (Snakefile header): every path of the workflow is composed here -------------
@@ -373,6 +429,12 @@ def _pin_local_gpu_jobs():
     _logger.info(f"GPU jobs ({', '.join(sorted(scripts))}) get a GPU each from {gpu_shell}")
 
 
+def _check_results_writable():
+    if not RESULTS_WRITABLE:
+        raise WorkflowError(READONLY_RESULTS)
+
+
 onstart:
+    _check_results_writable()
     _check_slurm_settings()
     _pin_local_gpu_jobs()

@@ -41,7 +41,7 @@ rule model_fingerprint:
 
 rule convert_gguf:
     input:
-        fingerprint=FINGERPRINT,
+        fingerprint=model_fingerprint,
     output:
         directory("resources/models/{model}"),
     log:

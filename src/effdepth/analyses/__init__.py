@@ -38,6 +38,8 @@ class Analysis:
     extraction    options of this analysis the extraction job reads (its statistics are computed there)
     published     whether a ``published`` variant exists (reproducing a defect of the public code,
                   docs/methods.md#published-variant); without one ``variant: published`` is refused
+    needs_answer  whether it measures answer tokens, so every task it runs on needs a question/answer
+                  split (a whole-text ``text_field`` task is refused while the config is validated)
     """
 
     name: str
@@ -48,6 +50,7 @@ class Analysis:
     baseline: str | None = None
     extraction: tuple[str, ...] = ()
     published: bool = True
+    needs_answer: bool = False
 
     def module(self) -> ModuleType:
         return importlib.import_module(f"effdepth.analyses.{self.name}")
@@ -80,17 +83,19 @@ REGISTRY: dict[str, Analysis] = {
             kinds_option="kinds",
             published_kinds=("layer",),
         ),
-        Analysis("residual_erasure", INTERVENTION, ("n_prompts", *_STAIRCASE), baseline="baseline_task"),
+        Analysis("residual_erasure", INTERVENTION, ("n_prompts", *_STAIRCASE), baseline="baseline_task", needs_answer=True),
         Analysis(
             "integrated_gradients",
             INTERVENTION,
             ("rule", "steps", "min_steps", "max_steps", "n_prompts", "completeness_tolerance", "max_batch", "max_batch_tokens"),
+            needs_answer=True,
         ),
         Analysis(
             "layer_deletion",
             INTERVENTION,
             ("n_prompts", "keep_last", "max_batch", "max_batch_tokens"),
             published=False,
+            needs_answer=True,
         ),
     )
 }

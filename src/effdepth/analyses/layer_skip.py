@@ -23,10 +23,28 @@ SKIP_KINDS = ("layer", "attention", "mlp")
 
 
 def skip_positions(n_tokens: int, count: int, stride: int, seed: int, prompt_index: int) -> list[int]:
-    """Up to ``count`` positions from {stride, 2·stride, … < T−4}, by a shuffle seeded per prompt."""
+    """Up to ``count`` positions from {stride, 2·stride, … < T−4}, by a shuffle seeded per prompt;
+    none for a prompt of ``stride + 4`` tokens or fewer (:func:`min_tokens`)."""
     candidates = list(range(stride, n_tokens - 4, stride))
     random.Random(f"{seed}:{prompt_index}").shuffle(candidates)
     return sorted(candidates[:count])
+
+
+def min_tokens(stride: int) -> int:
+    """The fewest tokens a prompt needs for a skip position at ``stride``: T > stride + 4."""
+    return stride + 5
+
+
+def short_prompts_message(label: str, lengths: dict[Any, int], stride: int, given: int) -> str:
+    """The warning for prompts too short for a skip position: which (id and tokens), why, and how
+    many prompts remain of those given."""
+    shown = ", ".join(f"prompt {p} ({n} tokens)" for p, n in list(lengths.items())[:10])
+    more = f" and {len(lengths) - 10} more" if len(lengths) > 10 else ""
+    return (
+        f"layer skip {label}: {shown}{more} too short for a skip position at position_stride {stride} "
+        f"(needs at least {min_tokens(stride)} tokens); left out (weight 0 in the table), "
+        f"{given - len(lengths)} of {given} prompts skipped on"
+    )
 
 
 def skip_replacement(clean: CleanRun, s: int, kind: str, variant: str) -> torch.Tensor:
@@ -175,7 +193,11 @@ def table(
 ) -> pl.DataFrame:
     """Skip effects: metric ``future`` (layer = effect layer j, skipped_layer = s) and ``output``
     (layer = skipped layer), each with aggregation max (the paper) and mean, over positions and
-    prompts.  Per-prompt rows aggregate that prompt's positions."""
+    prompts.  Per-prompt rows aggregate that prompt's positions; a prompt without a skip position
+    (too short) keeps its per-prompt rows with weight 0 and a null value, so the table records every
+    prompt the analysis was given and which it used.
+
+    Raises ValueError when no prompt has a skip position."""
     rows: dict[str, list[Any]] = {
         k: [] for k in ("metric", "kind", "aggregation", "skipped_layer", "layer", "prompt", "value", "weight")
     }
@@ -196,6 +218,10 @@ def table(
             all_future = reduce(torch.cat(per_prompt_future, -1))
             all_output = reduce(torch.cat(per_prompt_output, -1))
             for s in range(n_layers):
+                for p in [i for i, pos in enumerate(positions) if not pos]:  # left out: weight 0, no value
+                    add("output", kind, agg, s, s, p, None, 0.0)
+                    for j in range(n_layers):
+                        add("future", kind, agg, s, j, p, None, 0.0)
                 for p in [None, *valid]:
                     out = all_output[s] if p is None else reduce(per_prompt_output[valid.index(p)])[s]
                     add(
@@ -227,7 +253,8 @@ def run(subject: Subject, options: dict[str, Any]) -> pl.DataFrame:
     """The layer-skip job: every prompt of ``subject`` (``effdepth.subjects.Subject``) at up to
     ``positions_per_prompt`` skip positions, for every kind ``REGISTRY['layer_skip'].kinds(options)``.
 
-    Raises ValueError when no prompt is long enough for a skip position."""
+    Prompts too short for a skip position (:func:`min_tokens`) are named in a warning and kept in
+    the table with weight 0.  Raises ValueError when no prompt is long enough for a skip position."""
     from . import REGISTRY
 
     kinds = list(REGISTRY["layer_skip"].kinds(options))
@@ -255,4 +282,10 @@ def run(subject: Subject, options: dict[str, Any]) -> pl.DataFrame:
             for key in ("future_max", "output_max"):  # [K, L, (L,) P]: the layer is axis 1
                 subject.check(result[key], f"layer-skip {key}", i, layer_axis=1)
         results.append(result)
+    short = {subject.prompts[i].get("id", i): len(subject.prompts[i]["input_ids"]) for i, pos in enumerate(positions) if not pos}
+    label = f"{subject.model_name}/{subject.task}"
+    if short and len(short) == len(positions):
+        raise ValueError(short_prompts_message(label, short, options["position_stride"], len(positions)) + ": none remain")
+    if short:
+        subject.log.warning(short_prompts_message(label, short, options["position_stride"], len(positions)))
     return table(results, positions, kinds, options["variant"], **subject.ids)
