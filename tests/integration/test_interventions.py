@@ -187,7 +187,8 @@ def test_layer_skip_names_the_prompts_too_short_for_a_skip_position(model64, tok
 
     from effdepth.analyses import REGISTRY
     from effdepth.analyses.layer_skip import run
-    from effdepth.jobs import Subject
+    from effdepth.config import block_options
+    from effdepth.subjects import Subject
 
     long_ids, n_answer = prompt(tokenizer)
     short_ids = long_ids[:11]
@@ -196,7 +197,7 @@ def test_layer_skip_names_the_prompts_too_short_for_a_skip_position(model64, tok
         {"id": 1, "input_ids": short_ids, "n_answer": 1},
         {"id": 2, "input_ids": long_ids, "n_answer": n_answer},
     ]
-    options = {**{k: v for k, v in REGISTRY["layer_skip"].job_options({}).items()}, "variant": "correct"}
+    options = REGISTRY["layer_skip"].job_options(block_options("analyses.layer_skip"))
     options |= {"positions_per_prompt": 2, "position_stride": 8, "seed": 0, "kinds": ["layer"]}
     options |= {"max_batch": 64, "max_batch_tokens": 65536, "max_alive_tokens": 262144}
     with caplog.at_level(logging.WARNING, logger="effdepth"):

@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
-from effdepth.extract import extract_stats
 
 from effdepth.adapters import adapter_for
 from effdepth.capture import run_captured
+from effdepth.extraction import extract_stats
 from effdepth.lenses import LENSES, LogitLens, TunedLens, js_divergence, kl_divergence, make_lens, top_k_overlap
 from effdepth.lenses.trajectories import LENS_STATISTICS, lens_statistics, lens_trajectories
 from effdepth.reference import reference_activations
@@ -145,7 +145,7 @@ def test_overlap_refuses_k_outside_the_vocabulary():
 
 def test_logit_lens_trajectories_equal_extraction(model64):
     prompts = [{"input_ids": s, "id": i} for i, s in enumerate(SEQUENCES)]
-    stats = extract_stats(model64, prompts, 0, batch_size=2, top_k=5)
+    stats = extract_stats(model64, prompts, 0, batch_size=2, top_k=5).tensors
     traj = lens_trajectories(model64, {"logit": LogitLens(model64)}, SEQUENCES, 0, batch_size=2, top_k=5)
     assert torch.equal(traj["token_prompt"], stats["token_prompt"])
     assert torch.equal(traj["token_position"], stats["token_position"])
