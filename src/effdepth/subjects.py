@@ -117,8 +117,13 @@ def prompt_frame(prompts: Prompts | dict[str, Any], task: str = "prompts") -> pl
     if isinstance(prompts, str) or not len(prompts):
         raise TaskError("prompts: give a non-empty list of texts or (question, answer) pairs, or a task spec dict")
     if all(isinstance(p, str) for p in prompts):
-        spec = {"source": "fixed", "items": [{"question": p, "answer": ""} for p in prompts]}
-    elif all(isinstance(p, (tuple, list)) and len(p) == 2 for p in prompts):
+        if not all(p.strip() for p in prompts):
+            raise TaskError("prompts: a text is empty")
+        n = len(prompts)
+        return pl.DataFrame(
+            {"id": list(range(n)), "question": list(prompts), "answer": [""] * n, "text": list(prompts)}, schema=PROMPT_SCHEMA
+        )
+    if all(isinstance(p, (tuple, list)) and len(p) == 2 for p in prompts):
         spec = {"source": "fixed", "items": [{"question": q, "answer": a} for q, a in prompts]}
     else:
         raise TaskError("prompts: every item must be a text, or every item a (question, answer) pair")
