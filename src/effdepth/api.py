@@ -62,23 +62,9 @@ def options(block: str, **given: Any) -> dict[str, Any]:
     return block_options(block, given)
 
 
-def subject(
-    model: Any,
-    tokenizer: Any,
-    prompts: Prompts | dict[str, Any],
-    *,
-    name: str | None = None,
-    task: str = "prompts",
-    n_prompts: int | None = None,
-    max_tokens: int | None = None,
-    verify: bool = True,
-) -> Subject:
-    """Check ``model`` and ``tokenizer`` and assemble ``prompts`` (texts, (question, answer) pairs, a
-    task spec dict as in the config's ``tasks:``, or a prompts frame).  See ``Subject.from_model``
-    for the checks and the errors raised."""
-    return Subject.from_model(
-        model, tokenizer, prompts, name=name, task=task, n_prompts=n_prompts, max_tokens=max_tokens, verify=verify
-    )
+# Check a model and tokenizer and assemble prompts into a Subject (``Subject.from_model``: the
+# forms prompts take, the checks and the errors raised).
+subject = Subject.from_model
 
 
 def extract(subject: Subject, **given: Any) -> ExtractionStats:
@@ -89,12 +75,12 @@ def extract(subject: Subject, **given: Any) -> ExtractionStats:
     ``top_k`` (``analyses.logit_lens.top_k``), defaults from the schema.  Raises what
     ``extract.extract_stats`` raises (``numerics.NonFiniteError`` naming prompt and layer)."""
     from .extraction import extract_stats
-    from .models import check_model_tokenizer, embedding_rows, pad_token_id
+    from .models import check_top_k, embedding_rows, pad_token_id
 
     top_k = given.pop("top_k", None)
     top_k = options("analyses.logit_lens", **({"top_k": top_k} if top_k is not None else {}))["top_k"]
     opts = options("extraction", **given)
-    check_model_tokenizer(subject.model, subject.tokenizer, subject.model_name, top_k=top_k)
+    check_top_k(subject.model, top_k, subject.model_name)  # the rest of the tokenizer check ran with the subject
     with frozen(subject.model):
         stats = extract_stats(
             subject.model,

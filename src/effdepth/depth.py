@@ -661,14 +661,9 @@ def run(
         t = pl.read_parquet(path)
         if t.height:
             tables[str(t["analysis"][0])] = t
-    table, sweep = effective_depth(
-        tables,
-        kl_threshold=options["kl_threshold"],
-        overlap_threshold=options["overlap_threshold"],
-        bootstrap=options["bootstrap"],
-        seed=options["seed"],
-        sweep=options.get("sweep"),
-    )
+    from .api import effective_depth as estimate  # the notebook API's estimate, options checked there
+
+    table, sweep = estimate(tables, **options)
     reference = read_reference(reference_path) if reference_path else None
     comparison = compare_with_reference(table, reference) if reference is not None else pl.DataFrame(schema=REFERENCE_SCHEMA)
     for key, frame_, fmt in (

@@ -551,12 +551,25 @@ def check_model_tokenizer(model, tokenizer, name: str, top_k: int | None = None)
                 if value is not None and not 0 <= int(value) < rows:
                     problems.append(f"the {owner}'s {role} {value} is outside the {rows}-row input embedding")
     if top_k is not None:
-        output = model.get_output_embeddings()
-        vocab = int(output.weight.shape[0]) if output is not None else int(model.config.vocab_size)
-        if not 1 <= int(top_k) <= vocab:
-            problems.append(f"logit_lens top_k={top_k} is outside 1..{vocab} (the size of the output vocabulary)")
+        problems += _top_k_problems(model, top_k)
     if problems:
         raise ModelTokenizerError(f"model {name!r}: " + "; ".join(dict.fromkeys(problems)))
+
+
+def _top_k_problems(model, top_k: int) -> list[str]:
+    output = model.get_output_embeddings()
+    vocab = int(output.weight.shape[0]) if output is not None else int(model.config.vocab_size)
+    if not 1 <= int(top_k) <= vocab:
+        return [f"logit_lens top_k={top_k} is outside 1..{vocab} (the size of the output vocabulary)"]
+    return []
+
+
+def check_top_k(model, top_k: int, name: str) -> None:
+    """The ``top_k`` part of :func:`check_model_tokenizer` alone (for a model and tokenizer already
+    checked): raises ModelTokenizerError when top_k is outside 1 … the output vocabulary."""
+    problems = _top_k_problems(model, top_k)
+    if problems:
+        raise ModelTokenizerError(f"model {name!r}: " + "; ".join(problems))
 
 
 def check_prompt_ids(prompts: list[dict[str, Any]], n_embeddings: int, name: str) -> None:
