@@ -86,18 +86,32 @@ def test_the_damaged_cache_message_gives_a_command_that_rebuilds_it(experiment):
 
 
 def _in_read_only_mount(directory: Path, command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """Run ``command`` with ``directory`` bind-mounted read-only in a private mount namespace (as
-    root, or in a user namespace mapped to root); skips where neither is allowed."""
-    script = f'mount --bind "{directory}" "{directory}" && mount -o remount,ro,bind "{directory}" && exec "$@"'
-    namespace = ["unshare", "--mount"] if os.geteuid() == 0 else ["unshare", "--map-root-user", "--mount"]
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare is not installed: no read-only mount")
-    probe = subprocess.run([*namespace, "sh", "-c", script + ' && ! touch "$0/probe"', str(directory)], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot make a read-only mount here: {probe.stderr.decode()[-200:]}")
+    """Run ``command`` with ``directory`` read-only.  As an ordinary user the directory's write bits
+    are removed (restored afterwards); as root, whom permission bits do not stop, it is bind-mounted
+    read-only in a private mount namespace (``unshare --mount``).  Where root cannot make that mount
+    (no util-linux, no CAP_SYS_ADMIN) the test fails, naming why, unless
+    EFFDEPTH_SKIP_READONLY_MOUNT=1 says to skip it (as EFFDEPTH_SKIP_SLURM does for SLURM)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "src")}
+    if os.geteuid() != 0:
+        mode = directory.stat().st_mode
+        directory.chmod(0o555)
+        try:
+            return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+        finally:
+            directory.chmod(mode)
+    script = f'mount --bind "{directory}" "{directory}" && mount -o remount,ro,bind "{directory}" && exec "$@"'
+    probe = (
+        subprocess.run(["unshare", "--mount", "sh", "-c", script + ' && ! touch "$0/probe"', str(directory)], capture_output=True)
+        if shutil.which("unshare")
+        else None
+    )
+    if probe is None or probe.returncode != 0:
+        why = "unshare is not installed" if probe is None else probe.stderr.decode()[-200:]
+        if os.environ.get("EFFDEPTH_SKIP_READONLY_MOUNT") == "1":
+            pytest.skip(f"EFFDEPTH_SKIP_READONLY_MOUNT=1 and root cannot make a read-only mount here: {why}")
+        pytest.fail(f"root cannot make a read-only mount here ({why}); set EFFDEPTH_SKIP_READONLY_MOUNT=1 to skip this test")
     return subprocess.run(
-        [*namespace, "sh", "-c", script, "sh", *command], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
+        ["unshare", "--mount", "sh", "-c", script, "sh", *command], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
     )
 
 
