@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import torch
 from polars.testing import assert_frame_equal
 
 from .conftest import REPO, SNAKEMAKE, planned_jobs, tiny_config_for, write_config
@@ -167,10 +168,16 @@ def test_tiny_config_runs_through_sbatch_and_equals_local_run(slurm_env, finishe
 
 @pytest.mark.slurm
 def test_failing_job_is_reported_and_snakemake_exits_nonzero(slurm_env, tiny_models, tmp_path):
+    from safetensors.torch import load_file, save_file
+
     broken = tmp_path / "broken-model"
-    broken.mkdir()
-    # a supported config.json (the workflow's checks pass, the DAG builds) without weights (the job fails)
-    shutil.copy(tiny_models / MODEL / "config.json", broken / "config.json")
+    # intact files (every check while the workflow is read looks at headers and shapes only, so the DAG
+    # builds) holding a NaN weight, which the job refuses when it loads the model on the node
+    shutil.copytree(tiny_models / MODEL, broken)
+    weights = load_file(broken / "model.safetensors")
+    name = sorted(weights)[0]
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
     config = _subset_config(tmp_path, tiny_models, model="broken")
     config["models"]["broken"]["path"] = str(broken)
     path = write_config(tmp_path, config)
