@@ -303,7 +303,7 @@ def layer_deletion_table_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixi
             ["No model × task has both a layer-deletion table and an effective-depth estimate."],
         )
     texts = [
-        f"k {k} · +{e:.2f} | +{d:.2f}{' · broken' if b else ''}"
+        f"k {k} · {e:+.2f} | {d:+.2f}{' · broken' if b else ''}"
         for k, e, d, b in at.select("cut", "exit_increase", "deletion_increase", "broken").iter_rows()
     ]
     data = at.with_columns(text=pl.Series(texts, dtype=pl.Utf8)).drop("estimator")
