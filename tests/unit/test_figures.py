@@ -788,3 +788,49 @@ def test_titles_do_not_widen_the_page(paper_like, name):
     from effdepth.figures.theme import PAGE_WIDTH
 
     assert width(spec) <= max(width(bare), PAGE_WIDTH + 20)
+
+
+# --- one process renders a run's figures --------------------------------------------------------
+
+
+def test_render_figures_writes_the_named_outputs_in_the_formats_asked(paper_like, tmp_path: Path):
+    """``render_figures`` (the workflow's figures job) reads each table once, writes each figure's PDF
+    and only the other formats that have an output, the profiles, and all.pdf with one page each."""
+    from pypdf import PdfReader
+
+    from effdepth.figures import output_key, render_figures
+
+    tables, ctx = paper_like
+    paths = {}
+    for name in ("logit_lens", "effective_depth", "integrated_gradients", "relative_contribution", "layer_skip"):
+        paths[name] = str(tmp_path / f"{name}.parquet")
+        tables[name].write_parquet(paths[name])
+    tables["tokens"].write_parquet(tmp_path / "ig_tokens.parquet")
+    model = "Qwen2.5-7B-Instruct"
+    outputs = {
+        output_key("logit_lens_kl"): str(tmp_path / "f/logit_lens_kl.pdf"),
+        output_key("logit_lens_kl", "svg"): str(tmp_path / "f/logit_lens_kl.svg"),
+        output_key("integrated_gradients"): str(tmp_path / "f/integrated_gradients.pdf"),
+        output_key("", model=model): str(tmp_path / f"f/models/{model}.pdf"),
+        "all": str(tmp_path / "f/all.pdf"),
+    }
+    timings = render_figures(
+        paths,
+        {"integrated_gradients": [str(tmp_path / "ig_tokens.parquet")]},
+        ctx,
+        ["logit_lens_kl", "integrated_gradients"],
+        [model],
+        outputs,
+        {"name": "unit", "models": list(ctx["models"]), "tasks": list(ctx["tasks"])},
+    )
+    assert [name for name, _ in timings] == ["logit_lens_kl", "integrated_gradients", f"models/{model}"]
+    written = sorted(str(p.relative_to(tmp_path / "f")) for p in (tmp_path / "f").rglob("*.*"))
+    assert written == sorted(
+        ["all.pdf", "integrated_gradients.pdf", "logit_lens_kl.pdf", "logit_lens_kl.svg", f"models/{model}.pdf"]
+    )
+    reader = PdfReader(outputs["all"])
+    assert len(reader.pages) == 4
+    assert "␣t0" in reader.pages[2].extract_text()  # the IG axis is labelled with the token tables
+    with pytest.raises(KeyError) as raised:
+        render_figures(paths, {}, ctx, ["block_influence"], [], {"block_influence": str(tmp_path / "b.pdf")})
+    assert "figure block_influence: its tables block_influence" in str(raised.value)

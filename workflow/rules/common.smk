@@ -198,7 +198,7 @@ REFERENCE_MATCHES = any(
 )
 
 
-# Aggregated tables by name, and the inputs of a figure (effdepth.figures.FIGURE_BY_NAME declares them).
+# Aggregated tables by name (the figures rule takes those its figures declare: effdepth.figures.FIGURE_BY_NAME).
 TABLE_FILES = {
     **{a: AGGREGATED.format(analysis=a) for a in ANALYSES},
     **{
@@ -208,15 +208,6 @@ TABLE_FILES = {
     "errata": ERRATA["table"],
     "errata_questions": ERRATA["questions_table"],
 }
-
-
-def figure_inputs(name):
-    """The tables a figure declares, and the token tables of the analysis that labels its axes."""
-    fig = FIGURE_BY_NAME[name]
-    return {
-        "tables": [TABLE_FILES[t] for t in fig.tables],
-        "tokens": token_paths(fig.tokens) if fig.tokens else [],
-    }
 
 
 # --- params: each job receives exactly the configuration it reads ---------------------------------

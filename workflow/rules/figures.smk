@@ -1,12 +1,16 @@
 # Figures from aggregated tables, and all.pdf: a title page then every figure in a stable order
 # (effdepth.figures.FIGURES: F1–F12, T1, Q1–Q3, further analyses; then one profile page per model).
-# One rule per figure, so each has its own report caption; a figure is scheduled only when the
-# configured analyses produce its tables (effdepth.figures.available_figures).  Q2 is always drawn:
-# without a long-CoT/base pair its page says so.  The comparison with the paper is scheduled only
-# when a configured model and task are in the paper's table.
+# One job renders every figure, the profiles and all.pdf in one process (effdepth.figures.render_figures):
+# a job per figure spent most of a small run starting Python and importing altair.  Each figure is a
+# named output with its own report caption; a figure is planned only when the configured analyses
+# produce its tables (effdepth.figures.available_figures).  Q2 is always drawn: without a
+# long-CoT/base pair its page says so.  The comparison with the paper is planned only when a
+# configured model and task are in the paper's table.  Figures are written as PDF, and also as SVG
+# and self-contained HTML when `figures.formats` asks for them.
 
 from effdepth.figures import (
     available_figures,
+    output_key,
     report_options,
 )
 
@@ -16,77 +20,55 @@ report: "../report/workflow.rst"
 
 FIGURE_NAMES = available_figures(ANALYSES, reference_matches=REFERENCE_MATCHES)
 PROFILE_MODELS = MODELS if ED_CONFIGURED else []
-for _name in FIGURE_NAMES:
-
-    rule:
-        name:
-            f"figure_{_name}"
-        input:
-            **figure_inputs(_name),
-        output:
-            pdf=report(
-                FIGURE.format(figure=_name, ext="pdf"),
-                caption=CAPTION.format(name=_name),
-                **report_options(_name),
-            ),
-            svg=FIGURE.format(figure=_name, ext="svg"),
-            html=FIGURE.format(figure=_name, ext="html"),
-        log:
-            f"logs/figure/{_name}.log",
-        benchmark:
-            f"logs/benchmark/figure/{_name}.tsv"
-        localrule: True
-        conda:
-            "../../envs/effdepth.yaml"
-        params:
-            figure=_name,
-            context=FIGURE_CONTEXT,
-        script:
-            "../scripts/figure.py"
+FIGURE_FORMATS = [f for f in (config.get("figures") or {}).get("formats", ["pdf"]) if f != "pdf"]
 
 
-rule model_profile:
-    input:
-        tables=[TABLE_FILES[t] for t in (*ED_CONFIGURED, "effective_depth")],
-        tokens=[],
-    output:
-        pdf=report(
-            PROFILE.format(model="{model}", ext="pdf"),
+def figures_inputs():
+    """Every table a planned figure declares, named by table, and the token tables of the analyses
+    that label heatmap axes (``tokens_<analysis>``); the profiles read the effective-depth inputs."""
+    names = {t for f in FIGURE_NAMES for t in FIGURE_BY_NAME[f].tables}
+    if PROFILE_MODELS:
+        names |= {*ED_CONFIGURED, "effective_depth"}
+    inputs = {t: TABLE_FILES[t] for t in sorted(names)}
+    for analysis in sorted({FIGURE_BY_NAME[f].tokens for f in FIGURE_NAMES} - {None}):
+        inputs[f"tokens_{analysis}"] = token_paths(analysis)
+    return inputs
+
+
+def figures_outputs():
+    """all.pdf and, per figure and profile, its PDF (with its report caption) and the other formats asked for."""
+    outputs = {"all": ALL_PDF}
+    for name in FIGURE_NAMES:
+        outputs[name] = report(FIGURE.format(figure=name, ext="pdf"), caption=CAPTION.format(name=name), **report_options(name))
+        outputs |= {output_key(name, ext): FIGURE.format(figure=name, ext=ext) for ext in FIGURE_FORMATS}
+    for model in PROFILE_MODELS:
+        outputs[output_key("", model=model)] = report(
+            PROFILE.format(model=model, ext="pdf"),
             caption=CAPTION.format(name="model_profile"),
             category=PROFILE_CATEGORY,
-            subcategory="{model}",
-            labels={"figure": "profile", "shows": "{model}: every ED curve, threshold and estimate"},
-        ),
-        svg=PROFILE.format(model="{model}", ext="svg"),
-        html=PROFILE.format(model="{model}", ext="html"),
-    log:
-        "logs/figure/models/{model}.log",
-    benchmark:
-        "logs/benchmark/figure/models/{model}.tsv"
-    localrule: True
-    conda:
-        "../../envs/effdepth.yaml"
-    params:
-        figure=lambda w: f"models/{w.model}",
-        context=FIGURE_CONTEXT,
-    script:
-        "../scripts/figure.py"
+            subcategory=model,
+            labels={"figure": "profile", "shows": f"{model}: every ED curve, threshold and estimate"},
+        )
+        outputs |= {output_key("", ext, model): PROFILE.format(model=model, ext=ext) for ext in FIGURE_FORMATS}
+    return outputs
 
 
-rule all_pdf:
+rule figures:
     input:
-        [FIGURE.format(figure=f, ext="pdf") for f in FIGURE_NAMES],
-        [PROFILE.format(model=m, ext="pdf") for m in PROFILE_MODELS],
+        **figures_inputs(),
     output:
-        ALL_PDF,
+        **figures_outputs(),
     log:
-        "logs/figure/all.log",
+        "logs/figures.log",
     benchmark:
-        "logs/benchmark/figure/all.tsv"
+        "logs/benchmark/figures.tsv"
     localrule: True
     conda:
         "../../envs/effdepth.yaml"
     params:
+        figures=FIGURE_NAMES,
+        models=PROFILE_MODELS,
+        context=FIGURE_CONTEXT,
         info={
             "name": config.get("name", "experiment"),
             "models": MODELS,
@@ -96,4 +78,18 @@ rule all_pdf:
             "config_hash": config_hash(),
         },
     script:
-        "../scripts/all_pdf.py"
+        "../scripts/figures.py"
+
+
+# A finished run ends by saying what it found: where all.pdf and the effective-depth table are, and
+# the headline estimates per model × task with their intervals (effdepth.figures.console).
+onsuccess:
+    from effdepth.figures.console import run_summary
+
+    for _line in run_summary(
+        ALL_PDF,
+        ED_TABLES["csv"] if ED_CONFIGURED else None,
+        ED_TABLES["table"] if ED_CONFIGURED else None,
+        FIGURE_CONTEXT,
+    ):
+        _logger.info(_line)
