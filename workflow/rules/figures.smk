@@ -6,51 +6,11 @@
 # produce its tables (effdepth.figures.available_figures).  Q2 is always drawn: without a
 # long-CoT/base pair its page says so.  The comparison with the paper is planned only when a
 # configured model and task are in the paper's table.  Figures are written as PDF, and also as SVG
-# and self-contained HTML when `figures.formats` asks for them.
-
-from effdepth.figures import (
-    available_figures,
-    output_key,
-    report_options,
-)
+# and self-contained HTML when `figures.formats` asks for them.  The figures, their inputs and outputs:
+# FIGURE_NAMES, figures_inputs() and figures_outputs() in common.smk.
 
 
 report: "../report/workflow.rst"
-
-
-FIGURE_NAMES = available_figures(ANALYSES, reference_matches=REFERENCE_MATCHES)
-PROFILE_MODELS = MODELS if ED_CONFIGURED else []
-FIGURE_FORMATS = [f for f in (config.get("figures") or {}).get("formats", ["pdf"]) if f != "pdf"]
-
-
-def figures_inputs():
-    """Every table a planned figure declares, named by table, and the token tables of the analyses
-    that label heatmap axes (``tokens_<analysis>``); the profiles read the effective-depth inputs."""
-    names = {t for f in FIGURE_NAMES for t in FIGURE_BY_NAME[f].tables}
-    if PROFILE_MODELS:
-        names |= {*ED_CONFIGURED, "effective_depth"}
-    inputs = {t: TABLE_FILES[t] for t in sorted(names)}
-    for analysis in sorted({FIGURE_BY_NAME[f].tokens for f in FIGURE_NAMES} - {None}):
-        inputs[f"tokens_{analysis}"] = token_paths(analysis)
-    return inputs
-
-
-def figures_outputs():
-    """all.pdf and, per figure and profile, its PDF (with its report caption) and the other formats asked for."""
-    outputs = {"all": ALL_PDF}
-    for name in FIGURE_NAMES:
-        outputs[name] = report(FIGURE.format(figure=name, ext="pdf"), caption=CAPTION.format(name=name), **report_options(name))
-        outputs |= {output_key(name, ext): FIGURE.format(figure=name, ext=ext) for ext in FIGURE_FORMATS}
-    for model in PROFILE_MODELS:
-        outputs[output_key("", model=model)] = report(
-            PROFILE.format(model=model, ext="pdf"),
-            caption=CAPTION.format(name="model_profile"),
-            category=PROFILE_CATEGORY,
-            subcategory=model,
-            labels={"figure": "profile", "shows": f"{model}: every ED curve, threshold and estimate"},
-        )
-        outputs |= {output_key("", ext, model): PROFILE.format(model=model, ext=ext) for ext in FIGURE_FORMATS}
-    return outputs
 
 
 rule figures:
