@@ -649,7 +649,8 @@ TABLE_PAGES = ["effective_depth_table", "errata", "layer_deletion_table"]
 @pytest.mark.parametrize("name", TABLE_PAGES)
 def test_no_text_mark_is_wider_than_its_cell(paper_like, name):
     """Every text of a table page fits its cell (the unit's width over its x categories) at the font
-    size it is drawn at, with the widest of the theme's fonts (theme.text_width)."""
+    size it is drawn at, with the widest of the theme's fonts (theme.text_width), and no two texts
+    share a cell (the errata's mean and max skip scores are columns of their own)."""
     from effdepth.figures.theme import text_width
 
     tables, ctx = paper_like
@@ -670,6 +671,8 @@ def test_no_text_mark_is_wider_than_its_cell(paper_like, name):
             n = len({r[x] for r in rows})
             widest = max(text_width(str(r[field]), mark.get("fontSize", 11)) for r in rows)
             assert widest <= width / n, f"{name}: text {widest:.0f} px wide in cells of {width / n:.0f} px"
+            cells = [(r[x], r[encoding["y"]["field"]], r.get("task")) for r in rows]
+            assert len(set(cells)) == len(cells), f"{name}: two texts in one cell"
             checked += 1
         for key in ("layer", "vconcat", "hconcat", "concat"):
             for sub in s.get(key, []):

@@ -38,6 +38,16 @@ def interval_text(ed: float | None, low: float | None, high: float | None) -> st
     return f"{ed:.{d}f} [{low:.{d}f}–{high:.{d}f}]"
 
 
+def _column(estimator: str, form: str, aggregation: str | None) -> str:
+    """The column of an errata row: the estimator's label (``ESTIMATOR_LABELS``), with its aggregation
+    when that is not the labelled one (the skip scores come as mean and max: one column each, so no
+    two rows share a cell)."""
+    if (estimator, form, aggregation) in ESTIMATOR_LABELS:
+        return ESTIMATOR_LABELS[(estimator, form, aggregation)]
+    label = next((v for (e, f, _), v in ESTIMATOR_LABELS.items() if (e, f) == (estimator, form)), f"{estimator}/{form}")
+    return f"{label} ({aggregation})" if aggregation else label
+
+
 def errata_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
     """Rows model × task, columns estimator (and the erasure / IG peak layers): "correct → published"
     with both intervals, coloured by whether the intervals overlap; the subtitle carries the generated
@@ -50,9 +60,8 @@ def errata_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
             "Errata of the published code",
             ["No analysis ran under both variants (set e.g. `variants: [correct, published]`)."],
         )
-    labels = {f"{estimator}/{form}": label for (estimator, form, _), label in ESTIMATOR_LABELS.items()}
     data = errata.with_columns(
-        column=pl.concat_str([pl.col("estimator"), pl.lit("/"), pl.col("form")]).replace(labels),
+        column=pl.Series([_column(*key) for key in errata.select("estimator", "form", "aggregation").iter_rows()], dtype=pl.Utf8),
         row=pl.concat_str([pl.col("model"), pl.lit(" · "), pl.col("task")]),
         text=pl.Series(
             [
