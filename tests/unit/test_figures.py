@@ -735,6 +735,12 @@ def test_q3_draws_tasks_as_categories_in_panels_with_data(paper_like):
     panels = {label: {r["task"] for r in rows if r["label"] == label} for label in {r["label"] for r in rows}}
     assert panels["skip CoM output"] == {"addition_4"}
     assert all(panels.values())
+    from effdepth.figures.theme import text_width
+
+    axis, width = spec["spec"]["layer"][0]["encoding"]["x"]["axis"], spec["spec"]["width"]
+    most = max(len(tasks) for tasks in panels.values())
+    if axis["labelAngle"] == 0:  # horizontal task names fit their band
+        assert max(text_width(t, 9) for t in PAPER_LIKE_TASKS) <= width / most
 
 
 def test_layer_deletion_axes_are_per_model_and_the_loss_axis_is_logarithmic(paper_like):

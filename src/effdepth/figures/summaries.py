@@ -14,7 +14,7 @@ import altair as alt
 import polars as pl
 
 from .layout import drawn, interval_layers, jitter, models_in, panel_size, tasks_in
-from .theme import Context, Tables, cell_width, chart_title, message_chart
+from .theme import Context, Tables, cell_width, chart_title, message_chart, text_width
 
 # (estimator, form, aggregation) -> label; the order of T1's columns.
 # (estimator, form, aggregation) -> label; the order of T1's columns.
@@ -343,7 +343,15 @@ def q3_difficulty_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
     tasks = order["task"].to_list()
     labels = [label for label in HEADLINE if label in set(data["label"].to_list())]
     most = int(data.group_by("label").agg(pl.col("task").n_unique())["task"].max())
-    x = alt.X("task:N", sort=tasks, title=None, axis=alt.Axis(labelAngle=0 if most <= 4 else -30, labelLimit=120))
+    panel_width = max(width, 36 * most)
+    # task names horizontal where they fit their band, else slanted (they would run into each other)
+    fits = max(text_width(t, 9) for t in tasks) <= panel_width / most - 6
+    x = alt.X(
+        "task:N",
+        sort=tasks,
+        title=None,
+        axis=alt.Axis(labelAngle=0 if fits else -35, labelAlign="center" if fits else "right", labelLimit=120),
+    )
     offset = alt.XOffset("model:N", sort=models)
     color = alt.Color(
         "model:N",
@@ -368,7 +376,6 @@ def q3_difficulty_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
         base.mark_rule(strokeWidth=1.5, opacity=0.6).encode(x=x, xOffset=offset, y="low:Q", y2="high:Q", color=color),
         base.mark_point(filled=True, size=45).encode(x=x, xOffset=offset, y=y, color=color, tooltip=tooltip),
     ]
-    panel_width = max(width, 36 * most)
     chart = alt.layer(*layers).properties(width=panel_width, height=height)
     return (
         chart.facet(facet=alt.Facet("label:N", sort=labels, title=None), columns=2)
