@@ -727,7 +727,7 @@ def test_q3_draws_tasks_as_categories_in_panels_with_data(paper_like):
     title not repeated under every panel."""
     tables, ctx = paper_like
     spec = chart("q3_difficulty", _one_task_skip(tables), ctx).to_dict()
-    assert spec["resolve"]["scale"]["x"] == "independent"
+    assert spec["resolve"]["scale"] == {"x": "independent", "xOffset": "independent"}  # models side by side
     for layer in spec["spec"]["layer"]:
         x = layer["encoding"]["x"]
         assert x["type"] == "nominal" and x["field"] == "task" and x["title"] is None

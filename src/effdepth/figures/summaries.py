@@ -379,7 +379,8 @@ def q3_difficulty_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
     chart = alt.layer(*layers).properties(width=panel_width, height=height)
     return (
         chart.facet(facet=alt.Facet("label:N", sort=labels, title=None), columns=2)
-        .resolve_scale(x="independent")
+        # xOffset too: with x resolved per panel alone, Vega-Lite draws every model at the band's start
+        .resolve_scale(x="independent", xOffset="independent")
         .properties(
             title=chart_title(
                 "Q3 · Do models use more layers for harder inputs? ED ratio with 95 % bootstrap intervals per task",
