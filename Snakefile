@@ -10,7 +10,7 @@
 #   results/tables/{analysis}.parquet                 the same, all models and tasks
 #   results/tables/effective_depth.{parquet,csv}      effective depth with bootstrap intervals
 #   results/tables/errata.{parquet,csv}               both variants of every estimate, per defect
-#   results/figures/{figure}.{pdf,svg,html}           one figure (grid over models)
+#   results/figures/{figure}.pdf                      one figure (grid over models; .svg/.html with figures.formats)
 #   results/figures/all.pdf                           title page + every figure, stable order
 #   results/fingerprints/{model}.fingerprint          content fingerprint of the model's files
 #   results/fingerprints/tasks/{task}.fingerprint     content fingerprint of a local task file

@@ -616,3 +616,230 @@ save_chart(chart, out + ".pdf", out + ".svg", out + ".html")
         subprocess.run([sys.executable, "-c", code, str(tmp_path / f"c{i}")], check=True, env=env, capture_output=True)
     pdfs = {(tmp_path / f"c{i}.pdf").read_bytes() for i in range(3)}
     assert len(pdfs) == 1
+
+
+# --- readability, checked from the spec -------------------------------------------------------
+
+
+def _units(spec: dict, inherited: dict | None = None):
+    """(unit spec, width, data rows) of every unit or layer spec of ``spec``: width and data are
+    inherited from the enclosing specs (a facet's inner spec, a layer's parent)."""
+    inherited = dict(inherited or {})
+    datasets = inherited.setdefault("datasets", spec.get("datasets", {}))
+    if "data" in spec and "name" in spec["data"]:
+        inherited["rows"] = datasets[spec["data"]["name"]]
+    if "width" in spec:
+        inherited["width"] = spec["width"]
+    if "mark" in spec:
+        yield spec, inherited.get("width"), inherited.get("rows", [])
+    for key in ("layer", "vconcat", "hconcat", "concat"):
+        for sub in spec.get(key, []):
+            yield from _units(sub, inherited)
+    if "spec" in spec:
+        yield from _units(spec["spec"], inherited)
+
+
+def _merged_encoding(unit: dict, parent_encoding: dict) -> dict:
+    return {**parent_encoding, **unit.get("encoding", {})}
+
+
+TABLE_PAGES = ["effective_depth_table", "errata", "layer_deletion_table"]
+
+
+@pytest.mark.parametrize("name", TABLE_PAGES)
+def test_no_text_mark_is_wider_than_its_cell(paper_like, name):
+    """Every text of a table page fits its cell (the unit's width over its x categories) at the font
+    size it is drawn at, with the widest of the theme's fonts (theme.text_width), and no two texts
+    share a cell (the errata's mean and max skip scores are columns of their own)."""
+    from effdepth.figures.theme import text_width
+
+    tables, ctx = paper_like
+    spec = chart(name, tables, ctx).to_dict()
+    checked = 0
+
+    def walk(s: dict, encoding: dict, width, datasets, rows):
+        nonlocal checked
+        datasets = s.get("datasets", datasets)
+        if "data" in s and "name" in s["data"]:
+            rows = datasets[s["data"]["name"]]
+        width = s.get("width", width)
+        encoding = {**encoding, **s.get("encoding", {})}
+        mark = s.get("mark")
+        mark = mark if isinstance(mark, dict) else {"type": mark}
+        if mark.get("type") == "text":
+            field, x = encoding["text"]["field"], encoding["x"]["field"]
+            n = len({r[x] for r in rows})
+            widest = max(text_width(str(r[field]), mark.get("fontSize", 11)) for r in rows)
+            assert widest <= width / n, f"{name}: text {widest:.0f} px wide in cells of {width / n:.0f} px"
+            cells = [(r[x], r[encoding["y"]["field"]], r.get("task")) for r in rows]
+            assert len(set(cells)) == len(cells), f"{name}: two texts in one cell"
+            checked += 1
+        for key in ("layer", "vconcat", "hconcat", "concat"):
+            for sub in s.get(key, []):
+                walk(sub, encoding, width, datasets, rows)
+        if "spec" in s:
+            walk(s["spec"], encoding, width, datasets, rows)
+
+    walk(spec, {}, None, {}, [])
+    assert checked
+
+
+def test_errata_numbers_are_rounded_to_their_intervals():
+    from effdepth.figures.errata import interval_text
+
+    assert interval_text(6.08367, 5.98571, 6.18187) == "6.1 [6.0–6.2]"
+    assert interval_text(6.08367, 6.0712, 6.0912) == "6.08 [6.07–6.09]"
+    assert interval_text(12.0, 11.0, 14.0) == "12 [11–14]"
+    assert interval_text(3.456789, None, None) == "3.46"
+    assert interval_text(None, None, None) == "–"
+
+
+def _one_task_skip(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """The tables as if the layer skip had run on addition_4 only (as in the demo)."""
+    skip_estimators = pl.col("estimator").str.starts_with("depth_score")
+    return {
+        **tables,
+        "layer_skip": tables["layer_skip"].filter(pl.col("task") == "addition_4"),
+        "effective_depth": tables["effective_depth"].filter(~skip_estimators | (pl.col("task") == "addition_4")),
+    }
+
+
+def test_profile_has_no_panel_without_data(paper_like):
+    """A profile row holds only the tasks its analysis ran on: every panel has a curve to draw."""
+    tables, ctx = paper_like
+    tables = _one_task_skip(tables)
+    spec = chart("models/Qwen2.5-7B-Instruct", tables, ctx).to_dict()
+    rows = next(iter(spec["datasets"].values()))
+    panels = {}
+    for row in spec["vconcat"]:
+        curve = row["title"]["text"]
+        tasks = {r["task"] for r in rows if r["curve"] == curve}
+        drawn_tasks = {r["task"] for r in rows if r["curve"] == curve and r["mark"] == "curve"}
+        assert tasks == drawn_tasks, f"{curve}: panels without a curve for {tasks - drawn_tasks}"
+        panels[curve] = tasks
+    assert panels["skip output effect / max"] == {"addition_4"}
+    assert panels["KL / max KL"] == set(PAPER_LIKE_TASKS)
+
+
+def test_q3_draws_tasks_as_categories_in_panels_with_data(paper_like):
+    """Q3: tasks on a nominal axis (a family with one difficulty is one category, not a collapsed
+    numeric axis), x resolved per panel so an estimator with one task shows one category, the axis
+    title not repeated under every panel."""
+    tables, ctx = paper_like
+    spec = chart("q3_difficulty", _one_task_skip(tables), ctx).to_dict()
+    assert spec["resolve"]["scale"] == {"x": "independent", "xOffset": "independent"}  # models side by side
+    for layer in spec["spec"]["layer"]:
+        x = layer["encoding"]["x"]
+        assert x["type"] == "nominal" and x["field"] == "task" and x["title"] is None
+    rows = next(iter(spec["datasets"].values()))
+    panels = {label: {r["task"] for r in rows if r["label"] == label} for label in {r["label"] for r in rows}}
+    assert panels["skip CoM output"] == {"addition_4"}
+    assert all(panels.values())
+    from effdepth.figures.theme import text_width
+
+    axis, width = spec["spec"]["layer"][0]["encoding"]["x"]["axis"], spec["spec"]["width"]
+    most = max(len(tasks) for tasks in panels.values())
+    if axis["labelAngle"] == 0:  # horizontal task names fit their band
+        assert max(text_width(t, 9) for t in PAPER_LIKE_TASKS) <= width / most
+
+
+def test_layer_deletion_axes_are_per_model_and_the_loss_axis_is_logarithmic(paper_like):
+    """The models' layer counts differ (4, 5, 4, 6): every model gets its own cut axis 0 … L; the loss
+    axis is a log scale (the k = 0 cut would flatten the rest), the caption says so."""
+    tables, ctx = paper_like
+    spec = chart("layer_deletion", tables, ctx).to_dict()
+    loss, agreement = spec["vconcat"]
+    for page in (loss, agreement):
+        assert page["resolve"]["scale"]["x"] == "independent"
+        for layer in page["spec"]["layer"]:
+            assert "domain" not in layer["encoding"].get("x", {}).get("scale", {})
+    y = next(layer["encoding"]["y"] for layer in loss["spec"]["layer"] if "strokeDash" in layer.get("encoding", {}))
+    assert y["scale"]["type"] == "log"
+    rows = next(iter(spec["datasets"].values()))
+    assert min(r["value"] for r in rows if r.get("quantity") == "loss" and r.get("value") is not None) > 0
+    extent = {}
+    for r in rows:
+        if r.get("mark") == "line":
+            extent[r["model"]] = max(extent.get(r["model"], 0), r["layer"])
+    assert extent == {m: L for m, L in zip(PAPER_LIKE_MODELS, (4, 5, 4, 6))}
+    assert "logarithmic" in " ".join(spec["title"]["subtitle"])
+
+
+def test_mlp_skip_map_uses_a_log_colour_scale(paper_like):
+    from effdepth.figures.paper import SKIP_MAP_FLOOR
+
+    tables, ctx = paper_like
+    spec = chart("skip_map_mlp", tables, ctx).to_dict()
+    color = spec["spec"]["encoding"]["color"]
+    assert color["scale"]["type"] == "log" and color["scale"]["domain"] == [SKIP_MAP_FLOOR, 1]
+    rows = next(iter(spec["datasets"].values()))
+    assert min(r["relative"] for r in rows if r.get("relative") is not None) >= SKIP_MAP_FLOOR
+    assert "log scale" in " ".join(spec["title"]["subtitle"])
+
+
+@pytest.mark.parametrize(
+    "name", ["layer_deletion", "skip_map_mlp", "q3_difficulty", "errata", "cosine", "models/Qwen2.5-7B-Instruct"]
+)
+def test_titles_do_not_widen_the_page(paper_like, name):
+    """Rendered, the page is no wider with its title and subtitle than without them: they are wrapped
+    within the chart (or PAGE_WIDTH), not run past its right edge."""
+    import re
+
+    import vl_convert as vlc
+
+    tables, ctx = paper_like
+    spec = chart(name, tables, ctx).to_dict()
+    bare = {k: v for k, v in spec.items() if k != "title"}
+
+    def width(s: dict) -> float:
+        return float(re.search(r'<svg[^>]* width="([0-9.]+)"', vlc.vegalite_to_svg(s)).group(1))
+
+    from effdepth.figures.theme import PAGE_WIDTH
+
+    assert width(spec) <= max(width(bare), PAGE_WIDTH + 20)
+
+
+# --- one process renders a run's figures --------------------------------------------------------
+
+
+def test_render_figures_writes_the_named_outputs_in_the_formats_asked(paper_like, tmp_path: Path):
+    """``render_figures`` (the workflow's figures job) reads each table once, writes each figure's PDF
+    and only the other formats that have an output, the profiles, and all.pdf with one page each."""
+    from pypdf import PdfReader
+
+    from effdepth.figures import output_key, render_figures
+
+    tables, ctx = paper_like
+    paths = {}
+    for name in ("logit_lens", "effective_depth", "integrated_gradients", "relative_contribution", "layer_skip"):
+        paths[name] = str(tmp_path / f"{name}.parquet")
+        tables[name].write_parquet(paths[name])
+    tables["tokens"].write_parquet(tmp_path / "ig_tokens.parquet")
+    model = "Qwen2.5-7B-Instruct"
+    outputs = {
+        output_key("logit_lens_kl"): str(tmp_path / "f/logit_lens_kl.pdf"),
+        output_key("logit_lens_kl", "svg"): str(tmp_path / "f/logit_lens_kl.svg"),
+        output_key("integrated_gradients"): str(tmp_path / "f/integrated_gradients.pdf"),
+        output_key("", model=model): str(tmp_path / f"f/models/{model}.pdf"),
+        "all": str(tmp_path / "f/all.pdf"),
+    }
+    timings = render_figures(
+        paths,
+        {"integrated_gradients": [str(tmp_path / "ig_tokens.parquet")]},
+        ctx,
+        ["logit_lens_kl", "integrated_gradients"],
+        [model],
+        outputs,
+        {"name": "unit", "models": list(ctx["models"]), "tasks": list(ctx["tasks"])},
+    )
+    assert [name for name, _ in timings] == ["logit_lens_kl", "integrated_gradients", f"models/{model}"]
+    written = sorted(str(p.relative_to(tmp_path / "f")) for p in (tmp_path / "f").rglob("*.*"))
+    assert written == sorted(
+        ["all.pdf", "integrated_gradients.pdf", "logit_lens_kl.pdf", "logit_lens_kl.svg", f"models/{model}.pdf"]
+    )
+    reader = PdfReader(outputs["all"])
+    assert len(reader.pages) == 4
+    assert "␣t0" in reader.pages[2].extract_text()  # the IG axis is labelled with the token tables
+    with pytest.raises(KeyError) as raised:
+        render_figures(paths, {}, ctx, ["block_influence"], [], {"block_influence": str(tmp_path / "b.pdf")})
+    assert "figure block_influence: its tables block_influence" in str(raised.value)

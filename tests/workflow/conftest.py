@@ -17,8 +17,16 @@ REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 2400) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+# profiles/default hides Snakemake's job blocks; the tests read them (which jobs a run plans or starts).
+JOB_BLOCKS = ("--quiet", "host")
+
+
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, timeout: int = 2400, blocks: bool = True
+) -> subprocess.CompletedProcess:
+    """Run the Snakefile in ``workdir``; ``blocks``: print every job block (else the default profile's
+    short console)."""
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args, *(JOB_BLOCKS if blocks else ())]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "src")}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir)
     if check and result.returncode != 0:
@@ -67,8 +75,10 @@ def tiny_models(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory, tiny_models) -> Path:
-    """The test configuration run end to end once per session (--cores 2)."""
+    """The test configuration run end to end once per session (--cores 2), with the default profile's
+    console; what it printed is in ``console.txt`` of the run's directory."""
     workdir = tmp_path_factory.mktemp("run")
     config = write_config(workdir, tiny_config_for(workdir, tiny_models))
-    snakemake(workdir, "--cores", "2", "--configfile", str(config))
+    result = snakemake(workdir, "--cores", "2", "--configfile", str(config), blocks=False)
+    (workdir / "console.txt").write_text(result.stdout + result.stderr)
     return workdir

@@ -32,7 +32,7 @@ def test_end_to_end_outputs(finished_run):
         assert {"model", "task", "analysis", "metric", "layer", "value"} <= set(table.columns)
         assert table["value"].is_finite().all(), analysis
     pdf = PdfReader(finished_run / "results" / "figures" / "all.pdf")
-    assert len(pdf.pages) >= 3
+    assert len(pdf.pages) == 1 + 24 + 2  # title page, the 24 figures of the test configuration, a profile per model
     _, meta = load_tensors(finished_run / "results/cache/tiny-qwen2/words/stats.safetensors", ["resid_sum"])
     assert meta["model"] == "tiny-qwen2" and meta["dtype"] == "float32" and len(meta["prompts_hash"]) == 16
     assert (finished_run / "results" / "config.resolved.yaml").is_file()
@@ -58,7 +58,7 @@ def test_figure_style_change_reruns_only_figures(finished_run, tiny_models):
     path = write_config(finished_run, config, "styled.yaml")
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(path)).stdout)
     rules = {rule for rule, _ in jobs}
-    assert "all_pdf" in rules
+    assert "figures" in rules
     assert not rules & (PER_MODEL_RULES | {"aggregate", "prepare_prompts"}), rules
 
 
@@ -114,7 +114,7 @@ def test_paper_dry_run_lists_all_twelve_models(tmp_path):
     assert downloads == models
     for analysis in ("layer_skip", "residual_erasure", "integrated_gradients"):
         assert {w["model"] for r, w in jobs if r == "intervention" and w["analysis"] == analysis} == models, analysis
-    assert any(rule == "all_pdf" for rule, _ in jobs)
+    assert any(rule == "figures" for rule, _ in jobs)
 
 
 def test_lint_passes():
@@ -163,10 +163,13 @@ def test_every_analysis_under_both_variants_end_to_end(tmp_path, tiny_models):
         options.pop("variant", None)
         options["variants"] = ["published", "correct"] if REGISTRY[name].published else ["correct"]
     path = write_config(tmp_path, config)
-    jobs = planned_jobs(snakemake(tmp_path, "-n", "--configfile", str(path)).stdout)
-    rules = {rule for rule, _ in jobs}
-    assert {"figure_skip_map", "errata", "figure_errata"} <= rules, rules
-    assert not rules & {"figure_skip_map_attention", "figure_skip_map_mlp"}, rules
+    plan = snakemake(tmp_path, "-n", "--configfile", str(path)).stdout
+    jobs = planned_jobs(plan)
+    assert {"figures", "errata"} <= {rule for rule, _ in jobs}
+    for figure in ("skip_map", "errata"):
+        assert f"results/figures/{figure}.pdf" in plan, figure
+    for figure in ("skip_map_attention", "skip_map_mlp"):
+        assert f"results/figures/{figure}.pdf" not in plan, figure
     extracts = [w for rule, w in jobs if rule == "extract"]
     assert len(extracts) == len({(w["model"], w["task"]) for w in extracts})  # never once per variant
     snakemake(tmp_path, "--cores", "2", "--configfile", str(path))

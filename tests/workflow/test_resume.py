@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, SNAKEMAKE, planned_jobs, snakemake, tiny_config_for, write_config
+from .conftest import JOB_BLOCKS, REPO, SNAKEMAKE, planned_jobs, snakemake, tiny_config_for, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -53,7 +53,7 @@ def test_killed_run_resumes_with_only_the_unfinished_jobs(tiny_models, tmp_path)
     # snakemake has seen the job end: those outputs exist but are incomplete.
     log_path = tmp_path / "interrupted.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "src")}
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), *args]
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), *args, *JOB_BLOCKS]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True)
         try:

@@ -19,7 +19,7 @@ import pytest
 import torch
 from polars.testing import assert_frame_equal
 
-from .conftest import REPO, SNAKEMAKE, planned_jobs, tiny_config_for, write_config
+from .conftest import JOB_BLOCKS, REPO, SNAKEMAKE, planned_jobs, tiny_config_for, write_config
 
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 SLURM_PROFILE = REPO / "profiles" / "slurm"
@@ -53,6 +53,7 @@ def run_snakemake(workdir: Path, *args: str, env: dict[str, str], timeout: int =
         "--directory",
         str(workdir),
         *args,
+        *JOB_BLOCKS,
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd or workdir, timeout=timeout + 60)
     result.output = result.stdout + result.stderr
@@ -255,6 +256,7 @@ def test_paper_dry_run_with_slurm_profile_requests_gpus_for_all_models(tmp_path)
         str(tmp_path),
         "--configfile",
         str(config),
+        *JOB_BLOCKS,
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=_clean_env(), cwd=REPO, timeout=360)
     out = result.stdout + result.stderr

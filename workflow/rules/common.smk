@@ -19,7 +19,15 @@ from effdepth.config import (
 )
 from effdepth.depth import effective_depth_inputs, reference_pairs
 from effdepth.errata import errata_configured
-from effdepth.figures import ED_CAT, FIGURE_BY_NAME, PROFILE_CATEGORY, figure_context
+from effdepth.figures import (
+    ED_CAT,
+    FIGURE_BY_NAME,
+    PROFILE_CATEGORY,
+    available_figures,
+    figure_context,
+    output_key,
+    report_options,
+)
 
 _config_files = [str(f) for f in (workflow.overwrite_configfiles or workflow.configfiles or ["config"])]
 try:
@@ -271,7 +279,7 @@ REFERENCE_MATCHES = any(
 )
 
 
-# Aggregated tables by name, and the inputs of a figure (effdepth.figures.FIGURE_BY_NAME declares them).
+# Aggregated tables by name; the figures job takes those its figures declare (effdepth.figures.FIGURE_BY_NAME).
 TABLE_FILES = {
     **{a: AGGREGATED.format(analysis=a) for a in ANALYSES},
     **{
@@ -283,13 +291,40 @@ TABLE_FILES = {
 }
 
 
-def figure_inputs(name):
-    """The tables a figure declares, and the token tables of the analysis that labels its axes."""
-    fig = FIGURE_BY_NAME[name]
-    return {
-        "tables": [TABLE_FILES[t] for t in fig.tables],
-        "tokens": token_paths(fig.tokens) if fig.tokens else [],
-    }
+# The figures of this config (the order of all.pdf), the models with a profile page, the formats besides PDF.
+FIGURE_NAMES = available_figures(ANALYSES, reference_matches=REFERENCE_MATCHES)
+PROFILE_MODELS = MODELS if ED_CONFIGURED else []
+FIGURE_FORMATS = [f for f in (config.get("figures") or {}).get("formats", ["pdf"]) if f != "pdf"]
+
+
+def figures_inputs():
+    """Every table a planned figure declares, named by table, and the token tables of the analyses
+    that label heatmap axes (``tokens_<analysis>``); the profiles read the effective-depth inputs."""
+    names = {t for f in FIGURE_NAMES for t in FIGURE_BY_NAME[f].tables}
+    if PROFILE_MODELS:
+        names |= {*ED_CONFIGURED, "effective_depth"}
+    inputs = {t: TABLE_FILES[t] for t in sorted(names)}
+    for analysis in sorted({FIGURE_BY_NAME[f].tokens for f in FIGURE_NAMES} - {None}):
+        inputs[f"tokens_{analysis}"] = token_paths(analysis)
+    return inputs
+
+
+def figures_outputs():
+    """all.pdf and, per figure and profile, its PDF (with its report caption) and the other formats asked for."""
+    outputs = {"all": ALL_PDF}
+    for name in FIGURE_NAMES:
+        outputs[name] = report(FIGURE.format(figure=name, ext="pdf"), caption=CAPTION.format(name=name), **report_options(name))
+        outputs |= {output_key(name, ext): FIGURE.format(figure=name, ext=ext) for ext in FIGURE_FORMATS}
+    for model in PROFILE_MODELS:
+        outputs[output_key("", model=model)] = report(
+            PROFILE.format(model=model, ext="pdf"),
+            caption=CAPTION.format(name="model_profile"),
+            category=PROFILE_CATEGORY,
+            subcategory=model,
+            labels={"figure": "profile", "shows": f"{model}: every ED curve, threshold and estimate"},
+        )
+        outputs |= {output_key("", ext, model): PROFILE.format(model=model, ext=ext) for ext in FIGURE_FORMATS}
+    return outputs
 
 
 # --- params: each job receives exactly the configuration it reads ---------------------------------

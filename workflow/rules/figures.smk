@@ -1,92 +1,34 @@
 # Figures from aggregated tables, and all.pdf: a title page then every figure in a stable order
 # (effdepth.figures.FIGURES: F1–F12, T1, Q1–Q3, further analyses; then one profile page per model).
-# One rule per figure, so each has its own report caption; a figure is scheduled only when the
-# configured analyses produce its tables (effdepth.figures.available_figures).  Q2 is always drawn:
-# without a long-CoT/base pair its page says so.  The comparison with the paper is scheduled only
-# when a configured model and task are in the paper's table.
-
-from effdepth.figures import (
-    available_figures,
-    report_options,
-)
+# One job renders every figure, the profiles and all.pdf in one process (effdepth.figures.render_figures):
+# a job per figure spent most of a small run starting Python and importing altair.  Each figure is a
+# named output with its own report caption; a figure is planned only when the configured analyses
+# produce its tables (effdepth.figures.available_figures).  Q2 is always drawn: without a
+# long-CoT/base pair its page says so.  The comparison with the paper is planned only when a
+# configured model and task are in the paper's table.  Figures are written as PDF, and also as SVG
+# and self-contained HTML when `figures.formats` asks for them.  The figures, their inputs and outputs:
+# FIGURE_NAMES, figures_inputs() and figures_outputs() in common.smk.
 
 
 report: "../report/workflow.rst"
 
 
-FIGURE_NAMES = available_figures(ANALYSES, reference_matches=REFERENCE_MATCHES)
-PROFILE_MODELS = MODELS if ED_CONFIGURED else []
-for _name in FIGURE_NAMES:
-
-    rule:
-        name:
-            f"figure_{_name}"
-        input:
-            **figure_inputs(_name),
-        output:
-            pdf=report(
-                FIGURE.format(figure=_name, ext="pdf"),
-                caption=CAPTION.format(name=_name),
-                **report_options(_name),
-            ),
-            svg=FIGURE.format(figure=_name, ext="svg"),
-            html=FIGURE.format(figure=_name, ext="html"),
-        log:
-            f"logs/figure/{_name}.log",
-        benchmark:
-            f"logs/benchmark/figure/{_name}.tsv"
-        localrule: True
-        conda:
-            "../../envs/effdepth.yaml"
-        params:
-            figure=_name,
-            context=FIGURE_CONTEXT,
-        script:
-            "../scripts/figure.py"
-
-
-rule model_profile:
+rule figures:
     input:
-        tables=[TABLE_FILES[t] for t in (*ED_CONFIGURED, "effective_depth")],
-        tokens=[],
+        **figures_inputs(),
     output:
-        pdf=report(
-            PROFILE.format(model="{model}", ext="pdf"),
-            caption=CAPTION.format(name="model_profile"),
-            category=PROFILE_CATEGORY,
-            subcategory="{model}",
-            labels={"figure": "profile", "shows": "{model}: every ED curve, threshold and estimate"},
-        ),
-        svg=PROFILE.format(model="{model}", ext="svg"),
-        html=PROFILE.format(model="{model}", ext="html"),
+        **figures_outputs(),
     log:
-        "logs/figure/models/{model}.log",
+        "logs/figures.log",
     benchmark:
-        "logs/benchmark/figure/models/{model}.tsv"
+        "logs/benchmark/figures.tsv"
     localrule: True
     conda:
         "../../envs/effdepth.yaml"
     params:
-        figure=lambda w: f"models/{w.model}",
+        figures=FIGURE_NAMES,
+        models=PROFILE_MODELS,
         context=FIGURE_CONTEXT,
-    script:
-        "../scripts/figure.py"
-
-
-rule all_pdf:
-    input:
-        [FIGURE.format(figure=f, ext="pdf") for f in FIGURE_NAMES],
-        [PROFILE.format(model=m, ext="pdf") for m in PROFILE_MODELS],
-    output:
-        ALL_PDF,
-    log:
-        "logs/figure/all.log",
-    benchmark:
-        "logs/benchmark/figure/all.tsv"
-    localrule: True
-    conda:
-        "../../envs/effdepth.yaml"
-    params:
         info={
             "name": config.get("name", "experiment"),
             "models": MODELS,
@@ -96,4 +38,18 @@ rule all_pdf:
             "config_hash": config_hash(),
         },
     script:
-        "../scripts/all_pdf.py"
+        "../scripts/figures.py"
+
+
+# A finished run ends by saying what it found: where all.pdf and the effective-depth table are, and
+# the headline estimates per model × task with their intervals (effdepth.figures.console).
+onsuccess:
+    from effdepth.figures.console import run_summary
+
+    for _line in run_summary(
+        ALL_PDF,
+        ED_TABLES["csv"] if ED_CONFIGURED else None,
+        ED_TABLES["table"] if ED_CONFIGURED else None,
+        FIGURE_CONTEXT,
+    ):
+        _logger.info(_line)

@@ -10,7 +10,8 @@ tables give the same spec whatever the order of their rows (``build_chart`` sort
 ``context`` carries what a figure needs from the config: ``figures`` (width, height, columns),
 ``models`` (size_b, family, training, base_model), ``tasks`` (source, difficulty, digits),
 ``analyses`` (tasks, variant, kinds) and ``effective_depth`` (thresholds) — see
-``figure_context``.  Every chart is saved as PDF, SVG and a self-contained HTML; the caller (the
+``figure_context``.  Every chart is saved as PDF and, on request, SVG and a self-contained HTML;
+``render_figures`` renders a whole run's figures and all.pdf in one process; the caller (the
 workflow) names every path.
 
 Modules: ``theme`` (altair theme, titles, message pages), ``layout`` (facets, ordering, bars,
@@ -19,7 +20,18 @@ intervals), ``paper`` (F1–F12), ``extra`` (further analyses), ``summaries`` (T
 the workflow asks of it), ``output`` (reading, building, saving, all.pdf).
 """
 
-from .output import all_pdf, build_chart, build_figure, merge_pdfs, read_tables, save_chart, title_page
+from .output import (
+    FORMATS,
+    all_pdf,
+    build_chart,
+    build_figure,
+    merge_pdfs,
+    output_key,
+    read_tables,
+    render_figures,
+    save_chart,
+    title_page,
+)
 from .profile import model_profile_chart
 from .registry import (
     ED_CAT,
@@ -39,6 +51,7 @@ from .theme import FONT, THEME, Context, Tables, message_chart
 __all__ = [
     "ED_CAT",
     "ED_TABLES",
+    "FORMATS",
     "ESTIMATOR_LABELS",
     "FIGURES",
     "FIGURE_BY_NAME",
@@ -58,8 +71,10 @@ __all__ = [
     "merge_pdfs",
     "message_chart",
     "model_profile_chart",
+    "output_key",
     "q2_pairs",
     "read_tables",
+    "render_figures",
     "report_options",
     "save_chart",
     "title_page",

@@ -16,11 +16,12 @@ import polars as pl
 
 from .layout import drawn, grid, headline_rows, models_in, panel_size, tasks_in
 from .summaries import ESTIMATOR_LABELS, _ed_label
-from .theme import Context, Tables, chart_title, message_chart
+from .theme import PAGE_WIDTH, Context, Tables, cell_width, chart_title, message_chart
 
 # A cut leaves the model broken when neither pruned model (early exit, block deletion) agrees with the
 # full model's top-1 prediction on at least this fraction of the answer tokens.
 BROKEN_AGREEMENT = 0.5
+LOSS_FLOOR = 1e-3  # nats: the lowest loss the log axis draws
 DELETION_METRICS = ("exit_loss", "exit_agreement", "deletion_loss", "deletion_agreement")
 
 
@@ -203,19 +204,31 @@ def layer_deletion_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
         ]
     )
     data = pl.concat([curves, full, points], how="diagonal_relaxed")
+    # the loss axis is logarithmic (the k = 0 cut's loss is tens of times the full model's and would
+    # flatten the region around the estimates): losses are drawn at ≥ LOSS_FLOOR, tooltips give the raw value
+    data = data.with_columns(
+        raw=pl.col("value"),
+        value=pl.when(pl.col("quantity") == "loss").then(pl.col("value").clip(lower_bound=LOSS_FLOOR)).otherwise(pl.col("value")),
+    )
     models, tasks = models_in(ctx, data), tasks_in(ctx, data)
     labels = [v for v in ESTIMATOR_LABELS.values() if v in set(points["label"].to_list())]
     width, height = panel_size(ctx)
-    x = alt.X("layer:Q", title="cut k (leading layers kept)", axis=alt.Axis(tickMinStep=1, format="d"))
+    # panels fill the page: as wide as PAGE_WIDTH allows for the tasks, up to twice the configured size
+    width = max(width, min(2 * width, (PAGE_WIDTH - 200) // max(1, len(tasks))))
+    height = max(height, int(0.55 * width))
+    x = alt.X(
+        "layer:Q", title="cut k (leading layers kept)", axis=alt.Axis(tickMinStep=1, format="d"), scale=alt.Scale(nice=False)
+    )
 
     def page(quantity: str, title: str) -> alt.FacetChart:
         base = drawn(data.filter(pl.col("quantity") == quantity))
+        scale = alt.Scale(type="log", nice=False) if quantity == "loss" else alt.Scale(domain=[0, 1])
         layers = [
             base.transform_filter(alt.datum.mark == "line")
             .mark_line(color="#333333", strokeWidth=1.2, point=alt.OverlayMarkDef(size=8, color="#333333"))
             .encode(
                 x=x,
-                y=alt.Y("value:Q", title=title),
+                y=alt.Y("value:Q", title=title, scale=scale),
                 strokeDash=alt.StrokeDash(
                     "series:N",
                     title=None,
@@ -227,7 +240,7 @@ def layer_deletion_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
                     "task:N",
                     "series:N",
                     alt.Tooltip("layer:Q", title="cut k"),
-                    alt.Tooltip("value:Q", format=".4f"),
+                    alt.Tooltip("raw:Q", format=".4f", title=quantity),
                 ],
             ),
             base.transform_filter(alt.datum.mark == "estimate")
@@ -247,7 +260,7 @@ def layer_deletion_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
                     "ci_low:Q",
                     "ci_high:Q",
                     alt.Tooltip("cut:Q", title="cut k"),
-                    alt.Tooltip("value:Q", format=".4f", title=f"early-exit {quantity}"),
+                    alt.Tooltip("raw:Q", format=".4f", title=f"early-exit {quantity}"),
                 ],
             ),
         ]
@@ -256,18 +269,24 @@ def layer_deletion_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
                 1,
                 base.transform_filter(alt.datum.mark == "rule")
                 .mark_rule(color="#d62728", strokeDash=[4, 3])
-                .encode(y="value:Q", tooltip=["series:N", alt.Tooltip("value:Q", format=".4f", title="full-model loss")]),
+                .encode(y="value:Q", tooltip=["series:N", alt.Tooltip("raw:Q", format=".4f", title="full-model loss")]),
             )
-        return grid(alt.layer(*layers).properties(width=width, height=height), models, tasks).resolve_scale(y="independent")
+        chart = alt.layer(*layers).properties(width=width, height=height)
+        # every model its own cut axis 0 … L (layer counts differ between models)
+        return grid(chart, models, tasks).resolve_scale(x="independent", y="independent")
 
-    return alt.vconcat(page("loss", "answer loss (nats)"), page("agreement", "top-1 agreement with the full model")).properties(
+    return alt.vconcat(
+        page("loss", "answer loss (nats, log scale)"), page("agreement", "top-1 agreement with the full model")
+    ).properties(
         title=chart_title(
             "Layer deletion: answer loss (top) and top-1 agreement with the full model (bottom), layers past cut k removed",
             "Solid: early exit (the read-out applied to h_k) · dashed: block deletion (layers k … L−1−keep_last removed, "
             "the last layers kept) · red dashed: the full model's loss · points: each ED estimate at k = ⌈ED⌉ + 1 on the "
-            "early-exit curve, bars: its 95 % bootstrap interval.  An ED is confirmed where the curves have reached the "
-            "full model at its point; a point where the loss is still high and the agreement low marks layers past the ED "
-            "that the prediction needs.",
+            "early-exit curve, bars: its 95 % bootstrap interval.  Each model has its own cut axis 0 … L; the loss axis "
+            "is logarithmic, so the region around the estimates stays readable next to the k = 0 cut.  An ED is "
+            "confirmed where the curves have reached the full model at its point; a point where the loss is still high "
+            "and the agreement low marks layers past the ED that the prediction needs.",
+            width=max(PAGE_WIDTH, len(tasks) * (width + 20) + 160),
         )
     )
 
@@ -284,7 +303,7 @@ def layer_deletion_table_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixi
             ["No model × task has both a layer-deletion table and an effective-depth estimate."],
         )
     texts = [
-        f"k {k} · +{e:.2f} | +{d:.2f}{' · broken' if b else ''}"
+        f"k {k} · {e:+.2f} | {d:+.2f}{' · broken' if b else ''}"
         for k, e, d, b in at.select("cut", "exit_increase", "deletion_increase", "broken").iter_rows()
     ]
     data = at.with_columns(text=pl.Series(texts, dtype=pl.Utf8)).drop("estimator")
@@ -321,7 +340,8 @@ def layer_deletion_table_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixi
         )
     )
     text = base.mark_text(fontSize=9).encode(text="text:N")
-    table = alt.layer(cells, text).properties(width=150 * len(labels), height=20 * len(models))
+    cell = cell_width(texts, 9, 150)
+    table = alt.layer(cells, text).properties(width=cell * len(labels), height=20 * len(models))
     return table.facet(
         row=alt.Row("task:N", sort=tasks, title=None, header=alt.Header(labelAngle=0, labelAlign="left", labelFontSize=12))
     ).properties(

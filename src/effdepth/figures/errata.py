@@ -3,20 +3,49 @@ and whether each of the paper's conclusions holds under both (``effdepth.errata`
 
 from __future__ import annotations
 
+import math
+
 import altair as alt
 import polars as pl
 
 from .layout import models_in
 from .summaries import ESTIMATOR_LABELS
-from .theme import Context, Tables, chart_title, message_chart
+from .theme import Context, Tables, cell_width, chart_title, message_chart
+
+CELL_FONT = 9
 
 
-def _interval(ed: float | None, low: float | None, high: float | None) -> str:
+def decimals(values: list[float | None], low: float | None, high: float | None) -> int:
+    """Decimals an estimate and its interval support: none when every value is a whole layer,
+    else down to the interval width's first significant digit (0.3 → 1, 0.04 → 2), 2 without an
+    interval, at most 3."""
+    present = [v for v in values if v is not None and math.isfinite(v)]
+    if all(float(v).is_integer() for v in present):
+        return 0
+    width = abs(high - low) if low is not None and high is not None else 0.0
+    if not width or not math.isfinite(width):
+        return 2
+    return max(0, min(3, -math.floor(math.log10(width))))
+
+
+def interval_text(ed: float | None, low: float | None, high: float | None) -> str:
+    """'ED [low–high]' rounded to what the interval supports (``decimals``); '–' without an estimate."""
     if ed is None:
         return "–"
+    d = decimals([ed, low, high], low, high)
     if low is None or high is None:
-        return f"{ed:g}"
-    return f"{ed:g} [{low:g}–{high:g}]"
+        return f"{ed:.{d}f}"
+    return f"{ed:.{d}f} [{low:.{d}f}–{high:.{d}f}]"
+
+
+def _column(estimator: str, form: str, aggregation: str | None) -> str:
+    """The column of an errata row: the estimator's label (``ESTIMATOR_LABELS``), with its aggregation
+    when that is not the labelled one (the skip scores come as mean and max: one column each, so no
+    two rows share a cell)."""
+    if (estimator, form, aggregation) in ESTIMATOR_LABELS:
+        return ESTIMATOR_LABELS[(estimator, form, aggregation)]
+    label = next((v for (e, f, _), v in ESTIMATOR_LABELS.items() if (e, f) == (estimator, form)), f"{estimator}/{form}")
+    return f"{label} ({aggregation})" if aggregation else label
 
 
 def errata_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
@@ -31,13 +60,12 @@ def errata_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
             "Errata of the published code",
             ["No analysis ran under both variants (set e.g. `variants: [correct, published]`)."],
         )
-    labels = {f"{estimator}/{form}": label for (estimator, form, _), label in ESTIMATOR_LABELS.items()}
     data = errata.with_columns(
-        column=pl.concat_str([pl.col("estimator"), pl.lit("/"), pl.col("form")]).replace(labels),
+        column=pl.Series([_column(*key) for key in errata.select("estimator", "form", "aggregation").iter_rows()], dtype=pl.Utf8),
         row=pl.concat_str([pl.col("model"), pl.lit(" · "), pl.col("task")]),
         text=pl.Series(
             [
-                f"{_interval(c, cl, ch)} → {_interval(p, pl_, ph)}"
+                f"{interval_text(c, cl, ch)} → {interval_text(p, pl_, ph)}"
                 for c, cl, ch, p, pl_, ph in errata.select(
                     "ed_correct", "ci_low_correct", "ci_high_correct", "ed_published", "ci_low_published", "ci_high_published"
                 ).iter_rows()
@@ -67,15 +95,22 @@ def errata_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
         ),
         legend=alt.Legend(orient="bottom", title=None),
     )
+    # every cell as wide as its longest text (a cell narrower than its text overlaps its neighbours)
+    cell = cell_width(data["text"].to_list(), CELL_FONT, 150)
     chart = alt.layer(
         base.mark_rect().encode(color=color),
-        base.mark_text(fontSize=9).encode(text="text:N"),
-    ).properties(width=max(400, 150 * len(columns)), height=max(60, 20 * len(rows)))
+        base.mark_text(fontSize=CELL_FONT).encode(text="text:N"),
+    ).properties(width=max(400, cell * len(columns)), height=max(60, 20 * len(rows)))
     subtitle = [
-        "Each cell: ED [95 % interval] under the correct variant → under the published one; each column switches "
+        "Each cell: ED [95 % interval] under the correct variant → under the published one, rounded to what the "
+        "interval supports (whole layers, else the interval width's first digit); each column switches "
         "one defect of the public code (its analysis's published variant); erasure / IG: the layer where the map peaks.",
         *sentences,
     ]
     return chart.properties(
-        title=chart_title("Errata: how each defect of the published code moves the effective depth", *subtitle)
+        title=chart_title(
+            "Errata: how each defect of the published code moves the effective depth",
+            *subtitle,
+            width=max(600, cell * len(columns)),
+        )
     )

@@ -1,6 +1,7 @@
-"""Reading the tables, building a figure by name, saving it (PDF, SVG, self-contained HTML) and
-assembling all.pdf (a title page with provenance and contents, then every figure with an outline
-entry).  Every path comes from the caller: the workflow owns the layout of results/.
+"""Reading the tables, building a figure by name, saving it (PDF; SVG and self-contained HTML on
+request), rendering every figure of a run in one process (``render_figures``) and assembling all.pdf
+(a title page with provenance and contents, then every figure with an outline entry).  Every path
+comes from the caller: the workflow owns the layout of results/.
 """
 
 from __future__ import annotations
@@ -115,9 +116,9 @@ def stable_pdf(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def save_chart(chart: alt.TopLevelMixin, pdf: str, svg: str, html: str) -> None:
-    """Save ``chart`` to the paths ``pdf``, ``svg`` and ``html`` (self-contained, inline scripts),
-    creating their folders.  The SVG's gradient ids are renumbered (``stable_svg``) and the PDF's
+def save_chart(chart: alt.TopLevelMixin, pdf: str, svg: str | None = None, html: str | None = None) -> None:
+    """Save ``chart`` to the paths ``pdf`` and, when given, ``svg`` and ``html`` (self-contained,
+    inline scripts), creating their folders.  The SVG's gradient ids are renumbered (``stable_svg``) and the PDF's
     dictionaries put in key order (``stable_pdf``), so one chart gives the same bytes whatever was
     rendered before it, in any process.  Raises altair's
     ``SchemaValidationError`` for a spec that does not validate against the Vega-Lite schema, and
@@ -126,10 +127,13 @@ def save_chart(chart: alt.TopLevelMixin, pdf: str, svg: str, html: str) -> None:
 
     spec = chart.to_dict()  # validates against the Vega-Lite schema
     for path in (pdf, svg, html):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(pdf).write_bytes(stable_pdf(vlc.vegalite_to_pdf(spec)))
-    Path(svg).write_text(stable_svg(vlc.vegalite_to_svg(spec)))
-    chart.save(html, inline=True)
+    if svg:
+        Path(svg).write_text(stable_svg(vlc.vegalite_to_svg(spec)))
+    if html:
+        chart.save(html, inline=True)
 
 
 def build_figure(
@@ -139,6 +143,78 @@ def build_figure(
     per-model profile) with the context ``ctx`` and save it to ``pdf``, ``svg`` and ``html``.  Raises
     what ``read_tables``, ``build_chart`` and ``save_chart`` raise."""
     save_chart(build_chart(name, read_tables(tables, tokens), ctx), pdf, svg, html)
+
+
+FORMATS = ("pdf", "svg", "html")
+
+
+def output_key(figure: str, ext: str = "pdf", model: str | None = None) -> str:
+    """The name of a figure's output in the workflow's figures rule: the figure's name (a profile:
+    ``profile/<model>``), then ``.svg`` / ``.html`` for the other formats."""
+    key = f"profile/{model}" if model is not None else figure
+    return key if ext == "pdf" else f"{key}.{ext}"
+
+
+def render_figures(
+    tables: dict[str, str],
+    tokens: dict[str, list[str]],
+    ctx: Context,
+    figures: list[str],
+    models: list[str],
+    outputs: dict[str, str],
+    info: dict[str, Any] | None = None,
+) -> list[tuple[str, float]]:
+    """Render every figure of ``figures`` and the profile of every model of ``models`` in this process,
+    then all.pdf: each table is read once, each chart built and saved once.
+
+    ``tables``: table name (an analysis, effective_depth, errata, …) -> parquet path, every table a
+    figure of ``figures`` declares (``Figure.tables``) and, with ``models``, the effective-depth inputs
+    present and ``effective_depth``; ``tokens``: analysis -> its token tables (``Figure.tokens``);
+    ``outputs``: ``output_key`` -> path; a figure is written as PDF and as each other format
+    (``FORMATS``) whose key is in ``outputs``; ``outputs["all"]``, when present, gets all.pdf with
+    the title page from ``info`` (``all_pdf``).  Returns (figure, seconds) per figure rendered.
+    Raises ``KeyError`` for a declared table or an output missing, and what ``build_chart`` and
+    ``save_chart`` raise, with a note naming the figure."""
+    import logging
+    import time
+
+    from ..depth import ED_ANALYSES
+
+    log = logging.getLogger("effdepth.figures")
+    frames = {name: pl.read_parquet(path) for name, path in tables.items()}
+    token_frames = {
+        a: pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed") for a, paths in tokens.items() if paths
+    }
+    jobs: list[tuple[str, str | None, Tables]] = []
+    for name in figures:
+        fig = FIGURE_BY_NAME[name]
+        missing = [t for t in fig.tables if t not in frames]
+        if missing:
+            raise KeyError(f"figure {name}: its tables {', '.join(missing)} are not among the inputs")
+        declared = {t: frames[t] for t in fig.tables}
+        if fig.tokens and fig.tokens in token_frames:
+            declared["tokens"] = token_frames[fig.tokens]
+        jobs.append((name, None, declared))
+    profile_tables = {t: frames[t] for t in (*ED_ANALYSES, "effective_depth") if t in frames}
+    jobs += [(f"models/{m}", m, profile_tables) for m in models]
+    timings, pdfs = [], []
+    for name, model, declared in jobs:
+        start = time.perf_counter()
+        key = output_key(name, model=model)
+        try:
+            chart = build_chart(name, declared, ctx)
+            extra = {ext: outputs.get(output_key(name, ext, model)) for ext in FORMATS[1:]}
+            save_chart(chart, outputs[key], **extra)
+        except Exception as err:
+            err.add_note(f"while rendering figure {name} ({outputs.get(key, key)})")
+            raise
+        pdfs.append(outputs[key])
+        timings.append((name, time.perf_counter() - start))
+        log.info(f"figure {name}: {timings[-1][1]:.1f} s -> {outputs[key]}")
+    if "all" in outputs:
+        all_pdf(info or {"models": models, "tasks": list(ctx.get("tasks", {}))}, pdfs, outputs["all"])
+        log.info(f"all.pdf: {len(pdfs)} figures -> {outputs['all']}")
+    return timings
 
 
 def title_page(info: dict[str, Any], contents: list[tuple[int, str]] | None = None) -> bytes:

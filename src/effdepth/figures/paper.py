@@ -130,6 +130,9 @@ def overlap_chart(tables: Tables, ctx: Context, by_task: bool = False) -> alt.To
     )
 
 
+SKIP_MAP_FLOOR = 1e-3  # the smallest relative effect the log colour scale of the attention / MLP maps draws
+
+
 def skip_map_chart(tables: Tables, ctx: Context, by_task: bool = False, kind: str = "layer") -> alt.TopLevelMixin:
     """F2 / F9: relative change Δ(s, j) of layer j's contribution on future tokens when layer s is
     skipped (max aggregation, as the paper), colour relative to the panel's maximum."""
@@ -140,6 +143,14 @@ def skip_map_chart(tables: Tables, ctx: Context, by_task: bool = False, kind: st
     data = skip.select("model", "task", "skipped_layer", "layer", "value").with_columns(
         relative=pl.col("value") / pl.col("value").max().over("model", "task").clip(lower_bound=1e-12)
     )
+    # The attention- and MLP-only maps are dominated by their first layer's skip (often 10²–10⁴ times the
+    # rest): a log colour scale (relative values clipped at SKIP_MAP_FLOOR of the panel max) shows the others.
+    log = kind != "layer"
+    if log:
+        data = data.with_columns(relative=pl.col("relative").clip(lower_bound=SKIP_MAP_FLOOR))
+    scale = (
+        alt.Scale(type="log", scheme="viridis", domain=[SKIP_MAP_FLOOR, 1]) if log else alt.Scale(scheme="viridis", domain=[0, 1])
+    )
     width, _ = panel_size(ctx)
     n_max = max(n_layers_max(data), n_layers_max(data, "skipped_layer"))
     chart = (
@@ -148,7 +159,12 @@ def skip_map_chart(tables: Tables, ctx: Context, by_task: bool = False, kind: st
         .encode(
             x=alt.X("skipped_layer:O", axis=layer_axis("layer skipped", n_max)),
             y=alt.Y("layer:O", axis=layer_axis("effect at layer", n_max), sort="descending"),
-            color=alt.Color("relative:Q", title="Δ / panel max", scale=alt.Scale(scheme="viridis", domain=[0, 1])),
+            color=alt.Color(
+                "relative:Q",
+                title="Δ / panel max (log)" if log else "Δ / panel max",
+                scale=scale,
+                legend=alt.Legend(format="~g") if log else alt.Undefined,
+            ),
             tooltip=["model:N", "task:N", "skipped_layer:O", "layer:O", alt.Tooltip("value:Q", title="Δ", format=".4f")],
         )
         .properties(width=width, height=width)
@@ -166,8 +182,13 @@ def skip_map_chart(tables: Tables, ctx: Context, by_task: bool = False, kind: st
             title=chart_title(
                 f"{label + ' · ' if label else ''}{text} ({which})",
                 "Δ(s, j) = max over future tokens of the relative change of layer j's contribution when layer s is "
-                "skipped on earlier tokens; colours are relative to each panel's maximum (tooltip: raw Δ). "
-                "Rows that stay dark for late skipped layers = those layers feed no later computation.",
+                "skipped on earlier tokens; colours are relative to each panel's maximum (tooltip: raw Δ)"
+                + (
+                    f" on a log scale, values below {SKIP_MAP_FLOOR:g} of the maximum drawn at {SKIP_MAP_FLOOR:g}. "
+                    if log
+                    else ". "
+                )
+                + "Rows that stay dark for late skipped layers = those layers feed no later computation.",
             )
         )
     )

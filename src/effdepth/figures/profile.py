@@ -10,8 +10,8 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from .layout import drawn, headline_rows, panel_size, tasks_in
-from .theme import Context, Tables, chart_title
+from .layout import headline_rows, panel_size, tasks_in
+from .theme import Context, Tables, chart_title, message_chart
 
 
 def model_profile_chart(tables: Tables, ctx: Context, model: str) -> alt.TopLevelMixin:
@@ -90,8 +90,13 @@ def model_profile_chart(tables: Tables, ctx: Context, model: str) -> alt.TopLeve
     ).with_columns(model=pl.lit(model))
     order = ["mean cosine c̄", "KL / max KL", "top-k overlap", "skip output effect / max"]
     width, height = panel_size(ctx)
-    base = drawn(frame, "curve", "task")
-    x = alt.X("layer:Q", title="layer", scale=alt.Scale(domain=[0, max(1, (n_layers or 1) - 1)]))
+    base = alt.Chart(frame)
+    x = alt.X(
+        "layer:Q",
+        title="layer",
+        scale=alt.Scale(domain=[0, max(1, (n_layers or 1) - 1)]),
+        axis=alt.Axis(tickMinStep=1, format="d"),
+    )
     layers = [
         base.transform_filter((alt.datum.mark == "estimate") & alt.expr.isValid(alt.datum.low) & (alt.datum.form != "robust"))
         .mark_rect(opacity=0.15, color="#e45756")
@@ -126,17 +131,26 @@ def model_profile_chart(tables: Tables, ctx: Context, model: str) -> alt.TopLeve
     ]
     chart = alt.layer(*layers).properties(width=width, height=height)
     L = f"L = {n_layers}" if n_layers else ""
-    return (
-        chart.facet(
-            row=alt.Row("curve:N", sort=order, title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
-            column=alt.Column("task:N", sort=tasks_in(ctx, frame), title=None),
+    # one row per curve, holding only the tasks the curve's analysis ran on (a grid would leave empty
+    # panels where an analysis ran on fewer tasks, e.g. the layer skip)
+    present = frame.filter(pl.col("mark") == "curve").select("curve", "task").unique(maintain_order=True)
+    all_tasks = tasks_in(ctx, frame)
+    rows = []
+    for curve in [c for c in order if c in set(present["curve"].to_list())]:
+        row_tasks = [t for t in all_tasks if t in set(present.filter(pl.col("curve") == curve)["task"].to_list())]
+        rows.append(
+            chart.transform_filter(alt.datum.curve == curve)
+            .facet(column=alt.Column("task:N", sort=row_tasks, title=None))
+            .resolve_scale(y="independent")
+            .properties(title=alt.TitleParams(curve, fontSize=11, anchor="start"))
         )
-        .resolve_scale(y="independent")
-        .properties(
-            title=chart_title(
-                f"Effective-depth profile · {model} ({L})",
-                "Blue: the curve each estimator reads; grey dashed: its threshold; red: the estimate (solid: paper form, "
-                "dashed: robust form, dotted: skip centre of mass) and the paper form's 95 % bootstrap interval (band).",
-            )
+    if not rows:
+        return message_chart(f"Effective-depth profile · {model}", ["No curve of an effective-depth analysis for this model."])
+    return alt.vconcat(*rows).properties(
+        title=chart_title(
+            f"Effective-depth profile · {model} ({L})",
+            "Blue: the curve each estimator reads; grey dashed: its threshold; red: the estimate (solid: paper form, "
+            "dashed: robust form, dotted: skip centre of mass) and the paper form's 95 % bootstrap interval (band).  "
+            "A row shows the tasks its analysis ran on.",
         )
     )

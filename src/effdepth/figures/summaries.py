@@ -16,7 +16,7 @@ import polars as pl
 from ..depth import ESTIMATOR_LABELS
 from ..depth import HEADLINE as HEADLINE_KEYS
 from .layout import drawn, interval_layers, jitter, models_in, panel_size, tasks_in
-from .theme import Context, Tables, chart_title, message_chart
+from .theme import Context, Tables, cell_width, chart_title, message_chart, text_width
 
 # (estimator, form, aggregation) -> label, in the order of T1's columns; the labels of the estimators
 # the question summaries (Q1–Q3) use (the cosine crossing, the robust threshold forms — the paper's
@@ -123,7 +123,8 @@ def effective_depth_table_chart(tables: Tables, ctx: Context) -> alt.TopLevelMix
         )
     )
     text = base.mark_text(fontSize=10).encode(text="text:N")
-    table = alt.layer(cells, text).properties(width=132 * len(columns), height=20 * len(models))
+    cell = cell_width(data["text"].to_list(), 10, 132)
+    table = alt.layer(cells, text).properties(width=cell * len(columns), height=20 * len(models))
     return table.facet(
         row=alt.Row("task:N", sort=tasks, title=None, header=alt.Header(labelAngle=0, labelAlign="left", labelFontSize=12))
     ).properties(
@@ -313,7 +314,9 @@ def _difficulty(ctx: Context) -> pl.DataFrame:
 
 
 def q3_difficulty_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
-    """Q3: ED ratio against task difficulty (benchmarks; digit length for arithmetic), per model."""
+    """Q3: ED ratio per task, tasks as categories grouped by family (benchmarks, addition,
+    multiplication) in order of difficulty, one panel per estimator holding only the tasks it ran on,
+    models side by side within a task and joined by a line within a family."""
     data = (
         _headline_ed(tables, ctx)
         .filter(pl.col("measure") == "ratio (ED+1)/L")
@@ -323,16 +326,26 @@ def q3_difficulty_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
         return message_chart("Q3 · Effective depth vs task difficulty", ["No effective-depth estimate to plot."])
     width, height = panel_size(ctx)
     models = models_in(ctx, data)
-    series = [s for s in ("benchmarks", "addition", "multiplication") if s in set(data["series"].to_list())]
-    data = jitter(
-        data, "difficulty", "model", models, step=0.04 * max(1.0, float(data["difficulty"].max() - data["difficulty"].min()))
+    families = ["benchmarks", "addition", "multiplication"]
+    order = (
+        data.select("task", "series", "difficulty")
+        .unique("task", keep="first", maintain_order=True)
+        .with_columns(rank=pl.col("series").replace_strict({f: i for i, f in enumerate(families)}, default=len(families)))
+        .sort("rank", "difficulty", "task")
     )
+    tasks = order["task"].to_list()
+    labels = [label for label in HEADLINE if label in set(data["label"].to_list())]
+    most = int(data.group_by("label").agg(pl.col("task").n_unique())["task"].max())
+    panel_width = max(width, 36 * most)
+    # task names horizontal where they fit their band, else slanted (they would run into each other)
+    fits = max(text_width(t, 9) for t in tasks) <= panel_width / most - 6
     x = alt.X(
-        "x:Q",
-        title="difficulty (benchmarks: config order; arithmetic: digits)",
-        scale=alt.Scale(zero=False, padding=10),
-        axis=alt.Axis(tickMinStep=1),
+        "task:N",
+        sort=tasks,
+        title=None,
+        axis=alt.Axis(labelAngle=0 if fits else -35, labelAlign="center" if fits else "right", labelLimit=120),
     )
+    offset = alt.XOffset("model:N", sort=models)
     color = alt.Color(
         "model:N",
         sort=models,
@@ -342,30 +355,32 @@ def q3_difficulty_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
     tooltip = [
         "model:N",
         "task:N",
+        "series:N",
         "label:N",
         "difficulty:Q",
         alt.Tooltip("value:Q", title="ratio", format=".2f"),
         alt.Tooltip("low:Q", format=".2f"),
         alt.Tooltip("high:Q", format=".2f"),
     ]
-    base = drawn(data, "label", "series")
-    layers = interval_layers(base, x, color, tooltip, line_detail=["model:N"])
-    text = (
-        base.mark_text(dy=-9, fontSize=8, color="#555555")
-        .encode(x=x, y="value:Q", text="task:N")
-        .transform_filter(alt.datum.series == "benchmarks")
-    )
-    chart = alt.layer(*layers, text).properties(width=width, height=height)
+    base = alt.Chart(data)
+    y = alt.Y("value:Q", title="ratio (ED + 1) / L", scale=alt.Scale(zero=False), axis=alt.Axis(format=".2~f"))
+    layers = [
+        base.mark_line(strokeWidth=1, opacity=0.5).encode(x=x, xOffset=offset, y=y, color=color, detail="series:N"),
+        base.mark_rule(strokeWidth=1.5, opacity=0.6).encode(x=x, xOffset=offset, y="low:Q", y2="high:Q", color=color),
+        base.mark_point(filled=True, size=45).encode(x=x, xOffset=offset, y=y, color=color, tooltip=tooltip),
+    ]
+    chart = alt.layer(*layers).properties(width=panel_width, height=height)
     return (
-        chart.facet(
-            row=alt.Row("label:N", sort=HEADLINE, title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
-            column=alt.Column("series:N", sort=series, title=None),
-        )
-        .resolve_scale(x="independent")
+        chart.facet(facet=alt.Facet("label:N", sort=labels, title=None), columns=2)
+        # xOffset too: with x resolved per panel alone, Vega-Lite draws every model at the band's start
+        .resolve_scale(x="independent", xOffset="independent")
         .properties(
             title=chart_title(
-                "Q3 · Do models use more layers for harder inputs? ED ratio with 95 % bootstrap intervals vs difficulty",
-                "The paper's claim: no — flat lines. Arithmetic: operand digit length; benchmarks: HellaSwag → GSM8K → AIME24.",
+                "Q3 · Do models use more layers for harder inputs? ED ratio with 95 % bootstrap intervals per task",
+                "The paper's claim: no — flat lines. Tasks are grouped by family in order of difficulty (arithmetic: operand "
+                "digits; benchmarks: HellaSwag → GSM8K → AIME24, else config order); lines join one model's tasks of one "
+                "family.  Each panel shows the tasks its estimator ran on.",
+                width=max(560, 2 * panel_width + 80),
             )
         )
     )

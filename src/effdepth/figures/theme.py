@@ -7,7 +7,6 @@ Importing this module registers and enables the theme and lifts altair's 5000-ro
 from __future__ import annotations
 
 import math
-import textwrap
 from typing import Any
 
 import altair as alt
@@ -17,6 +16,7 @@ THEME = "effdepth"
 # vl-convert draws text only in installed fonts: with a single missing family (Helvetica on most
 # Linux machines) every label silently disappears from the PDF/SVG.
 FONT = "Helvetica, Arial, 'DejaVu Sans', 'Liberation Sans', sans-serif"
+TITLE_SIZE, SUBTITLE_SIZE = 14, 10
 
 
 @alt.theme.register(THEME, enable=True)
@@ -29,10 +29,10 @@ def _theme() -> alt.theme.ThemeConfig:
             "header": {"labelFontSize": 10, "titleFontSize": 11, "labelFont": FONT, "titleFont": FONT, "labelFontWeight": "bold"},
             "legend": {"labelFontSize": 9, "titleFontSize": 10, "labelFont": FONT, "titleFont": FONT},
             "title": {
-                "fontSize": 14,
+                "fontSize": TITLE_SIZE,
                 "anchor": "start",
                 "font": FONT,
-                "subtitleFontSize": 10,
+                "subtitleFontSize": SUBTITLE_SIZE,
                 "subtitleColor": "#555555",
                 "subtitleFont": FONT,
             },
@@ -51,10 +51,52 @@ Tables = dict[str, pl.DataFrame]
 Context = dict[str, Any]
 
 
-def chart_title(text: str, *subtitle: str, width: int = 130) -> alt.TitleParams:
-    """Title with subtitle lines wrapped at ``width`` characters (long lines would run off the page)."""
-    lines = [line for s in subtitle if s for line in textwrap.wrap(s, width)]
-    return alt.TitleParams(text=text, subtitle=lines)
+# Advance widths (em) of DejaVu Sans, the font vl-convert falls back to where Helvetica and Arial are
+# missing (the widest of the families in FONT); characters not listed count as ``_WIDE``.
+_EM = {
+    **dict.fromkeys("0123456789", 0.636),
+    **dict.fromkeys(" .,:;'|!", 0.34),
+    **dict.fromkeys("ijlft()[]{}", 0.4),
+    **dict.fromkeys("–-_", 0.5),
+    **dict.fromkeys("·", 0.32),
+    **dict.fromkeys("abcdeghknopqrsuvxyz", 0.63),
+    **dict.fromkeys("→+−=<>×÷≈", 0.84),
+    **dict.fromkeys("mwMW", 1.0),
+}
+_WIDE = 0.78
+PAGE_WIDTH = 760  # px: the width figures fill and their titles wrap at (a page of all.pdf)
+
+
+def text_width(text: str, font_size: float, bold: bool = False) -> float:
+    """An upper estimate of the width in px of ``text`` drawn at ``font_size`` (px) in the theme's font
+    (DejaVu Sans metrics, the widest of ``FONT``); bold adds 10 %."""
+    width = sum(_EM.get(ch, _WIDE) for ch in text) * font_size
+    return width * 1.1 if bold else width
+
+
+def cell_width(texts: list[str], font_size: float, minimum: int) -> int:
+    """Width in px of a table column whose cells hold ``texts``: the widest text plus a margin, at
+    least ``minimum``."""
+    return max([minimum, *(math.ceil(text_width(t, font_size)) + 12 for t in texts)])
+
+
+def wrap_px(text: str, px: float, font_size: float) -> list[str]:
+    """``text`` wrapped at word boundaries into lines at most ``px`` wide at ``font_size``."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and text_width(f"{lines[-1]} {word}", font_size) <= px:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def chart_title(text: str, *subtitle: str, width: float = PAGE_WIDTH) -> alt.TitleParams:
+    """Title and subtitle lines wrapped to ``width`` px (``PAGE_WIDTH``; a chart passes its own width
+    when wider), so neither widens the page past the chart nor runs off it."""
+    lines = [line for s in subtitle if s for line in wrap_px(s, width, SUBTITLE_SIZE)]
+    title = wrap_px(text, width, TITLE_SIZE * 1.1)  # the title is bold
+    return alt.TitleParams(text=title if len(title) > 1 else text, subtitle=lines)
 
 
 def layer_axis(title: str, n_max: int) -> alt.Axis:
