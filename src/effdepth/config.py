@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -12,8 +13,12 @@ from jsonschema.exceptions import ValidationError
 
 from .analyses import REGISTRY
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+# The JSON Schema of the config: package data, so an installed package (not only a checkout) has it;
+# the workflow validates its config through validate_config with this schema.
+DEFAULT_SCHEMA: Traversable = files("effdepth") / "schemas" / "config.schema.yaml"
 
 ARITHMETIC_SOURCES = ("addition", "multiplication")
 # Keys no job computes with: read only by figures (grouping, axes, Q2 pairs) and resource requests.
@@ -192,12 +197,20 @@ def _analysis_errors(analysis: str, options: dict[str, Any], given: dict[str, An
     return errors
 
 
-def validate_config(config: dict[str, Any], schema_path: Path | str = DEFAULT_SCHEMA, source: str = "config") -> dict[str, Any]:
+def read_schema(schema_path: Traversable | Path | str = DEFAULT_SCHEMA) -> dict[str, Any]:
+    """The config schema at ``schema_path`` (a file, or package data as ``DEFAULT_SCHEMA``), parsed."""
+    source = Path(schema_path) if isinstance(schema_path, str) else schema_path
+    return yaml.safe_load(source.read_text(encoding="utf-8"))
+
+
+def validate_config(
+    config: dict[str, Any], schema_path: Traversable | Path | str = DEFAULT_SCHEMA, source: str = "config"
+) -> dict[str, Any]:
     """Validate ``config`` and return a copy with defaults filled in.
 
     Raises ConfigError listing every problem as ``<file>: <dotted.key>: <what is wrong>``.
     """
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = read_schema(schema_path)
     validator = Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     messages = [_describe(e) for e in errors]
@@ -250,7 +263,9 @@ def fill_defaults(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, A
     return out
 
 
-def block_options(block: str, given: dict[str, Any] | None = None, schema_path: Path | str = DEFAULT_SCHEMA) -> dict[str, Any]:
+def block_options(
+    block: str, given: dict[str, Any] | None = None, schema_path: Traversable | Path | str = DEFAULT_SCHEMA
+) -> dict[str, Any]:
     """One config block's options, validated and with the schema's defaults: what the workflow would
     use for the same block.  For options given in Python (``effdepth.api``).
 
@@ -259,7 +274,7 @@ def block_options(block: str, given: dict[str, Any] | None = None, schema_path: 
 
     Raises ConfigError naming every bad key as ``<block>.<key>: <what is wrong>``.
     """
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = read_schema(schema_path)
     defs = schema["$defs"]
     section, _, analysis = block.partition(".")
     if section == "analyses" and analysis in defs["analyses"]["properties"]:
@@ -290,7 +305,7 @@ def job_entry(entry: dict[str, Any], metadata: tuple[str, ...]) -> dict[str, Any
     return {k: v for k, v in entry.items() if k not in metadata}
 
 
-def load_config(path: Path | str, schema_path: Path | str = DEFAULT_SCHEMA) -> dict[str, Any]:
+def load_config(path: Path | str, schema_path: Traversable | Path | str = DEFAULT_SCHEMA) -> dict[str, Any]:
     """Read a YAML config file and validate it."""
     path = Path(path)
     if not path.exists():

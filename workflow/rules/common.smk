@@ -34,11 +34,7 @@ try:
     for _file in _config_files:  # Snakemake's own YAML reading keeps the last of two equal keys
         if Path(_file).is_file():
             read_yaml(_file)
-    config = validate_config(
-        dict(config),
-        Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml",
-        source=" + ".join(_config_files),
-    )
+    config = validate_config(dict(config), source=" + ".join(_config_files))  # the package's schema
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 

@@ -9,7 +9,7 @@ keys its job reads and what it produces: the workflow's scheduling and parameter
 of the configuration schema all read it.
 
 Adding an analysis: write ``effdepth/analyses/<name>.py``, add one ``Analysis`` line here, its
-options to ``workflow/schemas/config.schema.yaml``, and its figures to ``effdepth.figures``.
+options to ``effdepth/schemas/config.schema.yaml``, and its figures to ``effdepth.figures``.
 This module imports nothing heavy: Snakemake reads it while parsing the workflow.
 """
 
