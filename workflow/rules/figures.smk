@@ -39,17 +39,3 @@ rule figures:
         },
     script:
         "../scripts/figures.py"
-
-
-# A finished run ends by saying what it found: where all.pdf and the effective-depth table are, and
-# the headline estimates per model × task with their intervals (effdepth.figures.console).
-onsuccess:
-    from effdepth.figures.console import run_summary
-
-    for _line in run_summary(
-        ALL_PDF,
-        ED_TABLES["csv"] if ED_CONFIGURED else None,
-        ED_TABLES["table"] if ED_CONFIGURED else None,
-        FIGURE_CONTEXT,
-    ):
-        _logger.info(_line)
