@@ -189,16 +189,21 @@ class Measurement:
         return figure_context(config)
 
     def figure(self, name: str) -> Any:
-        """Figure ``name`` of the workflow (``effdepth.figures.FIGURE_BY_NAME``) as an altair chart
-        (displays in Jupyter).  Raises KeyError when a table it needs was not made."""
+        """Figure ``name`` of the workflow (``effdepth.figures.FIGURE_BY_NAME``, or
+        ``effdepth.figures.PROFILE``: this model's profile) as an altair chart (displays in Jupyter).
+        Raises KeyError when a table it needs was not made."""
+        from .figures import PROFILE
         from .figures.output import build_chart
 
-        return build_chart(name, {**self.tables, "effective_depth": self.effective_depth}, self.context())
+        model = self.subject.model_name if name == PROFILE else None
+        return build_chart(name, {**self.tables, "effective_depth": self.effective_depth}, self.context(), model=model)
 
     def profile_chart(self) -> Any:
         """The model's effective-depth profile page: every curve an estimator reads, its threshold,
         the estimates and their intervals (altair)."""
-        return self.figure(f"models/{self.subject.model_name}")
+        from .figures import PROFILE
+
+        return self.figure(PROFILE)
 
 
 def measure(

@@ -18,12 +18,13 @@ from effdepth.errata import estimate_errata, question_verdicts
 from effdepth.figures import (
     FIGURE_BY_NAME,
     FIGURES,
+    PROFILE,
     all_pdf,
     available_figures,
     build_chart,
     figure_context,
+    page_title,
     q2_pairs,
-    read_tables,
     save_chart,
 )
 from effdepth.figures.layout import headline_rows, select_task
@@ -280,8 +281,8 @@ def paper_like() -> tuple[dict[str, pl.DataFrame], dict]:
 
 def declared(tables: dict[str, pl.DataFrame], name: str) -> dict[str, pl.DataFrame]:
     """The tables the workflow hands figure ``name``: its declared ``Figure.tables`` (plus ``tokens`` when it
-    declares token tables); a profile gets the effective-depth inputs and the effective-depth table."""
-    if name.startswith("models/"):
+    declares token tables); the profile gets the effective-depth inputs and the effective-depth table."""
+    if name == PROFILE:
         keys = [*ED_ANALYSES, "effective_depth"]
     else:
         fig = FIGURE_BY_NAME[name]
@@ -289,20 +290,23 @@ def declared(tables: dict[str, pl.DataFrame], name: str) -> dict[str, pl.DataFra
     return {k: tables[k] for k in keys if k in tables}
 
 
-def chart(name: str, tables: dict[str, pl.DataFrame], ctx: dict) -> alt.TopLevelMixin:
-    """``build_chart`` on exactly the tables the workflow passes (the path figure.py runs)."""
-    return build_chart(name, declared(tables, name), ctx)
+def chart(name: str, tables: dict[str, pl.DataFrame], ctx: dict, model: str | None = None) -> alt.TopLevelMixin:
+    """``build_chart`` on exactly the tables the workflow passes (the path figures.py runs); ``model``:
+    whose profile (figure ``PROFILE``)."""
+    return build_chart(name, declared(tables, name), ctx, model=model)
 
 
-ALL_CHARTS = [f.name for f in FIGURES] + ["models/DeepSeek-R1-Distill-Qwen-1.5B"]
+# (figure, model): every figure, and the profile of one model.
+ALL_CHARTS = [(f.name, None) for f in FIGURES] + [(PROFILE, "DeepSeek-R1-Distill-Qwen-1.5B")]
+CHART_IDS = [name if model is None else f"{name}-{model}" for name, model in ALL_CHARTS]
 
 # --- specs --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ALL_CHARTS)
-def test_every_chart_spec_validates(paper_like, name):
+@pytest.mark.parametrize("name, model", ALL_CHARTS, ids=CHART_IDS)
+def test_every_chart_spec_validates(paper_like, name, model):
     tables, ctx = paper_like
-    spec = chart(name, tables, ctx).to_dict(validate=True)
+    spec = chart(name, tables, ctx, model).to_dict(validate=True)
     assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
     title = spec.get("title") or spec.get("spec", {}).get("title")
     assert title, f"{name} has no title"
@@ -372,8 +376,9 @@ def test_single_model_grids(paper_like):
     one = "Qwen2.5-7B-Instruct"
     small = {k: (v.filter(pl.col("model") == one) if "model" in v.columns else v) for k, v in tables.items()}
     ctx = {**ctx, "models": {one: ctx["models"][one]}}
-    for name in ("cosine", "skip_map", "q1_scale", "q3_difficulty", "effective_depth_table", f"models/{one}"):
+    for name in ("cosine", "skip_map", "q1_scale", "q3_difficulty", "effective_depth_table"):
         chart(name, small, ctx).to_dict(validate=True)
+    chart(PROFILE, small, ctx, one).to_dict(validate=True)
 
 
 def test_primary_task_chooses_the_per_model_grids_task(paper_like):
@@ -455,7 +460,7 @@ def test_render_and_merge_into_all_pdf(paper_like, tmp_path: Path):
         "variants": {"logit_lens": "correct"},
         "config_hash": "abc123def456",
     }
-    all_pdf(info, pdfs, str(target))
+    all_pdf(info, pdfs, str(target), [page_title(name) for name in ("logit_lens_kl", "effective_depth_table")])
     reader = PdfReader(str(target))
     assert len(reader.pages) == 3
     first, kl, t1 = (page.extract_text() for page in reader.pages)
@@ -470,12 +475,13 @@ def test_render_and_merge_into_all_pdf(paper_like, tmp_path: Path):
     ]
 
 
-def test_read_tables_keys_by_stem(tmp_path: Path, paper_like):
-    tables, _ = paper_like
-    tables["logit_lens"].write_parquet(tmp_path / "logit_lens.parquet")
-    tables["tokens"].write_parquet(tmp_path / "a_tokens.parquet")
-    read = read_tables([str(tmp_path / "logit_lens.parquet")], [str(tmp_path / "a_tokens.parquet")])
-    assert set(read) == {"logit_lens", "tokens"} and read["tokens"].height == tables["tokens"].height
+def test_the_profile_and_only_the_profile_takes_a_model(paper_like):
+    tables, ctx = paper_like
+    with pytest.raises(ValueError, match="give model="):
+        chart(PROFILE, tables, ctx)
+    with pytest.raises(ValueError, match="model= is for figure profile only"):
+        chart("cosine", tables, ctx, "Qwen2.5-7B-Instruct")
+    assert page_title(PROFILE, "Qwen2.5-7B-Instruct") == "Effective-depth profile · Qwen2.5-7B-Instruct"
 
 
 # --- byte-identical outputs ---------------------------------------------------------------------
@@ -485,13 +491,13 @@ def _shuffled(tables: dict[str, pl.DataFrame], seed: int) -> dict[str, pl.DataFr
     return {k: v.sample(fraction=1, shuffle=True, seed=seed + i) for i, (k, v) in enumerate(sorted(tables.items()))}
 
 
-@pytest.mark.parametrize("name", ALL_CHARTS)
-def test_the_same_tables_in_any_row_order_give_the_same_spec(paper_like, name):
+@pytest.mark.parametrize("name, model", ALL_CHARTS, ids=CHART_IDS)
+def test_the_same_tables_in_any_row_order_give_the_same_spec(paper_like, name, model):
     """Two runs of one config give identical SVG / HTML: a spec does not depend on the order of the
     rows it reads, nor on polars' unordered group_by / unique / join."""
     tables, ctx = paper_like
-    first = chart(name, _shuffled(tables, 1), ctx).to_dict()
-    second = chart(name, _shuffled(tables, 100), ctx).to_dict()
+    first = chart(name, _shuffled(tables, 1), ctx, model).to_dict()
+    second = chart(name, _shuffled(tables, 100), ctx, model).to_dict()
     assert first == second
 
 
@@ -708,7 +714,7 @@ def test_profile_has_no_panel_without_data(paper_like):
     """A profile row holds only the tasks its analysis ran on: every panel has a curve to draw."""
     tables, ctx = paper_like
     tables = _one_task_skip(tables)
-    spec = chart("models/Qwen2.5-7B-Instruct", tables, ctx).to_dict()
+    spec = chart(PROFILE, tables, ctx, "Qwen2.5-7B-Instruct").to_dict()
     rows = next(iter(spec["datasets"].values()))
     panels = {}
     for row in spec["vconcat"]:
@@ -777,10 +783,11 @@ def test_mlp_skip_map_uses_a_log_colour_scale(paper_like):
     assert "log scale" in " ".join(spec["title"]["subtitle"])
 
 
-@pytest.mark.parametrize(
-    "name", ["layer_deletion", "skip_map_mlp", "q3_difficulty", "errata", "cosine", "models/Qwen2.5-7B-Instruct"]
-)
-def test_titles_do_not_widen_the_page(paper_like, name):
+WIDE_TITLES = ("layer_deletion", "skip_map_mlp", "q3_difficulty", "errata", "cosine")
+
+
+@pytest.mark.parametrize("name, model", [*((n, None) for n in WIDE_TITLES), (PROFILE, "Qwen2.5-7B-Instruct")])
+def test_titles_do_not_widen_the_page(paper_like, name, model):
     """Rendered, the page is no wider with its title and subtitle than without them: they are wrapped
     within the chart (or PAGE_WIDTH), not run past its right edge."""
     import re
@@ -788,7 +795,7 @@ def test_titles_do_not_widen_the_page(paper_like, name):
     import vl_convert as vlc
 
     tables, ctx = paper_like
-    spec = chart(name, tables, ctx).to_dict()
+    spec = chart(name, tables, ctx, model).to_dict()
     bare = {k: v for k, v in spec.items() if k != "title"}
 
     def width(s: dict) -> float:
@@ -820,7 +827,7 @@ def test_render_figures_writes_the_named_outputs_in_the_formats_asked(paper_like
         output_key("logit_lens_kl"): str(tmp_path / "f/logit_lens_kl.pdf"),
         output_key("logit_lens_kl", "svg"): str(tmp_path / "f/logit_lens_kl.svg"),
         output_key("integrated_gradients"): str(tmp_path / "f/integrated_gradients.pdf"),
-        output_key("", model=model): str(tmp_path / f"f/models/{model}.pdf"),
+        output_key(PROFILE, model=model): str(tmp_path / "f/page-3.pdf"),  # titles come from names, not paths
         "all": str(tmp_path / "f/all.pdf"),
     }
     timings = render_figures(
@@ -832,13 +839,12 @@ def test_render_figures_writes_the_named_outputs_in_the_formats_asked(paper_like
         outputs,
         {"name": "unit", "models": list(ctx["models"]), "tasks": list(ctx["tasks"])},
     )
-    assert [name for name, _ in timings] == ["logit_lens_kl", "integrated_gradients", f"models/{model}"]
+    assert [name for name, _ in timings] == ["logit_lens_kl", "integrated_gradients", f"profile/{model}"]
     written = sorted(str(p.relative_to(tmp_path / "f")) for p in (tmp_path / "f").rglob("*.*"))
-    assert written == sorted(
-        ["all.pdf", "integrated_gradients.pdf", "logit_lens_kl.pdf", "logit_lens_kl.svg", f"models/{model}.pdf"]
-    )
+    assert written == sorted(["all.pdf", "integrated_gradients.pdf", "logit_lens_kl.pdf", "logit_lens_kl.svg", "page-3.pdf"])
     reader = PdfReader(outputs["all"])
     assert len(reader.pages) == 4
+    assert [o["/Title"] for o in reader.outline][-1] == f"Effective-depth profile · {model}"
     assert "␣t0" in reader.pages[2].extract_text()  # the IG axis is labelled with the token tables
     with pytest.raises(KeyError) as raised:
         render_figures(paths, {}, ctx, ["block_influence"], [], {"block_influence": str(tmp_path / "b.pdf")})

@@ -22,6 +22,7 @@ from effdepth.errata import errata_configured
 from effdepth.figures import (
     ED_CAT,
     FIGURE_BY_NAME,
+    PROFILE as PROFILE_FIGURE,
     PROFILE_CATEGORY,
     available_figures,
     figure_context,
@@ -312,14 +313,14 @@ def figures_outputs():
         outputs[name] = report(FIGURE.format(figure=name, ext="pdf"), caption=CAPTION.format(name=name), **report_options(name))
         outputs |= {output_key(name, ext): FIGURE.format(figure=name, ext=ext) for ext in FIGURE_FORMATS}
     for model in PROFILE_MODELS:
-        outputs[output_key("", model=model)] = report(
+        outputs[output_key(PROFILE_FIGURE, model=model)] = report(
             PROFILE.format(model=model, ext="pdf"),
             caption=CAPTION.format(name="model_profile"),
             category=PROFILE_CATEGORY,
             subcategory=model,
-            labels={"figure": "profile", "shows": f"{model}: every ED curve, threshold and estimate"},
+            labels={"figure": PROFILE_FIGURE, "shows": f"{model}: every ED curve, threshold and estimate"},
         )
-        outputs |= {output_key("", ext, model): PROFILE.format(model=model, ext=ext) for ext in FIGURE_FORMATS}
+        outputs |= {output_key(PROFILE_FIGURE, ext, model): PROFILE.format(model=model, ext=ext) for ext in FIGURE_FORMATS}
     return outputs
 
 

@@ -16,18 +16,17 @@ workflow) names every path.
 
 Modules: ``theme`` (altair theme, titles, message pages), ``layout`` (facets, ordering, bars,
 intervals), ``paper`` (F1–F12), ``extra`` (further analyses), ``summaries`` (T1, Q1–Q3), ``checks``
-(threshold sweep, comparison with the paper), ``profile`` (per-model page), ``registry`` (``FIGURES`` and what
-the workflow asks of it), ``output`` (reading, building, saving, all.pdf).
+(threshold sweep, comparison with the paper), ``profile`` (per-model page, ``PROFILE``), ``registry`` (``FIGURES`` and what
+the workflow asks of it), ``output`` (building, saving, all.pdf).
 """
 
 from .output import (
     FORMATS,
     all_pdf,
     build_chart,
-    build_figure,
     merge_pdfs,
     output_key,
-    read_tables,
+    page_title,
     render_figures,
     save_chart,
     title_page,
@@ -38,6 +37,7 @@ from .registry import (
     ED_TABLES,
     FIGURE_BY_NAME,
     FIGURES,
+    PROFILE,
     PROFILE_CATEGORY,
     Figure,
     available_figures,
@@ -57,6 +57,7 @@ __all__ = [
     "FIGURE_BY_NAME",
     "FONT",
     "HEADLINE",
+    "PROFILE",
     "PROFILE_CATEGORY",
     "THEME",
     "Context",
@@ -65,15 +66,14 @@ __all__ = [
     "all_pdf",
     "available_figures",
     "build_chart",
-    "build_figure",
     "figure_context",
     "figure_title",
     "merge_pdfs",
     "message_chart",
     "model_profile_chart",
     "output_key",
+    "page_title",
     "q2_pairs",
-    "read_tables",
     "render_figures",
     "report_options",
     "save_chart",

@@ -1,7 +1,8 @@
-"""Reading the tables, building a figure by name, saving it (PDF; SVG and self-contained HTML on
-request), rendering every figure of a run in one process (``render_figures``) and assembling all.pdf
-(a title page with provenance and contents, then every figure with an outline entry).  Every path
-comes from the caller: the workflow owns the layout of results/.
+"""Building a figure by name (the profile: for a model), saving it (PDF; SVG and self-contained HTML
+on request), rendering every figure of a run in one process from its named tables
+(``render_figures``) and assembling all.pdf (a title page with provenance and contents, then every
+figure with an outline entry).  Every path comes from the caller: the workflow owns the layout of
+results/.
 """
 
 from __future__ import annotations
@@ -19,35 +20,36 @@ from .. import __version__
 from ..depth import ESTIMATOR_ANALYSIS
 from .layout import canonical
 from .profile import model_profile_chart
-from .registry import FIGURE_BY_NAME, figure_title
+from .registry import FIGURE_BY_NAME, PROFILE, figure_title
 from .theme import Context, Tables, message_chart
 
 
-def read_tables(paths: list[str], token_paths: list[str] | None = None) -> Tables:
-    """Tables keyed by file stem (analysis name or effective_depth*) from the parquet files ``paths``,
-    plus ``tokens``: the token tables ``token_paths`` concatenated.  Raises ``FileNotFoundError`` for a
-    missing file (polars' error for one that is not parquet)."""
-    tables: Tables = {Path(p).stem: pl.read_parquet(p) for p in paths}
-    if token_paths:
-        tables["tokens"] = pl.concat([pl.read_parquet(p) for p in token_paths], how="diagonal_relaxed")
-    return tables
-
-
-def build_chart(name: str, tables: Tables, ctx: Context) -> alt.TopLevelMixin:
-    """Figure ``name`` (a ``FIGURES`` name, or ``models/<model>`` for a per-model profile) from ``tables``
-    (keyed as ``read_tables`` keys them) and the figure context (``figure_context``).
+def build_chart(name: str, tables: Tables, ctx: Context, model: str | None = None) -> alt.TopLevelMixin:
+    """Figure ``name`` (a ``FIGURES`` name, or ``PROFILE`` with ``model``: that model's effective-depth
+    profile) from ``tables`` (table name, an analysis or effective_depth*, plus ``tokens`` -> frame)
+    and the figure context (``figure_context``).
 
     The tables are put in a canonical row order first, so the same tables give the same spec (and
-    byte-identical SVG / HTML) whatever order their rows come in.  Raises ``KeyError`` for an unknown
-    figure name or when a table the figure declares is missing, and ``KeyError`` / ``TypeError`` when
+    byte-identical SVG / HTML) whatever order their rows come in.  Raises ``ValueError`` for the
+    profile without a model or another figure with one, ``KeyError`` for an unknown figure name or
+    when a table the figure declares is missing, and ``KeyError`` / ``TypeError`` when
     ``ctx["effective_depth"]`` lacks a threshold a figure draws.
     """
+    if name == PROFILE and model is None:
+        raise ValueError(f"figure {PROFILE} is drawn for one model: give model=")
+    if name != PROFILE and model is not None:
+        raise ValueError(f"figure {name} is drawn for every model: model= is for figure {PROFILE} only")
     if not (name in FIGURE_BY_NAME and FIGURE_BY_NAME[name].every_variant):
         tables = shown_variants(tables, ctx)
     tables = {key: canonical(table) for key, table in tables.items()}
-    if name.startswith("models/"):
-        return model_profile_chart(tables, ctx, name.split("/", 1)[1])
+    if model is not None:
+        return model_profile_chart(tables, ctx, model)
     return FIGURE_BY_NAME[name].builder(tables, ctx)
+
+
+def page_title(name: str, model: str | None = None) -> str:
+    """The title of figure ``name`` (the profile: of ``model``) in all.pdf's contents and outline."""
+    return f"Effective-depth profile · {model}" if model is not None else figure_title(name)
 
 
 def shown_variants(tables: Tables, ctx: Context) -> Tables:
@@ -136,22 +138,13 @@ def save_chart(chart: alt.TopLevelMixin, pdf: str, svg: str | None = None, html:
         chart.save(html, inline=True)
 
 
-def build_figure(
-    name: str, tables: list[str], ctx: Context, pdf: str, svg: str, html: str, tokens: list[str] | None = None
-) -> None:
-    """Read the parquet ``tables`` (and ``tokens``), build figure ``name`` (or ``models/<model>``, a
-    per-model profile) with the context ``ctx`` and save it to ``pdf``, ``svg`` and ``html``.  Raises
-    what ``read_tables``, ``build_chart`` and ``save_chart`` raise."""
-    save_chart(build_chart(name, read_tables(tables, tokens), ctx), pdf, svg, html)
-
-
 FORMATS = ("pdf", "svg", "html")
 
 
 def output_key(figure: str, ext: str = "pdf", model: str | None = None) -> str:
-    """The name of a figure's output in the workflow's figures rule: the figure's name (a profile:
-    ``profile/<model>``), then ``.svg`` / ``.html`` for the other formats."""
-    key = f"profile/{model}" if model is not None else figure
+    """The name of a figure's output in the workflow's figures rule: the figure's name (the profile of
+    ``model``: ``profile/<model>``), then ``.svg`` / ``.html`` for the other formats."""
+    key = f"{figure}/{model}" if model is not None else figure
     return key if ext == "pdf" else f"{key}.{ext}"
 
 
@@ -172,7 +165,8 @@ def render_figures(
     present and ``effective_depth``; ``tokens``: analysis -> its token tables (``Figure.tokens``);
     ``outputs``: ``output_key`` -> path; a figure is written as PDF and as each other format
     (``FORMATS``) whose key is in ``outputs``; ``outputs["all"]``, when present, gets all.pdf with
-    the title page from ``info`` (``all_pdf``).  Returns (figure, seconds) per figure rendered.
+    the title page from ``info`` (``all_pdf``).  Returns (output key, seconds) per figure rendered
+    (a profile: ``profile/<model>``).
     Raises ``KeyError`` for a declared table or an output missing, and what ``build_chart`` and
     ``save_chart`` raise, with a note naming the figure."""
     import logging
@@ -196,23 +190,24 @@ def render_figures(
             declared["tokens"] = token_frames[fig.tokens]
         jobs.append((name, None, declared))
     profile_tables = {t: frames[t] for t in (*ED_ANALYSES, "effective_depth") if t in frames}
-    jobs += [(f"models/{m}", m, profile_tables) for m in models]
-    timings, pdfs = [], []
+    jobs += [(PROFILE, m, profile_tables) for m in models]
+    timings, pdfs, titles = [], [], []
     for name, model, declared in jobs:
         start = time.perf_counter()
         key = output_key(name, model=model)
         try:
-            chart = build_chart(name, declared, ctx)
+            chart = build_chart(name, declared, ctx, model=model)
             extra = {ext: outputs.get(output_key(name, ext, model)) for ext in FORMATS[1:]}
             save_chart(chart, outputs[key], **extra)
         except Exception as err:
-            err.add_note(f"while rendering figure {name} ({outputs.get(key, key)})")
+            err.add_note(f"while rendering figure {key} ({outputs.get(key, key)})")
             raise
         pdfs.append(outputs[key])
-        timings.append((name, time.perf_counter() - start))
-        log.info(f"figure {name}: {timings[-1][1]:.1f} s -> {outputs[key]}")
+        titles.append(page_title(name, model))
+        timings.append((key, time.perf_counter() - start))
+        log.info(f"figure {key}: {timings[-1][1]:.1f} s -> {outputs[key]}")
     if "all" in outputs:
-        all_pdf(info or {"models": models, "tasks": list(ctx.get("tasks", {}))}, pdfs, outputs["all"])
+        all_pdf(info or {"models": models, "tasks": list(ctx.get("tasks", {}))}, pdfs, outputs["all"], titles)
         log.info(f"all.pdf: {len(pdfs)} figures -> {outputs['all']}")
     return timings
 
@@ -266,16 +261,13 @@ def merge_pdfs(title: bytes, pdfs: list[str], output: str, titles: list[str] | N
         writer.write(fh)
 
 
-def all_pdf(info: dict[str, Any], pdfs: list[str], output: str) -> None:
+def all_pdf(info: dict[str, Any], pdfs: list[str], output: str, titles: list[str]) -> None:
     """Write all.pdf to ``output``: a title page from ``info`` (see ``title_page``) with the contents,
-    then every figure of ``pdfs`` in their stable order (a PDF in a folder ``models`` is a per-model
-    profile).  Raises what ``title_page`` and ``merge_pdfs`` raise."""
+    then every figure of ``pdfs`` in their stable order, each with its title of ``titles``
+    (``page_title``) in the contents and the outline.  Raises what ``title_page`` and ``merge_pdfs``
+    raise."""
     from pypdf import PdfReader
 
-    titles = []
-    for path in pdfs:
-        stem = Path(path).stem
-        titles.append(f"Effective-depth profile · {stem}" if Path(path).parent.name == "models" else figure_title(stem))
     contents, page = [], 2
     for path, title in zip(pdfs, titles):
         contents.append((page, title))

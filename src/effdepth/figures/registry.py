@@ -41,8 +41,8 @@ ERRATA_TABLES = ("errata", "errata_questions")  # written when an analysis runs 
 
 @dataclass(frozen=True)
 class Figure:
-    """One page of all.pdf.  ``tables`` names the tables it reads (analysis names or effective_depth*; the
-    workflow passes their paths, ``read_tables`` keys them by file stem); ``tokens`` names
+    """One page of all.pdf.  ``tables`` names the tables it reads (analysis names or effective_depth*: the
+    workflow's figures job passes each table by this name, ``render_figures``); ``tokens`` names
     the analysis whose per-(model, task) token tables label the x axis; ``kinds`` the layer-skip kinds
     it needs; ``category`` / ``subcategory`` group it in the Snakemake report."""
 
@@ -62,6 +62,7 @@ class Figure:
 ED_CAT, Q1_CAT, Q2_CAT, Q3_CAT = "1 · Effective depth", "2 · Q1 scale", "3 · Q2 training", "4 · Q3 difficulty"
 PAPER_CAT, PER_MODEL, ACROSS_TASKS = "5 · Paper figures", "F1–F7 · one task, every model", "F8–F12 · every task"
 EXTRA_CAT = "7 · Further analyses"
+PROFILE = "profile"  # the per-model page: build_chart(PROFILE, tables, ctx, model=...)
 PROFILE_CATEGORY = "6 · Per model"
 RC, LENS, SKIP = ("relative_contribution",), ("logit_lens",), ("layer_skip",)
 
