@@ -4,7 +4,8 @@
 # {variant} correct | published; written out in workflow/rules/common.smk):
 #   resources/models/{model}/                         hub snapshot or dequantised GGUF (local `path:` models are used in place)
 #   resources/prompts/{task}.parquet                  frozen prompts + content hash
-#   results/cache/{model}/{task}/stats.safetensors    one extraction pass: per-token statistics (GPU)
+#   results/lenses/{model}/tuned_lens.safetensors     the model's trained tuned lens (+ tuned_lens/ folder, heldout.parquet)
+#   results/cache/{model}/{task}/stats.safetensors    one extraction pass: per-token statistics of every lens (GPU)
 #   results/tables/{model}/{task}/forward.parquet     every forward analysis of one model on one task (tidy)
 #   results/tables/{model}/{task}/{analysis}.{variant}.parquet   one intervention analysis, one variant
 #   results/tables/{analysis}.parquet                 the same, all models and tasks
@@ -34,6 +35,7 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/execution.smk"
 include: "workflow/rules/download.smk"
+include: "workflow/rules/lenses.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/analyses.smk"
 include: "workflow/rules/aggregate.smk"

@@ -11,7 +11,18 @@ __version__ = "0.1.0"
 
 # The notebook API (effdepth.api) at the top level, imported on first use: ``import effdepth``
 # stays cheap (the workflow imports the package while Snakemake parses it).
-_API = ("measure", "subject", "extract", "run", "forward_table", "effective_depth", "options", "Measurement", "Subject")
+_API = (
+    "measure",
+    "subject",
+    "extract",
+    "run",
+    "forward_table",
+    "effective_depth",
+    "train_lens",
+    "options",
+    "Measurement",
+    "Subject",
+)
 
 
 def __getattr__(name: str):

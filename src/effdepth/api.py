@@ -39,6 +39,9 @@ from .analyses import FORWARD, FORWARD_ANALYSES, REGISTRY
 from .stats import ExtractionStats
 from .subjects import Prompts, Subject, check_single_device, frozen
 
+# what measure() runs by default: every forward analysis that needs no trained artefact
+DEFAULT_ANALYSES = tuple(a for a in FORWARD_ANALYSES if REGISTRY[a].artefact is None)
+
 __all__ = [
     "ExtractionStats",
     "Measurement",
@@ -50,6 +53,7 @@ __all__ = [
     "options",
     "run",
     "subject",
+    "train_lens",
 ]
 
 
@@ -67,13 +71,17 @@ def options(block: str, **given: Any) -> dict[str, Any]:
 subject = Subject.from_model
 
 
-def extract(subject: Subject, **given: Any) -> ExtractionStats:
+def extract(subject: Subject, *, tuned_lens: Any = None, **given: Any) -> ExtractionStats:
     """One extraction pass over the subject's prompts: the per-token statistics every forward
     analysis reads (``effdepth.extraction``; tensors and shapes there).
 
-    ``given``: the ``extraction`` options (batch_size, max_batch_tokens, store_activations) and
-    ``top_k`` (``analyses.logit_lens.top_k``), defaults from the schema.  Raises what
-    ``extract.extract_stats`` raises (``numerics.NonFiniteError`` naming prompt and layer)."""
+    ``tuned_lens``: a ``TunedLens`` of the subject's model, or the path of a stored one (a
+    tuned-lens folder or an effdepth ``.safetensors`` file, ``lenses.storage.open_tuned_lens``): read
+    in the same pass, for the tuned_lens analysis.  ``given``: the ``extraction`` options
+    (batch_size, max_batch_tokens, store_activations) and ``top_k`` (``analyses.logit_lens.top_k``),
+    defaults from the schema.  Raises what ``extract.extract_stats`` raises
+    (``numerics.NonFiniteError`` naming prompt and layer) and, for a stored lens, what
+    ``open_tuned_lens`` raises (``LensMismatchError`` for a lens of another model)."""
     from .extraction import extract_stats
     from .models import check_top_k, embedding_rows, pad_token_id
 
@@ -81,6 +89,12 @@ def extract(subject: Subject, **given: Any) -> ExtractionStats:
     top_k = options("analyses.logit_lens", **({"top_k": top_k} if top_k is not None else {}))["top_k"]
     opts = options("extraction", **given)
     check_top_k(subject.model, top_k, subject.model_name)  # the rest of the tokenizer check ran with the subject
+    lenses = {}
+    if tuned_lens is not None:
+        from .lenses import Lens
+        from .lenses.storage import open_tuned_lens
+
+        lenses["tuned"] = tuned_lens if isinstance(tuned_lens, Lens) else open_tuned_lens(tuned_lens, subject.model)
     with frozen(subject.model):
         stats = extract_stats(
             subject.model,
@@ -92,23 +106,81 @@ def extract(subject: Subject, **given: Any) -> ExtractionStats:
             store_activations=opts["store_activations"],
             model_name=subject.model_name,
             task=subject.task,
+            lenses=lenses,
         )
     stats.prompts_hash = subject.prompts_hash
     return stats
 
 
-def forward_table(stats: ExtractionStats, analysis: str, variant: str = "correct") -> pl.DataFrame:
-    """The table of forward analysis ``analysis`` (relative_contribution, logit_lens, block_influence)
-    under ``variant`` from extraction statistics.  Raises KeyError for an analysis that is not a
-    forward one, ``ConfigError`` for a variant it does not have."""
+def train_lens(
+    subject: Subject,
+    *,
+    corpus: dict[str, Any] | tuple[Sequence[str], Sequence[str]] | None = None,
+    evaluation: Iterable[str] = (),
+    **given: Any,
+) -> Any:
+    """Train a tuned lens of the subject's model (docs/methods.md#training-a-tuned-lens): the
+    translators of every depth on ``corpus`` — a ``analyses.tuned_lens.corpus`` spec (default: the
+    Python documentation shipped with CPython) or (training texts, held-out texts) — never on the
+    subject's prompts nor any text of ``evaluation`` (refused with ``TrainingDataOverlap``).
+
+    ``given``: the training options of ``analyses.tuned_lens`` (steps, token_budget, seq_len,
+    batch_size, heldout_chunks, lr_scale, momentum, weight_decay, clip, seed, eval_every_s; the
+    reference recipe by default: 250 steps × 2^18 tokens, which is hours on a CPU — give a small
+    token_budget there).  Returns ``effdepth.lenses.training.TrainingResult`` (``.lens`` to pass to
+    :func:`extract` / :func:`measure`; held-out KL per depth before, i.e. the logit lens's, and
+    after).  Raises ``ConfigError`` for a bad option, ``CorpusError``, and what
+    ``train_tuned_lens_on_texts`` raises."""
+    from .lenses.corpus import corpus_texts
+    from .lenses.training import train_tuned_lens_on_texts
+    from .models import embedding_rows, pad_token_id
+
+    spec = corpus if isinstance(corpus, dict) or corpus is None else None
+    opts = options("analyses.tuned_lens", **given, **({"corpus": spec} if spec else {}))
+    texts, heldout = corpus_texts(opts["corpus"]) if not isinstance(corpus, tuple) else (list(corpus[0]), list(corpus[1]))
+    decode = subject.tokenizer.decode
+    prompts = [decode(p["input_ids"], skip_special_tokens=True) for p in subject.prompts] + list(evaluation)
+    train = {k: opts[k] for k in REGISTRY["tuned_lens"].artefact_options if k not in ("corpus", "seq_len", "heldout_chunks")}
+    result, identity = train_tuned_lens_on_texts(
+        subject.model,
+        subject.tokenizer,
+        texts,
+        heldout,
+        prompts,
+        seq_len=opts["seq_len"],
+        heldout_chunks=opts["heldout_chunks"],
+        pad_id=pad_token_id(subject.tokenizer, embedding_rows(subject.model)),
+        **train,
+    )
+    result.recipe["training_data"] = identity
+    return result
+
+
+def forward_table(stats: ExtractionStats, analysis: str, variant: str = "correct", **given: Any) -> pl.DataFrame:
+    """The table of forward analysis ``analysis`` (relative_contribution, logit_lens, tuned_lens,
+    block_influence) under ``variant`` from extraction statistics; ``given``: its other
+    ``analyses.<analysis>`` options (``settling_threshold``), defaults from the schema.  Raises
+    KeyError for an analysis that is not a forward one or whose statistics the extraction did not
+    compute (a tuned lens needs ``extract(subject, tuned_lens=...)``), ``ConfigError`` for a bad
+    option or a variant it does not have."""
     if analysis not in FORWARD_ANALYSES:
         raise KeyError(f"{analysis!r} is not a forward analysis (forward analyses: {', '.join(FORWARD_ANALYSES)})")
-    options(f"analyses.{analysis}", variant=variant)
-    return REGISTRY[analysis].module().table(stats, variant)
+    spec = REGISTRY[analysis]
+    opts = spec.job_options(options(f"analyses.{analysis}", **given, variant=variant))
+    missing = [name for name in spec.statistics if name not in stats.tensors]
+    if missing:
+        hint = " (extract with a tuned lens: effdepth.extract(subject, tuned_lens=...))" if spec.artefact else ""
+        raise KeyError(f"{analysis} reads {', '.join(missing)}, which these extraction statistics lack{hint}")
+    return spec.module().table(stats, variant, opts)
 
 
 def run(
-    target: Subject | ExtractionStats, analysis: str, *, baseline: ExtractionStats | None = None, **given: Any
+    target: Subject | ExtractionStats,
+    analysis: str,
+    *,
+    baseline: ExtractionStats | None = None,
+    tuned_lens: Any = None,
+    **given: Any,
 ) -> pl.DataFrame:
     """Analysis ``analysis`` under the options ``given`` (``analyses.<analysis>`` keys, defaults from
     the schema; ``variant`` included), as the workflow's job computes it.
@@ -126,14 +198,17 @@ def run(
     spec = REGISTRY[analysis]
     opts = options(f"analyses.{analysis}", **given)
     if spec.kind == FORWARD:
-        stats = target if isinstance(target, ExtractionStats) else extract(target)
-        return pl.concat([forward_table(stats, analysis, v) for v in opts["variants"]], how="diagonal_relaxed")
+        stats = target if isinstance(target, ExtractionStats) else extract(target, tuned_lens=tuned_lens)
+        table_opts = {k: v for k, v in spec.job_options(opts).items() if k != "variant"}
+        return pl.concat([forward_table(stats, analysis, v, **table_opts) for v in opts["variants"]], how="diagonal_relaxed")
     if not isinstance(target, Subject):
         raise TypeError(f"{analysis} is an intervention: give it a Subject (effdepth.subject(model, tokenizer, prompts))")
     check_single_device(target.model, target.model_name, analysis)
     job = spec.job_options(opts)
     n = job.get("n_prompts")
     chosen = replace(target, prompts=target.prompts[:n] if n else target.prompts, inputs=dict(target.inputs))
+    if spec.artefact == "tuned_lens" and tuned_lens is not None:
+        chosen.inputs["tuned_lens"] = tuned_lens
     if spec.baseline and baseline is not None:
         chosen.inputs["baseline"] = baseline
     elif spec.baseline and "baseline" not in chosen.inputs:
@@ -148,7 +223,7 @@ def run(
 def effective_depth(tables: dict[str, pl.DataFrame], **given: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(effective-depth table, threshold-sweep table) from analysis tables keyed by analysis name
     (any of relative_contribution, logit_lens, layer_skip), under the ``effective_depth`` options
-    (kl_threshold, overlap_threshold, bootstrap, seed, sweep; defaults from the schema).  Columns:
+    (kl_threshold, overlap_threshold, depth_fraction, bootstrap, seed, sweep; defaults from the schema).  Columns:
     ``effdepth.depth.SCHEMA``; definitions: docs/methods.md#effective-depth."""
     from .depth import effective_depth as estimate
 
@@ -161,6 +236,7 @@ def effective_depth(tables: dict[str, pl.DataFrame], **given: Any) -> tuple[pl.D
         bootstrap=opts["bootstrap"],
         seed=opts["seed"],
         sweep=opts.get("sweep"),
+        depth_fraction=opts["depth_fraction"],
     )
 
 
@@ -211,20 +287,23 @@ def measure(
     tokenizer: Any,
     prompts: Prompts | dict[str, Any] | Subject,
     *,
-    analyses: Iterable[str] | dict[str, dict[str, Any]] = FORWARD_ANALYSES,
+    analyses: Iterable[str] | dict[str, dict[str, Any]] = DEFAULT_ANALYSES,
     name: str | None = None,
     task: str = "prompts",
     n_prompts: int | None = None,
     max_tokens: int | None = None,
     extraction: dict[str, Any] | None = None,
     depth: dict[str, Any] | None = None,
+    tuned_lens: Any = None,
 ) -> Measurement:
     """The workflow's pipeline for one model and one prompt set, in memory: checks, one extraction
     pass, every analysis of ``analyses`` (names, or name -> options as under ``analyses:`` in the
     config), and the effective-depth table with bootstrap intervals.
 
     ``prompts``: see :func:`subject` (or a ready Subject, whose model and tokenizer are used);
-    ``extraction`` / ``depth``: the ``extraction`` and ``effective_depth`` options.  Interventions
+    ``extraction`` / ``depth``: the ``extraction`` and ``effective_depth`` options; ``tuned_lens``: a
+    lens or stored lens for the tuned_lens analysis (:func:`extract`; ``effdepth.train_lens`` trains
+    one).  Interventions
     are costly (layer skip and IG: many forwards per prompt); their ``n_prompts`` default is the
     config's.  Raises what :func:`subject`, :func:`extract` and :func:`run` raise."""
     chosen = (
@@ -235,8 +314,13 @@ def measure(
     wanted = dict(analyses) if isinstance(analyses, dict) else {a: {} for a in _names(analyses)}
     given = {a: dict(o or {}) for a, o in wanted.items()}
     lens = given.get("logit_lens", {})
-    stats = extract(chosen, **(extraction or {}), **({"top_k": lens["top_k"]} if "top_k" in lens else {}))
-    tables = {a: run(stats if REGISTRY[a].kind == FORWARD else chosen, a, baseline=stats, **o) for a, o in given.items()}
+    if "tuned_lens" in given and tuned_lens is None:
+        raise ValueError("the tuned_lens analysis needs a lens: measure(..., tuned_lens=effdepth.train_lens(...) or a path)")
+    stats = extract(chosen, tuned_lens=tuned_lens, **(extraction or {}), **({"top_k": lens["top_k"]} if "top_k" in lens else {}))
+    tables = {
+        a: run(stats if REGISTRY[a].kind == FORWARD else chosen, a, baseline=stats, tuned_lens=tuned_lens, **o)
+        for a, o in given.items()
+    }
     ed, sweep = effective_depth(tables, **(depth or {}))
     resolved = {a: options(f"analyses.{a}", **o) for a, o in given.items()}
     resolved["effective_depth"] = options("effective_depth", **(depth or {}))

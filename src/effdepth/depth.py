@@ -44,6 +44,7 @@ SCHEMA = {
     "estimator": pl.Utf8,
     "form": pl.Utf8,
     "aggregation": pl.Utf8,
+    "lens": pl.Utf8,
     "threshold": pl.Float64,
     "ed": pl.Float64,
     "ratio": pl.Float64,
@@ -248,11 +249,38 @@ def cosine_curves(rows: pl.DataFrame, n_layers: int) -> Curves:
     return Curves(point, values, weights, "mean", to_curve, n_layers, rows["variant"][0])
 
 
-def lens_curves(rows: pl.DataFrame, metric: str, n_layers: int) -> Curves:
-    """KL(l) or overlap(l) for the layer inputs l = 0 .. L-1 from logit_lens rows (h_L left out)."""
+def lens_curves(rows: pl.DataFrame, metric: str, n_layers: int) -> Curves | None:
+    """KL(l) or overlap(l) for the layer inputs l = 0 .. L-1 from the rows of a lens table
+    (logit_lens, tuned_lens; h_L left out); None when the rows lack ``metric``."""
     rows = rows.filter(pl.col("metric") == metric)
+    if not rows.height:
+        return None
     point, values, weights = _matrix(rows, pl.col("layer"), n_layers)
     return Curves(point, values, weights, "mean", lambda f: f, n_layers, rows["variant"][0])
+
+
+def settled_curves(rows: pl.DataFrame, n_layers: int) -> Curves | None:
+    """The settling-depth histogram s(l), l = 0 .. L (the share of tokens that settle at depth l;
+    docs/methods.md#settling-depth) from the ``settled`` rows of a lens table; None without them."""
+    rows = rows.filter(pl.col("metric") == "settled")
+    if not rows.height:
+        return None
+    point, values, weights = _matrix(rows, pl.col("layer"), n_layers + 1)
+    return Curves(point, values, weights, "mean", lambda f: f, n_layers, rows["variant"][0])
+
+
+def mean_settling_depth(settled: np.ndarray) -> np.ndarray:
+    """Token mean of the settling depth Σ_l l·s(l) / Σ_l s(l) from histograms [B, L+1]; NaN if no
+    token settles."""
+    return depth_score(settled)
+
+
+def deep_thinking_ratio(settled: np.ndarray, depth_fraction: float) -> np.ndarray:
+    """Share of tokens settling at depth ≥ ⌈ρ·L⌉ (Chen et al. 2026) from histograms [B, L+1]."""
+    from .settling import deep_layer
+
+    settled = np.atleast_2d(settled)
+    return settled[:, deep_layer(settled.shape[1] - 1, depth_fraction) :].sum(axis=1)
 
 
 def skip_curves(rows: pl.DataFrame, effect: str, aggregation: str, n_layers: int) -> Curves:
@@ -294,14 +322,15 @@ def skip_curves(rows: pl.DataFrame, effect: str, aggregation: str, n_layers: int
 
 @dataclass(frozen=True)
 class Source:
-    """A curve estimators read: its name, the analysis table it comes from, its label in figures, and
+    """A curve estimators read: its name, the analysis table it comes from, its label in figures,
     ``build(rows, n_layers)`` -> Curves (None when the rows lack it) from that table's rows of one
-    (model, task) and variant."""
+    (model, task) and variant, and the lens it is read through (None: no lens)."""
 
     name: str
     analysis: str
     label: str
     build: Callable[[pl.DataFrame, int], Curves | None]
+    lens: str | None = None
 
 
 def _skip_source(effect: str, aggregation: str) -> Source:
@@ -312,12 +341,26 @@ def _skip_source(effect: str, aggregation: str) -> Source:
     return Source(f"skip_{effect}_{aggregation}", "layer_skip", f"skip {effect} effect ({aggregation})", build)
 
 
+# The lenses with a forward table of their own (effdepth.analyses: <lens>_lens) and the name suffix of
+# their curves and estimators ("" for the logit lens, the paper's).
+LENS_SUFFIX = {"logit": "", "tuned": "_tuned"}
+
+
+def _lens_sources(lens: str) -> list[Source]:
+    suffix, analysis = LENS_SUFFIX[lens], f"{lens}_lens"
+    note = "" if lens == "logit" else f" ({lens} lens)"
+    return [
+        Source(f"kl{suffix}", analysis, f"KL / max KL{note}", lambda rows, n: lens_curves(rows, "kl", n), lens),
+        Source(f"overlap{suffix}", analysis, f"top-k overlap{note}", lambda rows, n: lens_curves(rows, "overlap", n), lens),
+        Source(f"settled{suffix}", analysis, f"tokens settling{note}", settled_curves, lens),
+    ]
+
+
 SOURCES: dict[str, Source] = {
     s.name: s
     for s in (
         Source("cos", "relative_contribution", "mean cosine c̄", cosine_curves),
-        Source("kl", "logit_lens", "KL / max KL", lambda rows, n: lens_curves(rows, "kl", n)),
-        Source("overlap", "logit_lens", "top-k overlap", lambda rows, n: lens_curves(rows, "overlap", n)),
+        *(src for lens in LENS_SUFFIX for src in _lens_sources(lens)),
         *(_skip_source(effect, agg) for effect in ("output", "future") for agg in ("max", "mean")),
     )
 }
@@ -337,6 +380,8 @@ class Estimator:
     label         its name in figures (None: not shown in the summary figures)
     headline      read by the question summaries (Q1–Q3) and the errata verdicts
     paper_column  its column in the paper's table (resources/reference), compared with ours
+    depth         whether the value is a layer index (with a ratio (ED + 1) / L); False for a share
+                  of tokens (the deep-thinking ratio), whose ratio columns stay empty
     """
 
     estimator: str
@@ -350,17 +395,22 @@ class Estimator:
     label: str | None = None
     headline: bool = False
     paper_column: str | None = None
+    depth: bool = True
 
     @property
     def analysis(self) -> str:
         return SOURCES[self.source].analysis
 
     @property
+    def lens(self) -> str | None:
+        return SOURCES[self.source].lens
+
+    @property
     def key(self) -> tuple[str, str, str]:
         return (self.estimator, self.form, self.aggregation)
 
     def tau(self, options: dict[str, float]) -> float | None:
-        """τ under the thresholds ``options`` (kl_threshold, overlap_threshold)."""
+        """τ under the thresholds ``options`` (kl_threshold, overlap_threshold, depth_fraction)."""
         return float(options[self.threshold]) if self.threshold else self.fixed
 
 
@@ -383,6 +433,67 @@ def _depth_scores() -> list[Estimator]:
     return out
 
 
+_LENS_READINGS = (
+    ("kl", "paper", "KL never falls below {tau:g}·max KL"),
+    ("kl", "robust", "KL does not stay below {tau:g}·max KL up to the last layer"),
+    ("overlap", "paper", "overlap never exceeds {tau:g}"),
+    ("overlap", "robust", "overlap does not stay above {tau:g} up to the last layer"),
+)
+_LENS_RULES: dict[tuple[str, str], Callable[[np.ndarray, float | None], np.ndarray]] = {
+    ("kl", "paper"): lambda c, t: ed_kl(c, t),
+    ("kl", "robust"): lambda c, t: ed_kl(c, t, robust=True),
+    ("overlap", "paper"): lambda c, t: ed_overlap(c, t),
+    ("overlap", "robust"): lambda c, t: ed_overlap(c, t, robust=True),
+}
+
+
+def _lens_estimators(lens: str) -> list[Estimator]:
+    """ED_KL and ED_overlap (paper and robust forms), the mean settling depth and the deep-thinking
+    ratio read through ``lens``; only the logit lens's are in the paper's table."""
+    suffix = LENS_SUFFIX[lens]
+    note, paper = ("", True) if lens == "logit" else (f" ({lens})", False)
+    out = []
+    for metric, form, no_solution in _LENS_READINGS:
+        out.append(
+            Estimator(
+                f"{metric}{suffix}",
+                form,
+                "mean",
+                f"{metric}{suffix}",
+                _LENS_RULES[metric, form],
+                no_solution,
+                threshold=f"{metric}_threshold",
+                label=f"{'ED_KL' if metric == 'kl' else 'ED_overlap'}{' robust' if form == 'robust' else ''}{note}",
+                headline=form == "robust",
+                paper_column=f"ed_{metric}" if paper else None,
+            )
+        )
+    out.append(
+        Estimator(
+            f"settling{suffix}",
+            "mean",
+            "mean",
+            f"settled{suffix}",
+            lambda c, _t: mean_settling_depth(c),
+            "no token settles",
+            label=f"settling depth{note}",
+        )
+    )
+    out.append(
+        Estimator(
+            f"dtr{suffix}",
+            "share",
+            "mean",
+            f"settled{suffix}",
+            deep_thinking_ratio,
+            "no token settles",
+            threshold="depth_fraction",
+            depth=False,
+        )
+    )
+    return out
+
+
 # Adding an estimator: one entry here (and its curve in SOURCES).  Order: the table's and the figures'.
 ESTIMATORS: tuple[Estimator, ...] = (
     Estimator(
@@ -397,52 +508,7 @@ ESTIMATORS: tuple[Estimator, ...] = (
         headline=True,
         paper_column="ed_cosine",
     ),
-    Estimator(
-        "kl",
-        "paper",
-        "mean",
-        "kl",
-        lambda c, t: ed_kl(c, t),
-        "KL never falls below {tau:g}·max KL",
-        threshold="kl_threshold",
-        label="ED_KL",
-        paper_column="ed_kl",
-    ),
-    Estimator(
-        "kl",
-        "robust",
-        "mean",
-        "kl",
-        lambda c, t: ed_kl(c, t, robust=True),
-        "KL does not stay below {tau:g}·max KL up to the last layer",
-        threshold="kl_threshold",
-        label="ED_KL robust",
-        headline=True,
-        paper_column="ed_kl",
-    ),
-    Estimator(
-        "overlap",
-        "paper",
-        "mean",
-        "overlap",
-        lambda c, t: ed_overlap(c, t),
-        "overlap never exceeds {tau:g}",
-        threshold="overlap_threshold",
-        label="ED_overlap",
-        paper_column="ed_overlap",
-    ),
-    Estimator(
-        "overlap",
-        "robust",
-        "mean",
-        "overlap",
-        lambda c, t: ed_overlap(c, t, robust=True),
-        "overlap does not stay above {tau:g} up to the last layer",
-        threshold="overlap_threshold",
-        label="ED_overlap robust",
-        headline=True,
-        paper_column="ed_overlap",
-    ),
+    *(e for lens in LENS_SUFFIX for e in _lens_estimators(lens)),
     *_depth_scores(),
 )
 
@@ -525,13 +591,14 @@ def _row(
         "estimator": est.estimator,
         "form": est.form,
         "aggregation": est.aggregation,
+        "lens": est.lens,
         "threshold": tau,
         "ed": ed,
-        "ratio": None if ed is None else float(ratio(ed, L)),
+        "ratio": None if ed is None or not est.depth else float(ratio(ed, L)),
         "ci_low": low,
         "ci_high": high,
-        "ratio_low": None if low is None else float(ratio(low, L)),
-        "ratio_high": None if high is None else float(ratio(high, L)),
+        "ratio_low": None if low is None or not est.depth else float(ratio(low, L)),
+        "ratio_high": None if high is None or not est.depth else float(ratio(high, L)),
         "solvable": solvable,
         "reason": reason,
         "n_layers": L,
@@ -557,10 +624,12 @@ def effective_depth(
     bootstrap: int,
     seed: int = 0,
     sweep: Iterable[float] | None = None,
+    depth_fraction: float = 0.85,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(effective-depth table, threshold-sweep table) from analysis tables keyed by analysis name
-    (relative_contribution, logit_lens, layer_skip; any subset).  Columns: see ``SCHEMA``."""
-    thresholds = {"kl_threshold": kl_threshold, "overlap_threshold": overlap_threshold}
+    (relative_contribution, logit_lens, tuned_lens, layer_skip; any subset).  ``depth_fraction``: ρ
+    of the deep-thinking ratio.  Columns: see ``SCHEMA``."""
+    thresholds = {"kl_threshold": kl_threshold, "overlap_threshold": overlap_threshold, "depth_fraction": depth_fraction}
     main_readings = [(e, e.tau(thresholds)) for e in ESTIMATORS]
     sweep_readings = [(e, float(tau)) for tau in (sweep or DEFAULT_SWEEP) for e in ESTIMATORS if e.threshold]
     main_rows, sweep_rows = [], []

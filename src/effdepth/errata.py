@@ -144,22 +144,38 @@ def _series(rows: pl.DataFrame, by: list[str]) -> list[pl.DataFrame]:
     return list(rows.partition_by(by, maintain_order=True)) if rows.height else []
 
 
-def question_verdicts(ed: pl.DataFrame, models: dict[str, dict[str, Any]], tasks: dict[str, dict[str, Any]]) -> pl.DataFrame:
-    """Whether each of the paper's conclusions holds under each variant, in one generated sentence each,
-    from the headline estimators (``HEADLINE``) and the config's model and task metadata.
+def in_lens_view(ed: pl.DataFrame, lens: str) -> pl.DataFrame:
+    """The estimates of ``ed`` that read no lens (cosine, skip depth score) or read ``lens``: the
+    effective-depth table as seen through that lens (the paper's is the logit lens's)."""
+    if "lens" not in ed.columns:
+        return ed
+    return ed.filter(pl.col("lens").is_null() | (pl.col("lens") == lens))
 
-    Q1 scale: per (estimator, task, training) series over ≥ 2 sizes, ED grows from the smallest to the
-    largest model and the ratio's range is ≤ Q1_RATIO_RANGE; holds when both are true in at least half
-    of the series.  Q2 training: no long-CoT model's ED interval lies wholly above its base model's
-    (per estimator and task).  Q3 difficulty: in no (model, estimator) series over ≥ 2 difficulties does
-    the ratio rise by more than Q3_RATIO_RISE from the easiest to the hardest task.  A question the
-    configuration cannot test has ``holds`` null and says why.  A last row per question (variant
-    ``both``) says whether the conclusion holds under both variants."""
+
+def lens_question_verdicts(ed: pl.DataFrame, models: dict[str, dict[str, Any]], tasks: dict[str, dict[str, Any]]) -> pl.DataFrame:
+    """Q1–Q3 (``question_verdicts``' rules, variant correct) under each lens an estimate was read
+    through: columns lens, question, holds, sentence — the same headline estimators, with the
+    logit-lens ones replaced by their tuned-lens counterparts under the tuned lens."""
+    lenses = [v for v in ("logit", "tuned") if "lens" in ed.columns and (ed["lens"] == v).any()]
     rows = []
-    variants = [v for v in ("correct", "published") if ed.height and (ed["variant"] == v).any()]
+    for lens in lenses:
+        for q, _v, h, t in _question_rows(in_lens_view(ed, lens), ["correct"], models, tasks):
+            verdict = "holds" if h else "does not hold" if h is not None else "cannot be checked"
+            rows.append(
+                {"lens": lens, "question": q, "holds": h, "sentence": f"{q} ({lens} lens): {t}: the conclusion {verdict}."}
+            )
+    schema = {"lens": pl.Utf8, "question": pl.Utf8, "holds": pl.Boolean, "sentence": pl.Utf8}
+    return pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
+
+
+def _question_rows(
+    ed: pl.DataFrame, variants: list[str], models: dict[str, dict[str, Any]], tasks: dict[str, dict[str, Any]]
+) -> list[tuple[str, str, bool | None, str]]:
+    """(question, variant, holds, text) of Q1–Q3 per variant from the headline rows of ``ed``."""
     size = {m: e.get("size_b") for m, e in models.items()}
     training = {m: e.get("training") or "" for m, e in models.items()}
     difficulty = {t: e.get("difficulty") for t, e in tasks.items()}
+    rows: list[tuple[str, str, bool | None, str]] = []
     for variant in variants:
         head = _headline(ed, variant).with_columns(
             size=pl.col("model").replace_strict(size, default=None, return_dtype=pl.Float64),
@@ -224,6 +240,23 @@ def question_verdicts(ed: pl.DataFrame, models: dict[str, dict[str, Any]], tasks
         else:
             holds, text = None, "not testable: no model with tasks of two difficulties"
         rows.append(("Q3 difficulty", variant, holds, text))
+    return rows
+
+
+def question_verdicts(ed: pl.DataFrame, models: dict[str, dict[str, Any]], tasks: dict[str, dict[str, Any]]) -> pl.DataFrame:
+    """Whether each of the paper's conclusions holds under each variant, in one generated sentence each,
+    from the headline estimators (``HEADLINE``) and the config's model and task metadata.
+
+    Q1 scale: per (estimator, task, training) series over ≥ 2 sizes, ED grows from the smallest to the
+    largest model and the ratio's range is ≤ Q1_RATIO_RANGE; holds when both are true in at least half
+    of the series.  Q2 training: no long-CoT model's ED interval lies wholly above its base model's
+    (per estimator and task).  Q3 difficulty: in no (model, estimator) series over ≥ 2 difficulties does
+    the ratio rise by more than Q3_RATIO_RISE from the easiest to the hardest task.  A question the
+    configuration cannot test has ``holds`` null and says why.  A last row per question (variant
+    ``both``) says whether the conclusion holds under both variants."""
+    rows = []
+    variants = [v for v in ("correct", "published") if ed.height and (ed["variant"] == v).any()]
+    rows = _question_rows(in_lens_view(ed, "logit"), variants, models, tasks)
     frame = (
         pl.DataFrame(
             [

@@ -7,13 +7,16 @@ tensor                        shape                       meaning
 ============================  ==========================  ===========================================
 layer_stats                   [N, L, 7] float32           per token and layer: metrics.LAYER_STATS
 lens_kl, lens_overlap         [N, L+1] float32            logit lens of h_0 .. h_L against the output
+lens_jsd                      [N, L+1] float32            JSD(output ‖ logit lens of h_l), bits
+lens_{kl,overlap,jsd}.<lens>  [N, L+1] float32            the same through each further lens (``tuned``)
 token_prompt, token_position  [N] int32                   prompt index and position of each token
 resid_sum                     [P, L+1, d] float32         Σ over a prompt's tokens of h_l
 resid_count                   [P] int32                   tokens per prompt
 resid_last                    [P, L+1, d] float32         h_l at the prompt's last token
 ============================  ==========================  ===========================================
 
-N = tokens over all prompts, P = prompts.  The footprint is ~(9L+2)·4 bytes per token plus
+N = tokens over all prompts, P = prompts.  Every lens reads the residuals of the same forward pass
+(docs/methods.md#lenses).  The footprint is ~(10L+3)·4 bytes per token (3(L+1)·4 more per further lens) plus
 8(L+1)d bytes per prompt — about 2.3 KB/token + 2.7 MB/prompt for a 64-layer, d=5120 model —
 instead of the 3·L·d·2 ≈ 2 MB/token a raw bf16 cache would take.  ``store_activations`` adds the
 raw tensors (``act.{p}.resid_pre`` [L, T, d], ``attn_out``, ``mlp_out``, ``resid_final`` [T, d]).
@@ -21,8 +24,9 @@ raw tensors (``act.{p}.resid_pre`` [L, T, d], ``attn_out``, ``mlp_out``, ``resid
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -30,12 +34,17 @@ from .adapters import adapter_for
 from .cache import save_tensors
 from .capture import run_captured
 from .log import get_logger, progress
-from .metrics import layer_token_stats, lens_token_stats
+from .metrics import final_distribution, layer_token_stats, lens_divergences
 from .numerics import check_finite, check_layer_captures, check_tensors
 from .stats import ExtractionStats
 from .tables import LAYER_STATS
 
+if TYPE_CHECKING:
+    from .lenses import Lens
+
 log = get_logger("effdepth.extraction")
+
+LENS_STATS = ("kl", "overlap", "jsd")  # per lens: tensors lens_<stat>[.<lens>] [N, L+1]
 
 
 def plan_batches(lengths: list[int], batch_size: int, max_batch_tokens: int | None = None) -> list[list[int]]:
@@ -65,11 +74,17 @@ def extract_stats(
     store_activations: bool = False,
     model_name: str | None = None,
     task: str | None = None,
+    lenses: Mapping[str, Lens] | None = None,
 ) -> ExtractionStats:
     """Run ``prompts`` (dicts with ``input_ids`` and optionally ``id``) in left-padded batches and
     reduce to statistics: an :class:`~effdepth.stats.ExtractionStats` whose CPU tensors and shapes
     the module docstring lists, with ``n_layers``, ``d_model``, ``n_prompts``, ``top_k``, the prompt
     ids (``id``, else the index) and ``model_name`` / ``task`` (default "model" / "prompts").
+
+    lenses: further lenses of ``model`` by name (e.g. ``{"tuned": TunedLens}``), read in the same
+    pass as the logit lens: their tensors are ``lens_kl.<name>``, ``lens_overlap.<name>`` and
+    ``lens_jsd.<name>``, and ``metadata["lenses"]`` lists them.  The name ``logit`` is the logit
+    lens itself and is not allowed here.
 
     Batches hold up to ``batch_size`` consecutive prompts and, when ``max_batch_tokens`` is set, at
     most that many prompts × padded length (a longer prompt still runs, alone).
@@ -88,12 +103,18 @@ def extract_stats(
             "choose one with effdepth.models.pad_token_id(tokenizer, embedding_rows(model))"
         )
     adapter = adapter_for(model)
+    further = dict(lenses or {})
+    for name, lens in further.items():
+        if name == "logit" or not name.isidentifier():
+            raise ValueError(f"lens name {name!r}: the logit lens is always read; further lenses need another identifier")
+        if lens.model is not model:
+            raise ValueError(f"lens {name!r} belongs to another model than the one extracted")
+    lens_keys = [f"lens_{stat}{suffix}" for suffix in ("", *(f".{n}" for n in further)) for stat in LENS_STATS]
     out: dict[str, list[torch.Tensor]] = {
         k: []
         for k in (
             "layer_stats",
-            "lens_kl",
-            "lens_overlap",
+            *lens_keys,
             "token_prompt",
             "token_position",
             "resid_sum",
@@ -128,15 +149,17 @@ def extract_stats(
             out["layer_stats"].append(layer_token_stats(h[:-1], a, m, adapter.parallel).transpose(0, 1).cpu())  # [T_p, L, 7]
             z = final_logits[row, keep]
             check_finite(z, **where, layer=n_layers, sublayer="output logits")
-            kls, overlaps = [], []
-            for layer in range(n_layers + 1):
-                lens = adapter.logits(model, h[layer])
-                check_finite(lens, **where, layer=layer, sublayer="logit lens of h_l")
-                kl, ov = lens_token_stats(lens, z, top_k)
-                kls.append(kl)
-                overlaps.append(ov)
-            out["lens_kl"].append(torch.stack(kls, -1).cpu())
-            out["lens_overlap"].append(torch.stack(overlaps, -1).cpu())
+            final = final_distribution(z, top_k)
+            readers = {"": (lambda x, _layer: adapter.logits(model, x), "logit lens of h_l")}
+            readers.update({f".{n}": (lens, f"{n} lens of h_l") for n, lens in further.items()})
+            for suffix, (read, what) in readers.items():
+                per_layer = []
+                for layer in range(n_layers + 1):
+                    logits = read(h[layer], layer)
+                    check_finite(logits, **where, layer=layer, sublayer=what)
+                    per_layer.append(lens_divergences(logits, final, top_k))
+                for stat, values in zip(LENS_STATS, zip(*per_layer, strict=True), strict=True):
+                    out[f"lens_{stat}{suffix}"].append(torch.stack(values, -1).cpu())
             t_p = int(keep.sum())
             out["token_prompt"].append(torch.full((t_p,), index, dtype=torch.int32))
             out["token_position"].append(torch.arange(t_p, dtype=torch.int32))
@@ -151,8 +174,7 @@ def extract_stats(
         del capture
     stacked = {
         "layer_stats": torch.cat(out["layer_stats"]),
-        "lens_kl": torch.cat(out["lens_kl"]),
-        "lens_overlap": torch.cat(out["lens_overlap"]),
+        **{k: torch.cat(out[k]) for k in lens_keys},
         "token_prompt": torch.cat(out["token_prompt"]),
         "token_position": torch.cat(out["token_position"]),
         "resid_sum": torch.stack(out["resid_sum"]),
@@ -169,7 +191,10 @@ def extract_stats(
         model=model_name or "model",
         task=task or "prompts",
         prompt_ids=tuple(str(p.get("id", i)) for i, p in enumerate(prompts)),
-        metadata={"dtype": str(next(model.parameters()).dtype).replace("torch.", "")},
+        metadata={
+            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "lenses": ",".join(["logit", *further]),
+        },
     )
 
 

@@ -5,6 +5,8 @@ Norms are L2 over the last axis; every denominator is clamped at ``EPS`` (docs/m
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 EPS = 1e-6
@@ -47,6 +49,34 @@ def layer_token_stats(h: torch.Tensor, a: torch.Tensor, m: torch.Tensor, paralle
         ],
         dim=-1,
     )
+
+
+def final_distribution(final_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p [..., V] float32, top-k indices [..., k]) of the model's output logits, computed once
+    per prompt for ``lens_divergences``."""
+    return torch.log_softmax(final_logits.float(), dim=-1), final_logits.topk(k, dim=-1).indices
+
+
+def lens_divergences(
+    lens_logits: torch.Tensor, final: tuple[torch.Tensor, torch.Tensor], k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What a lens's distribution q at one depth is judged by against the output p
+    (``final = final_distribution(final_logits, k)``): (KL(q ‖ p) nats, top-k overlap,
+    JSD(p ‖ q) bits), each [...] float32 from lens_logits [..., V] (docs/methods.md#logit-lens,
+    #settling-depth).  KL and overlap are ``lens_token_stats``'s, with p's log-softmax and top-k
+    shared across depths; JSD = ½ Σ p log(p/m) + ½ Σ q log(q/m), m = ½ (p + q), 0 · log 0 = 0,
+    clamped to [0, 1] against rounding."""
+    log_p, top_p = final
+    log_q = torch.log_softmax(lens_logits.float(), dim=-1)
+    q = log_q.exp()
+    kl = (q * (log_q - log_p)).sum(-1).clamp_min(0.0)
+    top_q = lens_logits.topk(k, dim=-1).indices
+    overlap = (top_q.unsqueeze(-1) == top_p.unsqueeze(-2)).any(-1).sum(-1).float() / k
+    log_m = torch.logaddexp(log_p, log_q) - math.log(2.0)
+    p = log_p.exp()
+    zero = torch.zeros((), dtype=q.dtype, device=q.device)
+    nats = 0.5 * (torch.where(p > 0, p * (log_p - log_m), zero).sum(-1) + torch.where(q > 0, q * (log_q - log_m), zero).sum(-1))
+    return kl, overlap, (nats / math.log(2.0)).clamp(0.0, 1.0)
 
 
 def lens_token_stats(lens_logits: torch.Tensor, final_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

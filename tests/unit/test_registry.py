@@ -16,7 +16,13 @@ def test_every_schema_option_is_declared_by_the_registry():
     schema = yaml.safe_load(DEFAULT_SCHEMA.read_text())["$defs"]["analyses"]["properties"]
     assert set(schema) == set(REGISTRY)
     for name, analysis in REGISTRY.items():
-        declared = {"variant", *analysis.options, *analysis.extraction, *([analysis.baseline] if analysis.baseline else [])}
+        declared = {
+            "variant",
+            *analysis.options,
+            *analysis.extraction,
+            *analysis.artefact_options,
+            *([analysis.baseline] if analysis.baseline else []),
+        }
         assert set(schema[name]["properties"]) - SCHEDULING == declared, name
         assert analysis.kind in (FORWARD, INTERVENTION)
         assert analysis.module().__name__ == f"effdepth.analyses.{name}"

@@ -19,6 +19,7 @@ rule forward_tables:
         "../../envs/effdepth.yaml"
     params:
         variants=forward_variants,
+        options=forward_options,
     script:
         "../scripts/forward_tables.py"
 

@@ -258,6 +258,34 @@ def forward_variants(wildcards):
     return {a: analysis_variants(a) for a in FORWARD_ANALYSES if a in ANALYSES and wildcards.task in analysis_tasks(a)}
 
 
+def forward_options(wildcards):
+    """analysis -> the options its table reads (settling_threshold), for the forward analyses of the task."""
+    return {a: REGISTRY[a].job_options(ANALYSES[a]) for a in forward_variants(wildcards)}
+
+
+# --- tuned lenses: one per model, trained by rule train_lens unless the model entry names one -------
+LENS = "results/lenses/{model}/tuned_lens.safetensors"
+LENS_FOLDER = "results/lenses/{model}/tuned_lens"  # the same lens in the tuned-lens package's format
+LENS_HELDOUT = "results/lenses/{model}/heldout.parquet"
+LENS_HELDOUT_ALL = "results/tables/lens_heldout.parquet"
+LENS_TASKS = analysis_tasks("tuned_lens")  # the tasks read through the model's tuned lens
+TRAINED_LENS_MODELS = [m for m in MODELS if LENS_TASKS and "tuned_lens" not in config["models"][m]]
+
+
+def lens_input(wildcards):
+    """The model's tuned lens when the task is read through one (analyses.tuned_lens.tasks): the
+    folder or file its entry names, else the train_lens output; nothing otherwise."""
+    if wildcards.task not in LENS_TASKS:
+        return []
+    given = config["models"][wildcards.model].get("tuned_lens")
+    return given if given else LENS.format(model=wildcards.model)
+
+
+def lens_training_options():
+    """The options of analyses.tuned_lens the train_lens job reads."""
+    return {k: ANALYSES["tuned_lens"][k] for k in REGISTRY["tuned_lens"].artefact_options}
+
+
 def token_paths(analysis):
     """Token tables of an intervention analysis (those of the variant the figures show)."""
     return expand(TOKENS, model=MODELS, task=analysis_tasks(analysis), analysis=analysis, variant=ANALYSES[analysis]["variant"])
@@ -285,6 +313,7 @@ TABLE_FILES = {
     },
     "errata": ERRATA["table"],
     "errata_questions": ERRATA["questions_table"],
+    "lens_heldout": LENS_HELDOUT_ALL,
 }
 
 
@@ -298,6 +327,8 @@ def figures_inputs():
     """Every table a planned figure declares, named by table, and the token tables of the analyses
     that label heatmap axes (``tokens_<analysis>``); the profiles read the effective-depth inputs."""
     names = {t for f in FIGURE_NAMES for t in FIGURE_BY_NAME[f].tables}
+    made = {*ANALYSES, *(["lens_heldout"] if TRAINED_LENS_MODELS else [])}
+    names |= {t for f in FIGURE_NAMES for t in FIGURE_BY_NAME[f].optional if t in made}
     if PROFILE_MODELS:
         names |= {*ED_CONFIGURED, "effective_depth"}
     inputs = {t: TABLE_FILES[t] for t in sorted(names)}
@@ -369,6 +400,8 @@ def intervention_inputs(wildcards):
     option = REGISTRY[wildcards.analysis].baseline
     if option:
         inputs["baseline"] = CACHE.format(model=wildcards.model, task=ANALYSES[wildcards.analysis][option])
+    if REGISTRY[wildcards.analysis].artefact == "tuned_lens" and lens_input(wildcards):
+        inputs["tuned_lens"] = lens_input(wildcards)
     return inputs
 
 
@@ -383,6 +416,8 @@ def all_targets():
         targets += list(ED_TABLES.values())
     if ERRATA_CONFIGURED:
         targets += list(ERRATA.values())
+    if TRAINED_LENS_MODELS:
+        targets.append(LENS_HELDOUT_ALL)
     return targets
 
 

@@ -22,6 +22,13 @@ def gpu_runtime(wildcards, attempt=1):
     return int(max(15, _size_b(wildcards) * config["execution"]["runtime_min_per_b"] * attempt))
 
 
+def lens_runtime(wildcards, attempt=1):
+    """A tuned lens's training: 4 model jobs' runtime at the reference recipe's 250 x 2^18 tokens,
+    scaled by the configured token budget."""
+    budget = ANALYSES.get("tuned_lens", {}).get("token_budget", 250 * 2**18) / (250 * 2**18)
+    return int(max(15, 4 * budget * _size_b(wildcards) * config["execution"]["runtime_min_per_b"] * attempt))
+
+
 # --- cluster execution (profiles/slurm, README "Running on a cluster") ----------------------------
 # Downloads and conversions need the internet (or the login node's files): never submit them to
 # compute nodes.  Prompt preparation may download a benchmark.  The other cheap CPU rules are

@@ -6,6 +6,7 @@ rule extract:
         model=model_dir,
         fingerprint=model_fingerprint,
         prompts=PROMPTS,
+        lens=lens_input,
     output:
         CACHE,
     log:

@@ -1,10 +1,10 @@
 """The analyses: one module each (algorithm, table, job entry point) and one registry.
 
 A *forward* analysis reads the extraction cache of a (model, task) and builds its table with
-``table(stats, meta, variant, **ids)``.  An *intervention* analysis loads the model and runs
-``run(subject, options)`` on the prompts of a (model, task), returning its table.  The registry
-below is the one place that says which analyses exist, what kind each is, which configuration
-keys its job reads and what it produces: the workflow's scheduling and parameters
+``table(stats, variant, options)`` from the per-token statistics it declares (``statistics``).
+An *intervention* analysis loads the model and runs ``run(subject, options)`` on the prompts of a
+(model, task), returning its table.  The registry below is the one place that says which analyses
+exist, what kind each is, which configuration keys its job reads and what it produces: the workflow's scheduling and parameters
 (``workflow/rules/common.smk``), the figure planner (``effdepth.figures.registry``) and the tests
 of the configuration schema all read it.
 
@@ -40,6 +40,11 @@ class Analysis:
                   docs/methods.md#published-variant); without one ``variant: published`` is refused
     needs_answer  whether it measures answer tokens, so every task it runs on needs a question/answer
                   split (a whole-text ``text_field`` task is refused while the config is validated)
+    statistics    forward analyses: the extraction-cache tensors its table reads (``effdepth.extraction``)
+    artefact      a per-model artefact another job makes: ``tuned_lens`` (the model's trained lens, from
+                  the train_lens job or the model entry).  A forward analysis needs it (the extraction
+                  of its tasks reads it); an intervention reads it on the tasks the tuned lens runs on
+    artefact_options  keys of ``analyses.<name>`` the job making the artefact reads (train_lens)
     """
 
     name: str
@@ -51,6 +56,9 @@ class Analysis:
     extraction: tuple[str, ...] = ()
     published: bool = True
     needs_answer: bool = False
+    statistics: tuple[str, ...] = ()
+    artefact: str | None = None
+    artefact_options: tuple[str, ...] = ()
 
     def module(self) -> ModuleType:
         return importlib.import_module(f"effdepth.analyses.{self.name}")
@@ -68,14 +76,45 @@ class Analysis:
         return tuple(options[self.kinds_option])
 
 
+# The options of analyses.tuned_lens the model's train_lens job reads (its table job reads ``options``).
+LENS_TRAINING_OPTIONS = (
+    "corpus",
+    "steps",
+    "token_budget",
+    "seq_len",
+    "batch_size",
+    "heldout_chunks",
+    "lr_scale",
+    "momentum",
+    "weight_decay",
+    "clip",
+    "seed",
+    "eval_every_s",
+)
+
 _STAIRCASE = ("max_batch", "max_batch_tokens", "max_alive_tokens")
 
 REGISTRY: dict[str, Analysis] = {
     a.name: a
     for a in (
-        Analysis("relative_contribution", FORWARD, ()),
-        Analysis("logit_lens", FORWARD, (), extraction=("top_k",)),
-        Analysis("block_influence", FORWARD, (), published=False),
+        Analysis("relative_contribution", FORWARD, (), statistics=("layer_stats", "token_prompt")),
+        Analysis(
+            "logit_lens",
+            FORWARD,
+            ("settling_threshold",),
+            extraction=("top_k",),
+            statistics=("lens_kl", "lens_overlap", "lens_jsd", "token_prompt"),
+        ),
+        Analysis(
+            "tuned_lens",
+            FORWARD,
+            ("settling_threshold",),
+            published=False,
+            statistics=("lens_kl.tuned", "lens_overlap.tuned", "lens_jsd.tuned", "token_prompt"),
+            artefact="tuned_lens",
+            artefact_options=LENS_TRAINING_OPTIONS,
+        ),
+        Analysis("block_influence", FORWARD, (), published=False, statistics=("layer_stats", "token_prompt", "resid_last")),
         Analysis(
             "layer_skip",
             INTERVENTION,
@@ -96,6 +135,7 @@ REGISTRY: dict[str, Analysis] = {
             ("n_prompts", "keep_last", "max_batch", "max_batch_tokens"),
             published=False,
             needs_answer=True,
+            artefact="tuned_lens",
         ),
     )
 }

@@ -12,7 +12,7 @@ from ..stats import ExtractionStats
 from ..tables import LAYER_STATS, frame, mean_rows, per_prompt_sums
 
 
-def table(stats: ExtractionStats, variant: str) -> pl.DataFrame:
+def table(stats: ExtractionStats, variant: str, options: dict[str, Any] | None = None) -> pl.DataFrame:
     """ShortGPT block influence 1 − mean_t cos(h_l, h_{l+1}) and Gromov et al.'s angular distance
     arccos(cos(h_l[T−1], h_{l+n}[T−1])) / π of the last token (metric angular_distance, column span = n)."""
     n_prompts, n_layers, ids = stats.n_prompts, stats.n_layers, stats.ids

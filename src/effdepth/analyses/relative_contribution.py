@@ -4,13 +4,15 @@ Csordás, Manning & Potts 2025, arXiv 2505.13898)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 
 from ..stats import ExtractionStats
 from ..tables import LAYER_STATS, frame, mean_rows, per_prompt_sums
 
 
-def table(stats: ExtractionStats, variant: str) -> pl.DataFrame:
+def table(stats: ExtractionStats, variant: str, options: dict[str, Any] | None = None) -> pl.DataFrame:
     """RC and cosine per layer (metrics rc_*/cos_* of metrics.LAYER_STATS, without cos_in_out)."""
     names = [m for m in LAYER_STATS if m != "cos_in_out"]
     cols = [LAYER_STATS.index(m) for m in names]

@@ -15,14 +15,21 @@ import altair as alt
 import polars as pl
 
 from .layout import drawn, grid, headline_rows, models_in, panel_size, tasks_in
-from .summaries import ESTIMATOR_LABELS, _ed_label
+from .summaries import ESTIMATOR_LABELS, HEADLINE, _ed_label
 from .theme import PAGE_WIDTH, Context, Tables, cell_width, chart_title, message_chart
 
 # A cut leaves the model broken when neither pruned model (early exit, block deletion) agrees with the
 # full model's top-1 prediction on at least this fraction of the answer tokens.
 BROKEN_AGREEMENT = 0.5
 LOSS_FLOOR = 1e-3  # nats: the lowest loss the log axis draws
-DELETION_METRICS = ("exit_loss", "exit_agreement", "deletion_loss", "deletion_agreement")
+DELETION_METRICS = (
+    "exit_loss",
+    "exit_agreement",
+    "deletion_loss",
+    "deletion_agreement",
+    "tuned_exit_loss",
+    "tuned_exit_agreement",
+)
 
 
 def threshold_sweep_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
@@ -131,8 +138,9 @@ def deletion_at_ed(deletion: pl.DataFrame, ed: pl.DataFrame) -> pl.DataFrame:
     k = ⌈ED⌉ + 1 (layers 0 … ⌈ED⌉ kept, at most L), its interval the cuts of ci_low and ci_high.
     Returns one row per model × task × estimate with a solution and a layer_deletion table: model,
     task, label, estimator, form, n_layers, ed, ci_low, ci_high, cut, cut_low, cut_high, full_loss, exit_loss,
-    exit_agreement, deletion_loss, deletion_agreement, exit_increase and deletion_increase (loss − full
-    loss, nats), agreement (the better of the two) and broken (agreement < ``BROKEN_AGREEMENT``)."""
+    exit_agreement, deletion_loss, deletion_agreement, tuned_exit_loss, tuned_exit_agreement (null
+    without a tuned lens), exit_increase, deletion_increase and tuned_exit_increase (loss − full loss,
+    nats), agreement (the best of the pruned models) and broken (agreement < ``BROKEN_AGREEMENT``)."""
     head = headline_rows(deletion)
     curves = (
         head.filter(pl.col("metric").is_in(DELETION_METRICS))
@@ -156,11 +164,16 @@ def deletion_at_ed(deletion: pl.DataFrame, ed: pl.DataFrame) -> pl.DataFrame:
     return out.with_columns(
         exit_increase=pl.col("exit_loss") - pl.col("full_loss"),
         deletion_increase=pl.col("deletion_loss") - pl.col("full_loss"),
-        agreement=pl.max_horizontal("exit_agreement", "deletion_agreement"),
+        tuned_exit_increase=pl.col("tuned_exit_loss") - pl.col("full_loss"),
+        agreement=pl.max_horizontal("exit_agreement", "deletion_agreement", "tuned_exit_agreement"),
     ).with_columns(broken=pl.col("agreement") < BROKEN_AGREEMENT)
 
 
-_SERIES = {"exit": "early exit (logit lens of h_k)", "deletion": "block deletion (last layers kept)"}
+_SERIES = {
+    "exit": "early exit (logit lens of h_k)",
+    "tuned_exit": "early exit (tuned lens of h_k)",
+    "deletion": "block deletion (last layers kept)",
+}
 
 
 def layer_deletion_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
@@ -175,14 +188,15 @@ def layer_deletion_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
         "task",
         "layer",
         "value",
-        pl.col("metric").str.extract(r"^(exit|deletion)_").alias("mode"),
+        pl.col("metric").str.extract(r"^(tuned_exit|exit|deletion)_").alias("mode"),
         pl.col("metric").str.extract(r"_(loss|agreement)$").alias("quantity"),
     )
     curves = curves.with_columns(series=pl.col("mode").replace_strict(_SERIES), mark=pl.lit("line"))
     full = deletion.filter(pl.col("metric") == "full_loss").select(
         "model", "task", "value", quantity=pl.lit("loss"), series=pl.lit("full model"), mark=pl.lit("rule")
     )
-    marks = deletion_at_ed(tables["layer_deletion"], tables["effective_depth"])
+    # the headline estimates only (every estimate is in the layer-deletion table page)
+    marks = deletion_at_ed(tables["layer_deletion"], tables["effective_depth"]).filter(pl.col("label").is_in(HEADLINE))
     points = pl.concat(
         [
             marks.select(
@@ -196,7 +210,11 @@ def layer_deletion_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
                 "cut",
                 "cut_low",
                 "cut_high",
-                pl.col(f"exit_{q}").alias("value"),
+                # an estimate read through the tuned lens sits on the tuned exit, the others on the logit exit
+                pl.when(pl.col("estimator").str.ends_with("_tuned") & pl.col(f"tuned_exit_{q}").is_not_null())
+                .then(pl.col(f"tuned_exit_{q}"))
+                .otherwise(pl.col(f"exit_{q}"))
+                .alias("value"),
                 quantity=pl.lit(q),
                 mark=pl.lit("estimate"),
             )
@@ -232,7 +250,7 @@ def layer_deletion_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
                 strokeDash=alt.StrokeDash(
                     "series:N",
                     title=None,
-                    scale=alt.Scale(domain=list(_SERIES.values()), range=[[1, 0], [5, 3]]),
+                    scale=alt.Scale(domain=list(_SERIES.values()), range=[[1, 0], [2, 2], [5, 3]]),
                     legend=alt.Legend(orient="top"),
                 ),
                 tooltip=[
@@ -251,7 +269,7 @@ def layer_deletion_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
             .encode(
                 x="cut:Q",
                 y="value:Q",
-                color=alt.Color("label:N", title="ED estimate (at k = ⌈ED⌉ + 1)", sort=labels, legend=alt.Legend(orient="top")),
+                color=alt.Color("label:N", title="ED estimate (at k = ⌈ED⌉ + 1)", sort=labels, legend=alt.Legend(orient="right")),
                 tooltip=[
                     "model:N",
                     "task:N",
@@ -280,9 +298,11 @@ def layer_deletion_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
     ).properties(
         title=chart_title(
             "Layer deletion: answer loss (top) and top-1 agreement with the full model (bottom), layers past cut k removed",
-            "Solid: early exit (the read-out applied to h_k) · dashed: block deletion (layers k … L−1−keep_last removed, "
-            "the last layers kept) · red dashed: the full model's loss · points: each ED estimate at k = ⌈ED⌉ + 1 on the "
-            "early-exit curve, bars: its 95 % bootstrap interval.  Each model has its own cut axis 0 … L; the loss axis "
+            "Solid: early exit (the read-out applied to h_k) · dotted: early exit through the tuned lens, where one "
+            "was trained · dashed: block deletion (layers k … L−1−keep_last removed, "
+            "the last layers kept) · red dashed: the full model's loss · points: each headline ED estimate at k = ⌈ED⌉ + 1 "
+            "on the early-exit curve of its lens, bars: its 95 % bootstrap interval.  Each model has its own cut axis "
+            "0 … L; the loss axis "
             "is logarithmic, so the region around the estimates stays readable next to the k = 0 cut.  An ED is "
             "confirmed where the curves have reached the full model at its point; a point where the loss is still high "
             "and the agreement low marks layers past the ED that the prediction needs.",

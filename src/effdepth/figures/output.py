@@ -185,7 +185,7 @@ def render_figures(
         missing = [t for t in fig.tables if t not in frames]
         if missing:
             raise KeyError(f"figure {name}: its tables {', '.join(missing)} are not among the inputs")
-        declared = {t: frames[t] for t in fig.tables}
+        declared = {t: frames[t] for t in (*fig.tables, *fig.optional) if t in frames}
         if fig.tokens and fig.tokens in token_frames:
             declared["tokens"] = token_frames[fig.tokens]
         jobs.append((name, None, declared))

@@ -18,6 +18,7 @@ from ..errata import errata_configured
 from .checks import layer_deletion_chart, layer_deletion_table_chart, reference_chart, threshold_sweep_chart
 from .errata import errata_chart
 from .extra import angular_distance_chart, block_influence_chart, relative_contribution_chart
+from .lenses import lens_comparison_chart, lens_curves_chart, settling_chart
 from .paper import (
     cosine_chart,
     erasure_chart,
@@ -56,6 +57,7 @@ class Figure:
     paper: str = ""  # the paper's figure / table id
     short: str = ""  # title on the contents page and in the PDF outline
     needs: tuple[str, ...] = field(default=())  # analyses that must be configured (default: tables that are analyses)
+    optional: tuple[str, ...] = ()  # tables it also draws when the run made them
     every_variant: bool = False  # reads the rows of every variant (else only those of each analysis's shown variant)
 
 
@@ -220,6 +222,30 @@ FIGURES: list[Figure] = [
         short="comparison with the published effective depths",
     ),
     Figure(
+        "lens_comparison",
+        lens_comparison_chart,
+        ("effective_depth",),
+        ED_CAT,
+        needs=("logit_lens", "tuned_lens"),
+        short="lenses: effective depths under the logit and the tuned lens, and where the conclusion changes",
+    ),
+    Figure(
+        "lens_curves",
+        lens_curves_chart,
+        ("logit_lens", "tuned_lens"),
+        ED_CAT,
+        optional=("lens_heldout",),
+        short="lenses: KL and overlap per depth under both lenses, held-out KL of the trained lens",
+    ),
+    Figure(
+        "settling_depth",
+        settling_chart,
+        ("logit_lens", "effective_depth"),
+        ED_CAT,
+        optional=("tuned_lens",),
+        short="settling depth of the tokens per task, every lens",
+    ),
+    Figure(
         "layer_deletion",
         layer_deletion_chart,
         ("layer_deletion", "effective_depth"),
@@ -317,8 +343,11 @@ def figure_context(config: dict[str, Any]) -> Context:
                 "tasks": list(o.get("tasks", [])),
                 "variant": o.get("variant"),
                 **({"kinds": list(o["kinds"])} if "kinds" in o else {}),
+                **({"settling_threshold": o["settling_threshold"]} if "settling_threshold" in o else {}),
             }
             for a, o in (config.get("analyses") or {}).items()
         },
-        "effective_depth": {k: config.get("effective_depth", {}).get(k) for k in ("kl_threshold", "overlap_threshold")},
+        "effective_depth": {
+            k: config.get("effective_depth", {}).get(k) for k in ("kl_threshold", "overlap_threshold", "depth_fraction")
+        },
     }
