@@ -130,6 +130,18 @@ def _semantic_errors(config: dict[str, Any], original_analyses: dict[str, Any]) 
         gguf = model.get("gguf") or {}
         if gguf.get("assemble") and not gguf.get("package"):
             errors.append(f"models.{name}.gguf: assemble: true needs package (the package whose assemble() writes the file)")
+        lens = model.get("tuned_lens")
+        if lens is not None:
+            where = Path(lens)
+            if not (where.is_dir() and (where / "params.pt").is_file() and (where / "config.json").is_file()) and not (
+                where.suffix == ".safetensors" and where.is_file()
+            ):
+                errors.append(
+                    f"models.{name}.tuned_lens: {lens} is neither a tuned-lens folder (config.json + params.pt) nor an "
+                    "effdepth .safetensors lens file"
+                )
+            if "tuned_lens" not in (config.get("analyses") or {}):
+                errors.append(f"models.{name}.tuned_lens: no analysis reads it; add analyses.tuned_lens (or remove the key)")
     for name, task in config["tasks"].items():
         src = task["source"]
         if src == "file" and not ("path" in task and ("text_field" in task or "question_field" in task)):
@@ -189,6 +201,12 @@ def _analysis_errors(analysis: str, options: dict[str, Any], given: dict[str, An
             f"analyses.integrated_gradients: min_steps ({options['min_steps']}) exceeds max_steps ({options['max_steps']}) "
             "under rule auto"
         )
+    corpus = (options.get("corpus") or {}) if analysis == "tuned_lens" else {}
+    for key, source in (("path", "file"), ("hf_id", "hf")):
+        if corpus.get("source") == source and key not in corpus:
+            errors.append(f"analyses.tuned_lens.corpus: source {source} needs {key}")
+    if corpus.get("source") == "file" and "path" in corpus and not Path(corpus["path"]).is_file():
+        errors.append(f"analyses.tuned_lens.corpus.path: {corpus['path']} is not a file")
     if analysis == "residual_erasure" and tasks is not None and options["baseline_task"] not in tasks:
         errors.append(
             f"analyses.residual_erasure.baseline_task: task {options['baseline_task']!r} is not configured "
