@@ -63,9 +63,8 @@ def lens_divergences(
     """What a lens's distribution q at one depth is judged by against the output p
     (``final = final_distribution(final_logits, k)``): (KL(q ‖ p) nats, top-k overlap,
     JSD(p ‖ q) bits), each [...] float32 from lens_logits [..., V] (docs/methods.md#logit-lens,
-    #settling-depth).  KL and overlap are ``lens_token_stats``'s, with p's log-softmax and top-k
-    shared across depths; JSD = ½ Σ p log(p/m) + ½ Σ q log(q/m), m = ½ (p + q), 0 · log 0 = 0,
-    clamped to [0, 1] against rounding."""
+    #settling-depth), p's log-softmax and top-k shared across depths and lenses.
+    JSD = ½ Σ p log(p/m) + ½ Σ q log(q/m), m = ½ (p + q), 0 · log 0 = 0, clamped to [0, 1]."""
     log_p, top_p = final
     log_q = torch.log_softmax(lens_logits.float(), dim=-1)
     q = log_q.exp()
@@ -77,17 +76,3 @@ def lens_divergences(
     zero = torch.zeros((), dtype=q.dtype, device=q.device)
     nats = 0.5 * (torch.where(p > 0, p * (log_p - log_m), zero).sum(-1) + torch.where(q > 0, q * (log_q - log_m), zero).sum(-1))
     return kl, overlap, (nats / math.log(2.0)).clamp(0.0, 1.0)
-
-
-def lens_token_stats(lens_logits: torch.Tensor, final_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logit-lens KL(q ‖ p) = Σ_v q (log q − log p) and top-k overlap |topk(q) ∩ topk(p)| / k.
-
-    lens_logits, final_logits: [..., V] -> (kl [...], overlap [...]).
-    """
-    log_q = torch.log_softmax(lens_logits.float(), dim=-1)
-    log_p = torch.log_softmax(final_logits.float(), dim=-1)
-    kl = (log_q.exp() * (log_q - log_p)).sum(-1).clamp_min(0.0)
-    top_q = lens_logits.topk(k, dim=-1).indices
-    top_p = final_logits.topk(k, dim=-1).indices
-    overlap = (top_q.unsqueeze(-1) == top_p.unsqueeze(-2)).any(-1).sum(-1).float() / k
-    return kl, overlap

@@ -16,8 +16,8 @@ import effdepth
 from effdepth.analyses.layer_deletion import layer_deletion
 from effdepth.lenses import TunedLens
 from effdepth.lenses.corpus import CorpusError, corpus_texts
-from effdepth.lenses.trajectories import lens_trajectories
 from effdepth.lenses.training import TrainingDataOverlap
+from effdepth.lenses.trajectories import lens_trajectories
 from effdepth.metrics import final_distribution, lens_divergences
 from effdepth.models import pad_token_id
 from effdepth.testing import char_tokenizer, tiny_model

@@ -431,6 +431,9 @@ def test_available_figures_follow_the_configured_analyses():
     assert available_figures({"layer_deletion": {}}) == []  # no effective depth to check
     layer_only = available_figures({"layer_skip": {"kinds": ["layer"]}})
     assert "skip_map" in layer_only and "skip_map_mlp" not in layer_only
+    # the lens pages: settling depth with the logit lens alone, the comparison only with a tuned lens
+    assert "settling_depth" in only_lens and "lens_comparison" not in only_lens and "lens_curves" not in only_lens
+    assert {"lens_comparison", "lens_curves", "settling_depth"} <= set(names)
 
 
 def test_theme_is_registered_and_uses_installed_fallback_fonts():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from effdepth.metrics import EPS, cosine, layer_token_stats, lens_token_stats, relative
+from effdepth.metrics import EPS, cosine, final_distribution, layer_token_stats, lens_divergences, relative
 from effdepth.tables import LAYER_STATS
 
 
@@ -38,15 +38,20 @@ def test_layer_token_stats_known_answer():
 
 def test_lens_identical_distributions_give_zero_kl_full_overlap():
     logits = torch.randn(3, 50)
-    kl, overlap = lens_token_stats(logits, logits.clone(), k=5)
+    kl, overlap, jsd = lens_divergences(logits, final_distribution(logits.clone(), 5), k=5)
     assert torch.allclose(kl, torch.zeros(3), atol=1e-6)
+    assert torch.allclose(jsd, torch.zeros(3), atol=1e-6)
     assert torch.equal(overlap, torch.ones(3))
 
 
 def test_lens_kl_direction_and_overlap_known_answer():
     q = torch.tensor([[math.log(0.5), math.log(0.5), -1e9]])
     p = torch.tensor([[math.log(0.25), math.log(0.25), math.log(0.5)]])
-    kl, overlap = lens_token_stats(q, p, k=1)
+    kl, overlap, jsd = lens_divergences(q, final_distribution(p, 1), k=1)
     # KL(q || p) = 0.5 log(0.5/0.25) * 2 = log 2 (the other direction would be infinite)
     assert kl.item() == pytest.approx(math.log(2), rel=1e-5)
     assert overlap.item() == 0.0  # top-1 of q is token 0, of p token 2
+    # JSD in bits: m = (3/8, 3/8, 1/4); ½ Σ p log(p/m) + ½ Σ q log(q/m)
+    m = [3 / 8, 3 / 8, 1 / 4]
+    ref = 0.5 * (2 * 0.25 * math.log(0.25 / m[0]) + 0.5 * math.log(0.5 / m[2])) + 0.5 * (2 * 0.5 * math.log(0.5 / m[0]))
+    assert jsd.item() == pytest.approx(ref / math.log(2), rel=1e-5)

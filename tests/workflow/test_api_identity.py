@@ -32,7 +32,14 @@ def test_api_tables_equal_the_workflow_tables(finished_run):
         baselines = {}
         for task, spec in config["tasks"].items():
             analyses = {a: o for a, o in config["analyses"].items() if task in o["tasks"]}
-            forward = {a: {"variants": o["variants"]} for a, o in analyses.items() if REGISTRY[a].kind == "forward"}
+            forward = {
+                a: {k: v for k, v in o.items() if k in ("variants", *REGISTRY[a].options)}
+                for a, o in analyses.items()
+                if REGISTRY[a].kind == "forward"
+            }
+            # the lens the workflow trained for the model, on the tasks the tuned lens runs on
+            tuned = "tuned_lens" in analyses
+            lens_file = finished_run / f"results/lenses/{model}/tuned_lens.safetensors" if tuned else None
             lens = config["analyses"]["logit_lens"]
             m = effdepth.measure(
                 net,
@@ -45,6 +52,7 @@ def test_api_tables_equal_the_workflow_tables(finished_run):
                 max_tokens=spec.get("max_tokens"),
                 extraction={**config["extraction"], "top_k": lens["top_k"]},
                 depth={k: v for k, v in config["effective_depth"].items()},
+                tuned_lens=lens_file,
             )
             baselines[task] = m.stats
             tables = dict(m.tables)
@@ -57,12 +65,13 @@ def test_api_tables_equal_the_workflow_tables(finished_run):
                 baseline = baselines.get(options.get("baseline_task")) if REGISTRY[a].baseline else None
                 if REGISTRY[a].baseline and baseline is None:  # the baseline task comes later in the config
                     other = config["tasks"][options["baseline_task"]]
-                    baseline = effdepth.extraction(
+                    baseline = effdepth.extract(
                         effdepth.subject(net, tokenizer, other, name=model, task=options["baseline_task"]),
                         **config["extraction"],
                         top_k=lens["top_k"],
                     )
-                tables[a] = effdepth.run(subject, a, baseline=baseline, **given)
+                reads_lens = lens_file if REGISTRY[a].artefact else None
+                tables[a] = effdepth.run(subject, a, baseline=baseline, tuned_lens=reads_lens, **given)
             for a, table in tables.items():
                 api_tables[a].append(table)
             api_ed.append(effdepth.effective_depth(tables, **config["effective_depth"])[0])

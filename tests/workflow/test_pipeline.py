@@ -32,7 +32,7 @@ def test_end_to_end_outputs(finished_run):
         assert {"model", "task", "analysis", "metric", "layer", "value"} <= set(table.columns)
         assert table["value"].is_finite().all(), analysis
     pdf = PdfReader(finished_run / "results" / "figures" / "all.pdf")
-    assert len(pdf.pages) == 1 + 24 + 2  # title page, the 24 figures of the test configuration, a profile per model
+    assert len(pdf.pages) == 1 + 27 + 2  # title page, the 27 figures of the test configuration, a profile per model
     _, meta = load_tensors(finished_run / "results/cache/tiny-qwen2/words/stats.safetensors", ["resid_sum"])
     assert meta["model"] == "tiny-qwen2" and meta["dtype"] == "float32" and len(meta["prompts_hash"]) == 16
     assert (finished_run / "results" / "config.resolved.yaml").is_file()

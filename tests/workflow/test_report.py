@@ -53,7 +53,7 @@ def test_report_holds_every_figure_and_table_with_its_caption(finished_run, tmp_
     results = json.loads(re.search(r"var results = (\{.*?\});\n", html, re.S).group(1))
     figures = finished_run / "results" / "figures"
     expected = sorted(str(p.relative_to(finished_run)) for p in figures.rglob("*.pdf") if p.name != "all.pdf")
-    assert len(expected) == 26  # 24 figures of the test configuration + a profile per model
+    assert len(expected) == 29  # 27 figures of the test configuration + a profile per model
     assert sorted(results) == sorted([*expected, *REPORTED_TABLES])
     for path, entry in results.items():
         assert Path(path).name in files, path

@@ -39,6 +39,8 @@ rule lens_heldout:
         LENS_HELDOUT_ALL,
     log:
         "logs/lens_heldout.log",
+    benchmark:
+        "logs/benchmark/lens_heldout.tsv"
     localrule: True
     conda:
         "../../envs/effdepth.yaml"
