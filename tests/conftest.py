@@ -56,3 +56,11 @@ def shared_file(*parts: str) -> Path:
     if not path.is_file():
         pytest.skip(f"real benchmark file {path} is not available (not part of the repository; set EFFDEPTH_SHARED_DATA)")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that reads the shared finished workflow run (tests/workflow/conftest.py) is slow: the run
+    is its setup when it is the first to ask for it."""
+    for item in items:
+        if "finished_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

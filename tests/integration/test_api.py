@@ -131,6 +131,7 @@ def test_texts_and_task_specs_are_prompts(model, tokenizer):
     assert len(spec.prompts) == 3 and all(p["n_answer"] > 0 for p in spec.prompts)
 
 
+@pytest.mark.slow
 def test_the_quickstart_notebook_runs(tmp_path):
     """examples/quickstart.ipynb executed top to bottom (nbclient, a fresh kernel) on a tiny model."""
     import nbclient

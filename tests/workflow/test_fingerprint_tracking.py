@@ -8,12 +8,14 @@ import shutil
 import pytest
 from safetensors.torch import load_file, save_file
 
-from .conftest import planned_jobs, snakemake, tiny_config_for, write_config
+from .conftest import copy_run, planned_jobs, snakemake, tiny_config_for, write_config
 
-pytestmark = pytest.mark.workflow
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 
 def test_replaced_weights_rewrite_the_fingerprint_and_rerun_the_models_jobs(finished_run, tiny_models, tmp_path):
+    """(On a copy of the finished run: its fingerprint file is rewritten.)"""
+    finished_run = copy_run(finished_run, tmp_path / "run")
     copy = tmp_path / "tiny-qwen2"
     shutil.copytree(tiny_models / "tiny-qwen2", copy)
     config = tiny_config_for(finished_run, tiny_models)

@@ -7,9 +7,11 @@ import polars as pl
 import pytest
 from pypdf import PdfReader
 
+from effdepth.analyses import REGISTRY
 from effdepth.cache import load_tensors
+from effdepth.config import load_config
 
-from .conftest import REPO, planned_jobs, snakemake, tiny_config_for, write_config
+from .conftest import REPO, both_variants, expected_pages, planned_jobs, snakemake, tiny_config_for, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -18,21 +20,20 @@ GPU_RULES = {"extract", "intervention"}
 
 
 def test_end_to_end_outputs(finished_run):
+    """Every analysis of the registry (layer deletion included) has its table from both models, every
+    configured variant, finite values; all.pdf has exactly the title page, one page per figure the
+    config plans and a profile per model."""
     tables = finished_run / "results" / "tables"
-    for analysis in (
-        "relative_contribution",
-        "logit_lens",
-        "block_influence",
-        "layer_skip",
-        "residual_erasure",
-        "integrated_gradients",
-    ):
+    config = load_config(finished_run / "config.yaml")
+    assert set(config["analyses"]) == set(REGISTRY)  # the test configuration runs every analysis
+    for analysis in REGISTRY:
         table = pl.read_parquet(tables / f"{analysis}.parquet")
         assert set(table["model"]) == {"tiny-qwen2", "tiny-llama"}, analysis
+        assert set(table["variant"]) == set(config["analyses"][analysis]["variants"]), analysis
         assert {"model", "task", "analysis", "metric", "layer", "value"} <= set(table.columns)
         assert table["value"].is_finite().all(), analysis
     pdf = PdfReader(finished_run / "results" / "figures" / "all.pdf")
-    assert len(pdf.pages) == 1 + 27 + 2  # title page, the 27 figures of the test configuration, a profile per model
+    assert len(pdf.pages) == expected_pages(finished_run / "config.yaml")
     _, meta = load_tensors(finished_run / "results/cache/tiny-qwen2/words/stats.safetensors", ["resid_sum"])
     assert meta["model"] == "tiny-qwen2" and meta["dtype"] == "float32" and len(meta["prompts_hash"]) == 16
     assert (finished_run / "results" / "config.resolved.yaml").is_file()
@@ -52,8 +53,13 @@ def test_nothing_to_do_after_a_run(finished_run):
     assert "Nothing to be done" in out, out[-2000:]
 
 
+def _run_config(finished_run, tiny_models) -> dict:
+    """The configuration the finished run ran (the test configuration under both variants)."""
+    return both_variants(tiny_config_for(finished_run, tiny_models))
+
+
 def test_figure_style_change_reruns_only_figures(finished_run, tiny_models):
-    config = tiny_config_for(finished_run, tiny_models)
+    config = _run_config(finished_run, tiny_models)
     config["figures"] = {"width": 250}
     path = write_config(finished_run, config, "styled.yaml")
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(path)).stdout)
@@ -63,7 +69,7 @@ def test_figure_style_change_reruns_only_figures(finished_run, tiny_models):
 
 
 def test_adding_a_model_schedules_only_its_jobs(finished_run, tiny_models):
-    config = tiny_config_for(finished_run, tiny_models)
+    config = _run_config(finished_run, tiny_models)
     config["models"]["tiny-qwen2-copy"] = dict(config["models"]["tiny-qwen2"])
     path = write_config(finished_run, config, "more.yaml")
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(path)).stdout)
@@ -78,25 +84,30 @@ def _planned(workdir, config, name):
     return planned_jobs(snakemake(workdir, "-n", "--configfile", str(path)).stdout)
 
 
-@pytest.mark.parametrize(
-    "edit",
-    [
-        pytest.param(lambda c: c["tasks"]["words"].update(difficulty=7), id="task difficulty"),
-        pytest.param(lambda c: c["models"]["tiny-qwen2"].update(family="renamed"), id="model family"),
-        pytest.param(lambda c: c["models"]["tiny-llama"].update(training="long-cot", base_model="tiny-qwen2"), id="Q2 pair"),
-        pytest.param(lambda c: c["models"]["tiny-qwen2"].update(size_b=0.5), id="model size"),
-    ],
-)
-def test_metadata_edits_schedule_no_gpu_job(finished_run, tiny_models, edit):
-    """Keys read only by figures (or resource requests) rerun no extraction, analysis or prompt job."""
-    config = tiny_config_for(finished_run, tiny_models)
-    edit(config)
+# Keys read only by figures (or resource requests): the task's difficulty, a model's family, a Q2
+# (long-CoT, base) pair, a model's size.
+METADATA_EDITS = {
+    "task difficulty": lambda c: c["tasks"]["words"].update(difficulty=7),
+    "model family": lambda c: c["models"]["tiny-qwen2"].update(family="renamed"),
+    "Q2 pair": lambda c: c["models"]["tiny-llama"].update(training="long-cot", base_model="tiny-qwen2"),
+    "model size": lambda c: c["models"]["tiny-qwen2"].update(size_b=0.5),
+}
+
+
+def test_metadata_edits_schedule_no_gpu_job(finished_run, tiny_models):
+    """Every metadata edit at once reruns no extraction, analysis, prompt or aggregation job (one dry
+    run: a job reruns when its own inputs or params change, so the jobs the edits rerun together
+    include those each one reruns alone), and the figures job reads them."""
+    config = _run_config(finished_run, tiny_models)
+    for edit in METADATA_EDITS.values():
+        edit(config)
     rules = {rule for rule, _ in _planned(finished_run, config, "metadata.yaml")}
     assert not rules & (PER_MODEL_RULES | {"prepare_prompts", "aggregate"}), rules
+    assert "figures" in rules, rules
 
 
 def test_adding_a_task_to_an_analysis_schedules_only_that_task(finished_run, tiny_models):
-    config = tiny_config_for(finished_run, tiny_models)
+    config = _run_config(finished_run, tiny_models)
     config["analyses"]["integrated_gradients"]["tasks"] = ["addition_3", "words"]
     jobs = _planned(finished_run, config, "more_tasks.yaml")
     gpu = [(rule, w) for rule, w in jobs if rule in GPU_RULES]
@@ -105,9 +116,8 @@ def test_adding_a_task_to_an_analysis_schedules_only_that_task(finished_run, tin
     assert "aggregate" in {rule for rule, _ in jobs}
 
 
-def test_paper_dry_run_lists_all_twelve_models(tmp_path):
-    out = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config.yaml")).stdout
-    jobs = planned_jobs(out)
+def test_paper_dry_run_lists_all_twelve_models(paper_dry_run):
+    jobs = planned_jobs(paper_dry_run)
     models = {w["model"] for rule, w in jobs if rule == "extract"}
     assert len(models) == 12
     downloads = {w["model"] for rule, w in jobs if rule == "download_model"}
@@ -149,19 +159,15 @@ def test_missing_local_model_is_named(tmp_path, tiny_models):
     assert "models.tiny-qwen2.path" in result.stdout + result.stderr and "nowhere" in result.stdout + result.stderr
 
 
-def test_every_analysis_under_both_variants_end_to_end(tmp_path, tiny_models):
+def test_every_analysis_under_both_variants(finished_run, tiny_models, tmp_path):
     """The test configuration with every analysis that has a published variant at
-    `variants: [published, correct]` runs to all.pdf: one extraction per (model, task) serves both
-    variants, the tables hold both, the figures show the published one (so the attention- and
-    MLP-only skip maps, which the published skip does not produce, are not scheduled), and the errata
-    compare the two.  Known answer: the published relative-contribution normaliser rescales the
-    cosines without changing their signs, so ED_cos is the same under both variants."""
-    from effdepth.analyses import REGISTRY
-
-    config = tiny_config_for(tmp_path, tiny_models)
-    for name, options in config["analyses"].items():
-        options.pop("variant", None)
-        options["variants"] = ["published", "correct"] if REGISTRY[name].published else ["correct"]
+    `variants: [published, correct]` plans all.pdf: one extraction per (model, task) serves both
+    variants, the figures show the published one (so the attention- and MLP-only skip maps, which the
+    published skip does not produce, are not scheduled), and the errata compare the two (a dry run).
+    The finished run, which ran both variants (the correct one shown), has both in its tables and the
+    errata.  Known answer: the published relative-contribution normaliser rescales the cosines without
+    changing their signs, so ED_cos is the same under both variants."""
+    config = both_variants(tiny_config_for(tmp_path, tiny_models), first="published")
     path = write_config(tmp_path, config)
     plan = snakemake(tmp_path, "-n", "--configfile", str(path)).stdout
     jobs = planned_jobs(plan)
@@ -171,20 +177,21 @@ def test_every_analysis_under_both_variants_end_to_end(tmp_path, tiny_models):
     for figure in ("skip_map_attention", "skip_map_mlp"):
         assert f"results/figures/{figure}.pdf" not in plan, figure
     extracts = [w for rule, w in jobs if rule == "extract"]
-    assert len(extracts) == len({(w["model"], w["task"]) for w in extracts})  # never once per variant
-    snakemake(tmp_path, "--cores", "2", "--configfile", str(path))
-    tables = tmp_path / "results" / "tables"
+    assert extracts and len(extracts) == len({(w["model"], w["task"]) for w in extracts})  # never once per variant
+
+    tables = finished_run / "results" / "tables"
+    ran = load_config(finished_run / "config.yaml")["analyses"]
     for analysis, options in config["analyses"].items():
         table = pl.read_parquet(tables / f"{analysis}.parquet")
-        assert set(table["variant"]) == set(options["variants"]), analysis
+        assert set(table["variant"]) == set(options["variants"]) == set(ran[analysis]["variants"]), analysis
     errata = pl.read_parquet(tables / "errata.parquet")
     cos = errata.filter(pl.col("estimator") == "cos")
     assert cos.height and (cos["ed_difference"].fill_null(0) == 0).all(), cos
     assert set(errata["analysis"]) >= {"relative_contribution", "logit_lens", "residual_erasure", "integrated_gradients"}
     questions = pl.read_csv(tables / "errata_questions.csv")
     assert set(questions["question"]) == {"Q1 scale", "Q2 training", "Q3 difficulty"}
-    assert (tmp_path / "results" / "figures" / "errata.pdf").is_file()
-    assert (tmp_path / "results" / "figures" / "all.pdf").is_file()
+    assert (finished_run / "results" / "figures" / "errata.pdf").is_file()
+    assert (finished_run / "results" / "figures" / "all.pdf").is_file()
 
 
 def test_table_jobs_import_neither_torch_nor_transformers(finished_run):
@@ -194,12 +201,14 @@ def test_table_jobs_import_neither_torch_nor_transformers(finished_run):
     import sys
 
     cache = finished_run / "results/cache/tiny-qwen2/words/stats.safetensors"
+    ran = load_config(finished_run / "config.yaml")["analyses"]
+    variants = {a: ran[a]["variants"] for a in ("relative_contribution", "logit_lens", "block_influence")}
     code = f"""
 import sys
 from effdepth.jobs import aggregate, forward_tables
 from effdepth.depth import run
 import effdepth.figures
-forward_tables({{"relative_contribution": ["correct"], "logit_lens": ["correct"], "block_influence": ["correct"]}},
+forward_tables({variants!r},
                {str(cache)!r}, {str(finished_run / "forward_check.parquet")!r}, "tiny-qwen2", "words")
 aggregate([{str(finished_run / "forward_check.parquet")!r}], {str(finished_run / "aggregate_check.parquet")!r}, "logit_lens")
 print(sorted(m for m in ("torch", "transformers") if m in sys.modules))

@@ -33,4 +33,4 @@ def test_the_readme_example_config_validates_and_dry_runs(tmp_path):
     assert validate_task_file("qa", config["tasks"]["qa"], base_dir=tmp_path) == []  # join: " " set, no warning
     dry = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "my.yaml"))
     rules = {rule for rule, _ in planned_jobs(dry.stdout)}
-    assert {"prepare_prompts", "extract", "forward_tables", "intervention", "effective_depth", "all_pdf"} <= rules
+    assert {"prepare_prompts", "extract", "forward_tables", "intervention", "effective_depth", "figures"} <= rules

@@ -12,11 +12,17 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from .conftest import REPO, snakemake
+from .conftest import REPO, planned_outputs, snakemake
 
 pytestmark = pytest.mark.workflow
 
 REPORTED_TABLES = ["results/tables/effective_depth.csv", "results/tables/effective_depth_reference.csv"]
+ERRATA_TABLE = "results/tables/errata.csv"  # reported when an analysis runs under several variants
+TABLE_CAPTIONS = {
+    "effective_depth": "effective_depth",
+    "effective_depth_reference": "effective_depth_reference",
+    "errata": "errata_table",
+}
 
 
 def _plain(rst: str) -> str:
@@ -53,14 +59,18 @@ def test_report_holds_every_figure_and_table_with_its_caption(finished_run, tmp_
     results = json.loads(re.search(r"var results = (\{.*?\});\n", html, re.S).group(1))
     figures = finished_run / "results" / "figures"
     expected = sorted(str(p.relative_to(finished_run)) for p in figures.rglob("*.pdf") if p.name != "all.pdf")
-    assert len(expected) == 29  # 27 figures of the test configuration + a profile per model
-    assert sorted(results) == sorted([*expected, *REPORTED_TABLES])
+    planned, profiles = planned_outputs(finished_run / "config.yaml")  # every figure the config plans, a profile per model
+    planned_pdfs = [*(f"results/figures/{f}.pdf" for f in planned), *(f"results/figures/models/{m}.pdf" for m in profiles)]
+    assert expected == sorted(planned_pdfs)
+    errata = [ERRATA_TABLE] if "errata" in planned else []  # the shared run has both variants
+    assert errata, planned
+    assert sorted(results) == sorted([*expected, *REPORTED_TABLES, *errata])
     for path, entry in results.items():
         assert Path(path).name in files, path
         assert entry["labels"], path
         name = "model_profile" if "/models/" in path else Path(path).stem
         if path.endswith(".csv"):
-            name = {"effective_depth": "effective_depth", "effective_depth_reference": "effective_depth_reference"}[name]
+            name = TABLE_CAPTIONS[name]
         caption = _plain((REPO / "workflow" / "report" / f"{name}.rst").read_text())
         shown = " ".join(re.sub(r"<[^>]+>", "", entry["caption"]).split())
         shown = shown.replace("&quot;", '"').replace("&#8217;", "'").replace("&amp;", "&")

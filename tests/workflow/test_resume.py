@@ -39,6 +39,7 @@ def _job_keys(output: str) -> set[tuple]:
     return {(rule, frozenset(w.items())) for rule, w in planned_jobs(output)}
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_only_the_unfinished_jobs(tiny_models, tmp_path):
     config = tiny_config_for(tmp_path, tiny_models)
     config["models"] = {"tiny-qwen2": config["models"]["tiny-qwen2"]}

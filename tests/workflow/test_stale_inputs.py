@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from .conftest import REPO, SNAKEMAKE, planned_jobs, snakemake, write_config
+from .conftest import JOB_BLOCKS, REPO, SNAKEMAKE, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -43,6 +43,7 @@ def experiment(tmp_path, tiny_models) -> tuple[Path, Path, Path]:
     return tmp_path, write_config(tmp_path, small_config(tiny_models, task)), task
 
 
+@pytest.mark.slow
 def test_a_task_file_edited_with_its_old_mtime_rebuilds_its_prompts(experiment):
     workdir, config, task = experiment
     prompts = "resources/prompts/words.parquet"
@@ -62,6 +63,7 @@ def test_a_task_file_edited_with_its_old_mtime_rebuilds_its_prompts(experiment):
     assert pl.read_parquet(workdir / prompts)["answer"][0] == " zzz zzz zzz"
 
 
+@pytest.mark.slow
 def test_the_damaged_cache_message_gives_a_command_that_rebuilds_it(experiment):
     workdir, config, _ = experiment
     table = "results/tables/effective_depth.parquet"
@@ -122,7 +124,7 @@ def test_a_read_only_results_directory_allows_a_dry_run_and_stops_a_real_run(exp
     base = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
     target = "results/tables/effective_depth.parquet"
 
-    dry = _in_read_only_mount(results, [*base, target, "-n", "--configfile", str(config)], workdir)
+    dry = _in_read_only_mount(results, [*base, target, "-n", "--configfile", str(config), *JOB_BLOCKS], workdir)
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert {"prepare_prompts", "extract", "effective_depth"} <= {rule for rule, _ in planned_jobs(dry.stdout)}
     assert "results/ is not writable" in dry.stderr + dry.stdout
