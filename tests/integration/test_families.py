@@ -252,6 +252,14 @@ JOB_OPTIONS = {
     "layer_skip": {"positions_per_prompt": 2},
     "residual_erasure": {"baseline_task": "addition_3"},
     "integrated_gradients": {"steps": 4},
+    "tuned_lens": {
+        "corpus": {"source": "python_docs", "max_texts": 20},
+        "steps": 2,
+        "token_budget": 256,
+        "seq_len": 64,
+        "batch_size": 4,
+        "heldout_chunks": 1,
+    },
 }
 
 
@@ -288,14 +296,27 @@ def test_every_job_runs_on_every_family_loaded_from_disk(family, tmp_path, job_c
     jobs.prepare_prompts("addition_3", task, str(prompts))
     prompt_options = {"n_prompts": task["n_prompts"]}
     extraction = {**job_config["extraction"], "top_k": 5}
-    jobs.extract("m", "addition_3", str(directory), model_options, str(prompts), prompt_options, extraction, str(cache))
+    lens = tmp_path / "lens" / "tuned_lens.safetensors"
+    training = {k: job_config["analyses"]["tuned_lens"][k] for k in REGISTRY["tuned_lens"].artefact_options}
+    lens_outputs = {
+        "lens": str(lens),
+        "folder": str(tmp_path / "lens" / "tuned_lens"),
+        "heldout": str(tmp_path / "lens" / "h.parquet"),
+    }
+    jobs.train_lens("m", str(directory), model_options, training, [str(prompts)], lens_outputs)
+    jobs.extract(
+        "m", "addition_3", str(directory), model_options, str(prompts), prompt_options, extraction, str(cache), lens=str(lens)
+    )
     variants = {a: job_config["analyses"][a]["variants"] for a in FORWARD_ANALYSES}
-    jobs.forward_tables(variants, str(cache), str(tmp_path / "forward.parquet"), "m", "addition_3")
+    options = {a: REGISTRY[a].job_options(job_config["analyses"][a]) for a in FORWARD_ANALYSES}
+    jobs.forward_tables(variants, str(cache), str(tmp_path / "forward.parquet"), "m", "addition_3", options)
     assert set(pl.read_parquet(tmp_path / "forward.parquet")["analysis"]) == set(FORWARD_ANALYSES)
     for analysis in INTERVENTION_ANALYSES:
         options = {**REGISTRY[analysis].job_options(job_config["analyses"][analysis]), "variant": "correct"}
         outputs = {"table": str(tmp_path / f"{analysis}.parquet"), "tokens": str(tmp_path / f"{analysis}_tokens.parquet")}
         inputs = {"baseline": str(cache)} if REGISTRY[analysis].baseline else {}
+        if REGISTRY[analysis].artefact == "tuned_lens":
+            inputs["tuned_lens"] = str(lens)
         jobs.intervention(
             analysis, "m", "addition_3", str(directory), model_options, str(prompts), prompt_options, options, outputs, inputs
         )
