@@ -91,10 +91,9 @@ def extract(subject: Subject, *, tuned_lens: Any = None, **given: Any) -> Extrac
     check_top_k(subject.model, top_k, subject.model_name)  # the rest of the tokenizer check ran with the subject
     lenses = {}
     if tuned_lens is not None:
-        from .lenses import Lens
-        from .lenses.storage import open_tuned_lens
+        from .lenses.storage import as_tuned_lens
 
-        lenses["tuned"] = tuned_lens if isinstance(tuned_lens, Lens) else open_tuned_lens(tuned_lens, subject.model)
+        lenses["tuned"] = as_tuned_lens(tuned_lens, subject.model)
     with frozen(subject.model):
         stats = extract_stats(
             subject.model,
@@ -135,9 +134,12 @@ def train_lens(
     from .lenses.training import train_tuned_lens_on_texts
     from .models import embedding_rows, pad_token_id
 
-    spec = corpus if isinstance(corpus, dict) or corpus is None else None
-    opts = options("analyses.tuned_lens", **given, **({"corpus": spec} if spec else {}))
-    texts, heldout = corpus_texts(opts["corpus"]) if not isinstance(corpus, tuple) else (list(corpus[0]), list(corpus[1]))
+    if isinstance(corpus, tuple):
+        opts = options("analyses.tuned_lens", **given)
+        texts, heldout = list(corpus[0]), list(corpus[1])
+    else:
+        opts = options("analyses.tuned_lens", **given, **({"corpus": corpus} if corpus else {}))
+        texts, heldout = corpus_texts(opts["corpus"])
     decode = subject.tokenizer.decode
     prompts = [decode(p["input_ids"], skip_special_tokens=True) for p in subject.prompts] + list(evaluation)
     train = {k: opts[k] for k in REGISTRY["tuned_lens"].artefact_options if k not in ("corpus", "seq_len", "heldout_chunks")}

@@ -624,11 +624,15 @@ def effective_depth(
     bootstrap: int,
     seed: int = 0,
     sweep: Iterable[float] | None = None,
-    depth_fraction: float = 0.85,
+    depth_fraction: float | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(effective-depth table, threshold-sweep table) from analysis tables keyed by analysis name
     (relative_contribution, logit_lens, tuned_lens, layer_skip; any subset).  ``depth_fraction``: ρ
-    of the deep-thinking ratio.  Columns: see ``SCHEMA``."""
+    of the deep-thinking ratio (None: the schema's default).  Columns: see ``SCHEMA``."""
+    if depth_fraction is None:
+        from .config import block_options
+
+        depth_fraction = block_options("effective_depth")["depth_fraction"]
     thresholds = {"kl_threshold": kl_threshold, "overlap_threshold": overlap_threshold, "depth_fraction": depth_fraction}
     main_readings = [(e, e.tau(thresholds)) for e in ESTIMATORS]
     sweep_readings = [(e, float(tau)) for tau in (sweep or DEFAULT_SWEEP) for e in ESTIMATORS if e.threshold]

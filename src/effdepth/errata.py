@@ -156,7 +156,9 @@ def lens_question_verdicts(ed: pl.DataFrame, models: dict[str, dict[str, Any]], 
     """Q1–Q3 (``question_verdicts``' rules, variant correct) under each lens an estimate was read
     through: columns lens, question, holds, sentence — the same headline estimators, with the
     logit-lens ones replaced by their tuned-lens counterparts under the tuned lens."""
-    lenses = [v for v in ("logit", "tuned") if "lens" in ed.columns and (ed["lens"] == v).any()]
+    from .depth import LENS_SUFFIX
+
+    lenses = [v for v in LENS_SUFFIX if "lens" in ed.columns and (ed["lens"] == v).any()]
     rows = []
     for lens in lenses:
         for q, _v, h, t in _question_rows(in_lens_view(ed, lens), ["correct"], models, tasks):

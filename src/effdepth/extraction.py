@@ -33,6 +33,7 @@ import torch
 from .adapters import adapter_for
 from .cache import save_tensors
 from .capture import run_captured
+from .lenses.logit import LogitLens
 from .log import get_logger, progress
 from .metrics import final_distribution, layer_token_stats, lens_divergences
 from .numerics import check_finite, check_layer_captures, check_tensors
@@ -109,7 +110,10 @@ def extract_stats(
             raise ValueError(f"lens name {name!r}: the logit lens is always read; further lenses need another identifier")
         if lens.model is not model:
             raise ValueError(f"lens {name!r} belongs to another model than the one extracted")
-    lens_keys = [f"lens_{stat}{suffix}" for suffix in ("", *(f".{n}" for n in further)) for stat in LENS_STATS]
+    # every lens is one Lens (effdepth.lenses): the logit lens's tensors keep the paper's names
+    readers = {"": (LogitLens(model, adapter), "logit lens of h_l")}
+    readers.update({f".{n}": (lens, f"{n} lens of h_l") for n, lens in further.items()})
+    lens_keys = [f"lens_{stat}{suffix}" for suffix in readers for stat in LENS_STATS]
     out: dict[str, list[torch.Tensor]] = {
         k: []
         for k in (
@@ -150,8 +154,6 @@ def extract_stats(
             z = final_logits[row, keep]
             check_finite(z, **where, layer=n_layers, sublayer="output logits")
             final = final_distribution(z, top_k)
-            readers = {"": (lambda x, _layer: adapter.logits(model, x), "logit lens of h_l")}
-            readers.update({f".{n}": (lens, f"{n} lens of h_l") for n, lens in further.items()})
             for suffix, (read, what) in readers.items():
                 per_layer = []
                 for layer in range(n_layers + 1):

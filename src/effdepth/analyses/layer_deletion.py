@@ -139,10 +139,10 @@ def run(subject: Subject, options: dict[str, Any]) -> pl.DataFrame:
     or a stored lens's path), when present, adds the tuned exit.  Raises ValueError for a prompt
     without answer tokens; stops (``Subject.check``) at a non-finite loss."""
     lens = subject.inputs.get("tuned_lens")
-    if lens is not None and not isinstance(lens, nn.Module):
-        from ..lenses.storage import open_tuned_lens
+    if lens is not None:
+        from ..lenses.storage import as_tuned_lens
 
-        lens = open_tuned_lens(lens, subject.model)
+        lens = as_tuned_lens(lens, subject.model)
     results = []
     for p, prompt in enumerate(subject.progress("layer deletion")):
         ids = prompt["input_ids"]

@@ -13,8 +13,6 @@ import polars as pl
 from ..stats import ExtractionStats
 from ..tables import frame, mean_rows, per_prompt_sums
 
-DEFAULT_SETTLING_THRESHOLD = 0.5  # the schema's analyses.<lens>_lens.settling_threshold (g, bits)
-
 
 def settled_shares(jsd: np.ndarray, token_prompt: np.ndarray, n_prompts: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(per-prompt sums [P, L+1, 1] of the one-hot settling depth of each token, token counts [P]):
@@ -33,7 +31,8 @@ def lens_table(stats: ExtractionStats, variant: str, lens: str, options: dict[st
     """The table of ``lens`` (``logit``, or a further lens the extraction read: ``tuned``) from the
     statistics: metrics kl (KL(lens ‖ output), nats), overlap (top-k) and jsd (JSD(output ‖ lens),
     bits) for h_0 .. h_L, and settled (the share of tokens whose settling depth under
-    ``options["settling_threshold"]`` is l, l = 0 … L).  The published variant (the paper's code)
+    ``options["settling_threshold"]`` is l, l = 0 … L; without ``options``, the schema's default of
+    ``analyses.<lens>_lens``).  The published variant (the paper's code)
     has kl and overlap for h_0 .. h_{L-1} only.  Raises KeyError when the statistics lack the lens."""
     suffix = "" if lens == "logit" else f".{lens}"
     n_prompts, n_layers, ids = stats.n_prompts, stats.n_layers, stats.ids
@@ -46,7 +45,11 @@ def lens_table(stats: ExtractionStats, variant: str, lens: str, options: dict[st
     # The published code's lens averages over tokens correctly; only the layer range differs.
     rows = mean_rows(sums, counts, metrics, "correct", stats.d_model, layers)
     if not published:
-        threshold = float((options or {}).get("settling_threshold", DEFAULT_SETTLING_THRESHOLD))
+        if options is None:
+            from ..config import block_options
+
+            options = block_options(f"analyses.{lens}_lens")
+        threshold = float(options["settling_threshold"])
         settled, counts = settled_shares(stats.array(f"lens_jsd{suffix}"), token_prompt, n_prompts, threshold)
         more = mean_rows(settled, counts, ["settled"], "correct", stats.d_model, layers)
         rows = {k: rows[k] + more[k] for k in rows}

@@ -37,15 +37,12 @@ def lens_estimates(ed: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _verdict(logit: dict, tuned: dict) -> str:
-    if logit["ed"] is None or tuned["ed"] is None:
-        missing = "logit" if logit["ed"] is None else "tuned"
+def _verdict(shift: float | None, changes: bool | None, missing: str | None) -> str:
+    if missing:
         return f"no estimate under the {missing} lens"
-    shift = tuned["ed"] - logit["ed"]
-    if None in (logit["ci_low"], logit["ci_high"], tuned["ci_low"], tuned["ci_high"]):
+    if changes is None:
         return f"{shift:+.1f} layers (no intervals)"
-    apart = tuned["ci_low"] > logit["ci_high"] or tuned["ci_high"] < logit["ci_low"]
-    return f"{shift:+.1f} layers: " + ("CHANGES (intervals disjoint)" if apart else "same within the intervals")
+    return f"{shift:+.1f} layers: " + ("CHANGES (intervals disjoint)" if changes else "same within the intervals")
 
 
 def lens_verdicts(ed: pl.DataFrame) -> pl.DataFrame:
@@ -62,6 +59,9 @@ def lens_verdicts(ed: pl.DataFrame) -> pl.DataFrame:
         logit, tuned = by["logit"], by["tuned"]
         both = logit["ed"] is not None and tuned["ed"] is not None
         bounded = both and None not in (logit["ci_low"], logit["ci_high"], tuned["ci_low"], tuned["ci_high"])
+        shift = tuned["ed"] - logit["ed"] if both else None
+        changes = (tuned["ci_low"] > logit["ci_high"] or tuned["ci_high"] < logit["ci_low"]) if bounded else None
+        missing = None if both else ("logit" if logit["ed"] is None else "tuned")
         out.append(
             {
                 "model": model,
@@ -69,9 +69,9 @@ def lens_verdicts(ed: pl.DataFrame) -> pl.DataFrame:
                 "quantity": quantity,
                 "logit": logit["ed"],
                 "tuned": tuned["ed"],
-                "shift": tuned["ed"] - logit["ed"] if both else None,
-                "changes": (tuned["ci_low"] > logit["ci_high"] or tuned["ci_high"] < logit["ci_low"]) if bounded else None,
-                "verdict": _verdict(logit, tuned),
+                "shift": shift,
+                "changes": changes,
+                "verdict": _verdict(shift, changes, missing),
             }
         )
     schema = {

@@ -211,6 +211,12 @@ def load_tuned_lens(
     return lens, meta
 
 
+def as_tuned_lens(lens: TunedLens | Path | str, model: nn.Module) -> TunedLens:
+    """``lens`` itself when it is a TunedLens, else the stored lens at that path
+    (``open_tuned_lens``) for ``model``: what the API and the jobs accept as a tuned lens."""
+    return lens if isinstance(lens, TunedLens) else open_tuned_lens(lens, model)
+
+
 def open_tuned_lens(path: Path | str, model: nn.Module, adapter: Adapter | None = None, **checks: Any) -> TunedLens:
     """A TunedLens of ``model`` from either storage: a tuned-lens folder (``import_tuned_lens``) or
     an effdepth ``.safetensors`` file (``load_tuned_lens``; ``checks`` may name its
