@@ -33,6 +33,7 @@ import torch
 from .adapters import adapter_for
 from .cache import save_tensors
 from .capture import run_captured
+from .lenses.base import depth_chunks
 from .lenses.logit import LogitLens
 from .log import get_logger, progress
 from .metrics import final_distribution, layer_token_stats, lens_divergences
@@ -154,14 +155,16 @@ def extract_stats(
             z = final_logits[row, keep]
             check_finite(z, **where, layer=n_layers, sublayer="output logits")
             final = final_distribution(z, top_k)
+            chunks = depth_chunks(range(n_layers + 1), len(z), z.shape[-1])  # several depths per unembedding
             for suffix, (read, what) in readers.items():
-                per_layer = []
-                for layer in range(n_layers + 1):
-                    logits = read(h[layer], layer)
-                    check_finite(logits, **where, layer=layer, sublayer=what)
-                    per_layer.append(lens_divergences(logits, final, top_k))
-                for stat, values in zip(LENS_STATS, zip(*per_layer, strict=True), strict=True):
-                    out[f"lens_{stat}{suffix}"].append(torch.stack(values, -1).cpu())
+                per_chunk = []
+                for layers in chunks:
+                    logits = read.read_depths(h[layers[0] : layers[-1] + 1], layers)  # [k, T_p, V]
+                    for i, layer in enumerate(layers):
+                        check_finite(logits[i], **where, layer=layer, sublayer=what)
+                    per_chunk.append(lens_divergences(logits, final, top_k))  # each [k, T_p]
+                for stat, values in zip(LENS_STATS, zip(*per_chunk, strict=True), strict=True):
+                    out[f"lens_{stat}{suffix}"].append(torch.cat(values).transpose(0, 1).cpu())  # [T_p, L+1]
             t_p = int(keep.sum())
             out["token_prompt"].append(torch.full((t_p,), index, dtype=torch.int32))
             out["token_position"].append(torch.arange(t_p, dtype=torch.int32))

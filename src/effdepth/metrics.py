@@ -51,28 +51,32 @@ def layer_token_stats(h: torch.Tensor, a: torch.Tensor, m: torch.Tensor, paralle
     )
 
 
-def final_distribution(final_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log p [..., V] float32, top-k indices [..., k]) of the model's output logits, computed once
-    per prompt for ``lens_divergences``."""
-    return torch.log_softmax(final_logits.float(), dim=-1), final_logits.topk(k, dim=-1).indices
+def final_distribution(final_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(log p [..., V] float32, p [..., V] float32, top-k indices [..., k]) of the model's output
+    logits, computed once per prompt for ``lens_divergences``."""
+    log_p = torch.log_softmax(final_logits.float(), dim=-1)
+    return log_p, log_p.exp(), final_logits.topk(k, dim=-1).indices
 
 
 def lens_divergences(
-    lens_logits: torch.Tensor, final: tuple[torch.Tensor, torch.Tensor], k: int
+    lens_logits: torch.Tensor, final: tuple[torch.Tensor, torch.Tensor, torch.Tensor], k: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What a lens's distribution q at one depth is judged by against the output p
     (``final = final_distribution(final_logits, k)``): (KL(q ‖ p) nats, top-k overlap,
     JSD(p ‖ q) bits), each [...] float32 from lens_logits [..., V] (docs/methods.md#logit-lens,
     #settling-depth), p's log-softmax and top-k shared across depths and lenses.
-    JSD = ½ Σ p log(p/m) + ½ Σ q log(q/m), m = ½ (p + q), 0 · log 0 = 0, clamped to [0, 1]."""
-    log_p, top_p = final
-    log_q = torch.log_softmax(lens_logits.float(), dim=-1)
+    JSD = ½ Σ p log(p/m) + ½ Σ q log(q/m), m = ½ (p + q), 0 · log 0 = 0, clamped to [0, 1].
+
+    The logits are finite (the extraction refuses others), so log q and log p are finite and a
+    probability that underflows to 0 contributes 0 · (finite) = 0; m is floored at the smallest
+    normal float before its log, for the entries where both underflow.  Each term is a local
+    difference (not H(m) − ½H(p) − ½H(q), which cancels badly where q ≈ p)."""
+    log_p, p, top_p = final
+    log_q = torch.log_softmax(lens_logits.float(), dim=-1)  # the op of log p: q = p gives exactly 0
     q = log_q.exp()
     kl = (q * (log_q - log_p)).sum(-1).clamp_min(0.0)
     top_q = lens_logits.topk(k, dim=-1).indices
     overlap = (top_q.unsqueeze(-1) == top_p.unsqueeze(-2)).any(-1).sum(-1).float() / k
-    log_m = torch.logaddexp(log_p, log_q) - math.log(2.0)
-    p = log_p.exp()
-    zero = torch.zeros((), dtype=q.dtype, device=q.device)
-    nats = 0.5 * (torch.where(p > 0, p * (log_p - log_m), zero).sum(-1) + torch.where(q > 0, q * (log_q - log_m), zero).sum(-1))
+    log_m = (p + q).mul_(0.5).clamp_min_(torch.finfo(torch.float32).tiny).log_()
+    nats = 0.5 * ((p * (log_p - log_m)).sum(-1) + (q * (log_q - log_m)).sum(-1))
     return kl, overlap, (nats / math.log(2.0)).clamp(0.0, 1.0)

@@ -79,6 +79,31 @@ def test_the_extraction_reads_each_lens_as_the_independent_trajectories_do(model
     np.testing.assert_allclose(stats.array("lens_kl.tuned")[:, -1], stats.array("lens_kl")[:, -1])
 
 
+@pytest.mark.parametrize("depths_per_chunk", [1, 2])
+def test_depths_read_one_at_a_time_or_in_chunks_give_the_same_statistics(subject, trained, monkeypatch, depths_per_chunk):
+    """The extraction unembeds several depths in one product where a prompt is short
+    (lenses.base.LENS_CHUNK_ELEMENTS): chunks of 1 (one depth per product, as for long prompts)
+    and 2 (chunks that do not divide L + 1 = 5) equal all depths at once (the tiny model's default)."""
+    import effdepth.lenses.base as base
+
+    whole = effdepth.extract(subject, tuned_lens=trained)
+    longest = max(len(p["input_ids"]) for p in subject.prompts)
+    monkeypatch.setattr(base, "LENS_CHUNK_ELEMENTS", depths_per_chunk * longest * subject.model.config.vocab_size)
+    chunked = effdepth.extract(subject, tuned_lens=trained)
+    for name in ("lens_kl", "lens_overlap", "lens_jsd", "lens_kl.tuned", "lens_overlap.tuned", "lens_jsd.tuned"):
+        np.testing.assert_allclose(chunked.array(name), whole.array(name), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_a_lens_read_at_several_depths_equals_one_depth_at_a_time(model, trained):
+    h = torch.randn(5, 3, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    for lens in (trained, effdepth.lenses.LogitLens(model)):
+        together = lens.read_depths(h[1:4], [1, 2, 3])
+        one_by_one = torch.stack([lens(h[layer], layer) for layer in (1, 2, 3)])
+        torch.testing.assert_close(together, one_by_one)
+    with pytest.raises(IndexError, match="outside 0"):
+        trained.read_depths(h[:2], [4, 5])
+
+
 def test_lens_divergences_equal_a_float64_loop():
     torch.manual_seed(0)
     q, p = torch.randn(6, 40), torch.randn(6, 40)
@@ -182,3 +207,22 @@ def test_corpus_files_name_the_line_that_is_wrong(tmp_path):
         corpus_texts({"source": "file", "path": str(tmp_path / "missing.txt")})
     with pytest.raises(CorpusError, match="too few"):
         corpus_texts({"source": "file", "path": str(plain), "heldout_every": 10})
+
+
+def test_a_hub_corpus_streams_through_the_datasets_code(tmp_path, monkeypatch):
+    """source hf runs datasets.load_dataset(..., streaming=True), the code a hub id takes, here on a
+    local dataset directory (hub downloads are not reachable offline)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = tmp_path / "prose"
+    data.mkdir()
+    rows = [{"text": f"paragraph {i} about rivers and hills", "id": i} for i in range(30)]
+    (data / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (data / "test.jsonl").write_text(json.dumps({"text": "a test-split text", "id": -1}) + "\n")
+    spec = {"source": "hf", "hf_id": str(data), "split": "train", "revision": "main", "max_texts": 20, "heldout_every": 5}
+    train, heldout = corpus_texts(spec)
+    want = [r["text"] for r in rows[:20]]
+    assert train == [t for i, t in enumerate(want) if i % 5 != 4] and heldout == want[4::5]
+    with pytest.raises(CorpusError, match=r"prose \(train\) row 1: no text field 'body' \(fields: text, id\)"):
+        corpus_texts({**spec, "text_field": "body"})
+    with pytest.raises(CorpusError, match=r"could not be opened.*hf_id may be a dataset directory"):
+        corpus_texts({**spec, "hf_id": "effdepth-tests/no-such-dataset"})

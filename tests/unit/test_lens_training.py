@@ -80,9 +80,16 @@ def _clip(grads, max_norm):
     return [g * coef for g in grads]
 
 
-def test_two_steps_follow_the_reference_recipe_written_out(model64):
+@pytest.mark.parametrize("one_layer_per_product", [False, True], ids=["layers-together", "one-layer-at-a-time"])
+def test_two_steps_follow_the_reference_recipe_written_out(model64, monkeypatch, one_layer_per_product):
     """Nesterov SGD (μ = 0.9, lr = 1 · (1 − μ), weight decay 1e-3, clip 1.0, linear decay over
-    2 steps) on the plain loop's gradient; each step sees every sequence once."""
+    2 steps) on the plain loop's gradient; each step sees every sequence once.  The same whether
+    the layers' logits share one unembedding (short batches) or are read one layer at a time
+    (lenses.base.LENS_CHUNK_ELEMENTS)."""
+    if one_layer_per_product:
+        import effdepth.lenses.base as base
+
+        monkeypatch.setattr(base, "LENS_CHUNK_ELEMENTS", 1)
     tokens = sum(len(s) for s in SEQUENCES)
     result = train_tuned_lens(model64, SEQUENCES, SEQUENCES[:1], 0, steps=2, token_budget=2 * tokens, batch_size=16)
     ref = TunedLens(model64)

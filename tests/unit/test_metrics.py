@@ -55,3 +55,17 @@ def test_lens_kl_direction_and_overlap_known_answer():
     m = [3 / 8, 3 / 8, 1 / 4]
     ref = 0.5 * (2 * 0.25 * math.log(0.25 / m[0]) + 0.5 * math.log(0.5 / m[2])) + 0.5 * (2 * 0.5 * math.log(0.5 / m[0]))
     assert jsd.item() == pytest.approx(ref / math.log(2), rel=1e-5)
+
+
+def test_lens_jsd_is_in_bits_with_maximum_one():
+    """Disjoint distributions give JSD = 1 bit (ln 2 nats), the maximum: the unit of the settling
+    threshold g (docs/methods.md#settling-depth), whose source compares values up to 0.96 with
+    g = 0.5 -- values a JSD in nats (at most ln 2 ≈ 0.693) could not take."""
+    q = torch.tensor([[0.0, -1e9, -1e9], [0.0, 0.0, -1e9]])
+    p = torch.tensor([[-1e9, 0.0, -1e9], [-1e9, -1e9, 0.0]])
+    _, _, jsd = lens_divergences(q, final_distribution(p, 1), k=1)
+    assert jsd.tolist() == pytest.approx([1.0, 1.0], abs=1e-6)
+    half = torch.tensor([[0.0, 0.0, -1e9]])  # q = (½, ½, 0) against p = (1, 0, 0): m = (¾, ¼, 0)
+    _, _, jsd = lens_divergences(half, final_distribution(torch.tensor([[0.0, -1e9, -1e9]]), 1), k=1)
+    want = 0.5 * math.log2(1 / 0.75) + 0.5 * (0.5 * math.log2(0.5 / 0.75) + 0.5 * math.log2(0.5 / 0.25))
+    assert jsd.item() == pytest.approx(want, rel=1e-5)

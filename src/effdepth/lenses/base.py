@@ -25,6 +25,21 @@ from torch import nn
 
 from ..adapters import Adapter, adapter_for
 
+# Logit elements (depths x tokens x vocabulary) of one lens unembedding (``Lens.read_depths``): the
+# depths of a short batch share one matrix product, which reads W_U once for all of them (about twice
+# as fast at Gemma 3's 262k vocabulary, benchmarks/README.md); a batch with more tokens x V than this
+# is read one depth at a time.  The statistics of the extraction (and the loss of the training) hold
+# a few tensors of this size: at most ~1.6 GB beyond what one depth at a time holds.
+LENS_CHUNK_ELEMENTS = 2**26
+
+
+def depth_chunks(depths: range, tokens: int, vocab: int) -> list[list[int]]:
+    """``depths`` in consecutive chunks of at most max(1, LENS_CHUNK_ELEMENTS // (tokens × vocab)):
+    the depths one ``Lens.read_depths`` call reads."""
+    step = max(1, LENS_CHUNK_ELEMENTS // max(1, tokens * vocab))
+    items = list(depths)
+    return [items[i : i + step] for i in range(0, len(items), step)]
+
 
 class LensMismatchError(ValueError):
     """A stored lens does not belong to the model it is applied to (layer count, width,
@@ -68,6 +83,18 @@ class Lens(nn.Module, abc.ABC):
         0 … L."""
         self.check_layer(layer)
         return self.adapter.logits(self.model, self.transform(h, layer))
+
+    def read_depths(self, h: torch.Tensor, layers: list[int]) -> torch.Tensor:
+        """The lens at several depths in one unembedding: h [k, ..., d] holds the residuals of depths
+        ``layers`` (k of them) -> logits [k, ..., V], equal to ``stack([self(h[i], l) for i, l in
+        enumerate(layers)])``.  One matrix product over all k depths reads W_U once instead of k
+        times (the extraction's lens statistics; docs/methods.md#lenses).  Raises IndexError for a
+        depth outside 0 … L."""
+        if len(layers) != h.shape[0]:
+            raise ValueError(f"read_depths: {h.shape[0]} residuals for {len(layers)} depths")
+        for layer in layers:
+            self.check_layer(layer)
+        return self.adapter.logits(self.model, torch.stack([self.transform(x, layer) for x, layer in zip(h, layers)]))
 
     def describe(self) -> dict[str, Any]:
         """A small JSON-able description (kind, layers, width) for logs and metadata."""

@@ -29,6 +29,7 @@ from torch import nn
 from ..adapters import Adapter
 from ..capture import run_captured
 from ..log import get_logger, progress
+from .base import depth_chunks
 from .tuned import TunedLens
 
 log = get_logger("effdepth.lenses.training")
@@ -128,26 +129,27 @@ def _batch_kl(
 ) -> tuple[torch.Tensor, int]:
     """Σ over tokens of KL(p_final ‖ q_l) per layer in ``layers`` ([len(layers)] float64) and the
     token count of one micro-batch; with ``backward_scale`` each layer's mean KL × scale is
-    back-propagated into its translator right away (memory: one layer's logits at a time)."""
+    back-propagated into its translator right away (memory: the logits of one chunk of layers at a
+    time, ``depth_chunks``; each layer's loss reaches only its own translator, so one backward of a
+    chunk's summed losses gives every layer its own gradient)."""
     with torch.no_grad():
         capture, mask = run_captured(lens.model, lens.adapter, sequences, pad_id)
         final = capture.logits[mask]
         log_p = torch.log_softmax(final if final.dtype == torch.float64 else final.float(), dim=-1)
         p = log_p.exp()
     n = int(mask.sum())
-    sums = torch.zeros(len(layers), dtype=torch.float64)
-    for k, layer in enumerate(layers):
-        h = capture.resid_pre[layer][mask]
+    sums = []
+    for chunk in depth_chunks(layers, n, final.shape[-1]):
+        h = torch.stack([capture.resid_pre[layer][mask] for layer in chunk])  # [k, n, d]
         with torch.set_grad_enabled(backward_scale is not None):
-            z = lens(h, layer)
+            z = lens.read_depths(h, chunk)  # [k, n, V]
             log_q = torch.log_softmax(z if z.dtype == torch.float64 else z.float(), dim=-1)
-            kl = (p * (log_p - log_q)).sum(-1)  # [n]
-            total = kl.sum()
+            totals = (p * (log_p - log_q)).sum(-1).sum(-1)  # [k]: Σ over tokens of each layer's KL
             if backward_scale is not None:
-                (total / n * backward_scale).backward()
-        sums[k] = float(total.detach())
+                (totals.sum() / n * backward_scale).backward()
+        sums.extend(float(t) for t in totals.detach())
     del capture
-    return sums, n
+    return torch.tensor(sums, dtype=torch.float64), n
 
 
 def lens_kl_per_layer(lens: TunedLens, sequences: Sequence[Sequence[int]], pad_id: int, *, batch_size: int = 8) -> np.ndarray:
