@@ -25,6 +25,9 @@ ARITHMETIC_SOURCES = ("addition", "multiplication")
 # The workflow passes every other key of a model or task entry to the jobs that use the entry, so
 # editing one of these reruns no extraction or analysis.
 MODEL_METADATA = ("family", "size_b", "training", "base_model")
+# Keys of a model entry only its tuned lens reads: the lens reaches the jobs that read through it as
+# a file (rule train_lens's output or the named lens), so the model's other jobs do not receive them.
+MODEL_LENS_KEYS = ("tuned_lens", "lens_training")
 TASK_METADATA = ("difficulty",)
 
 
@@ -140,8 +143,12 @@ def _semantic_errors(config: dict[str, Any], original_analyses: dict[str, Any]) 
                     f"models.{name}.tuned_lens: {lens} is neither a tuned-lens folder (config.json + params.pt) nor an "
                     "effdepth .safetensors lens file"
                 )
-            if "tuned_lens" not in (config.get("analyses") or {}):
-                errors.append(f"models.{name}.tuned_lens: no analysis reads it; add analyses.tuned_lens (or remove the key)")
+        for key in MODEL_LENS_KEYS:
+            if key in model and "tuned_lens" not in (config.get("analyses") or {}):
+                errors.append(f"models.{name}.{key}: no analysis reads it; add analyses.tuned_lens (or remove the key)")
+        if lens is not None and "lens_training" in model:
+            errors.append(f"models.{name}: tuned_lens names a trained lens, so lens_training would train none; give one of them")
+        errors += _corpus_errors((model.get("lens_training") or {}).get("corpus") or {}, f"models.{name}.lens_training.corpus")
     for name, task in config["tasks"].items():
         src = task["source"]
         if src == "file" and not ("path" in task and ("text_field" in task or "question_field" in task)):
@@ -201,12 +208,8 @@ def _analysis_errors(analysis: str, options: dict[str, Any], given: dict[str, An
             f"analyses.integrated_gradients: min_steps ({options['min_steps']}) exceeds max_steps ({options['max_steps']}) "
             "under rule auto"
         )
-    corpus = (options.get("corpus") or {}) if analysis == "tuned_lens" else {}
-    for key, source in (("path", "file"), ("hf_id", "hf")):
-        if corpus.get("source") == source and key not in corpus:
-            errors.append(f"analyses.tuned_lens.corpus: source {source} needs {key}")
-    if corpus.get("source") == "file" and "path" in corpus and not Path(corpus["path"]).is_file():
-        errors.append(f"analyses.tuned_lens.corpus.path: {corpus['path']} is not a file")
+    if analysis == "tuned_lens":
+        errors += _corpus_errors(options.get("corpus") or {}, "analyses.tuned_lens.corpus")
     if analysis == "residual_erasure" and tasks is not None and options["baseline_task"] not in tasks:
         errors.append(
             f"analyses.residual_erasure.baseline_task: task {options['baseline_task']!r} is not configured "
@@ -219,6 +222,18 @@ def read_schema(schema_path: Traversable | Path | str = DEFAULT_SCHEMA) -> dict[
     """The config schema at ``schema_path`` (a file, or package data as ``DEFAULT_SCHEMA``), parsed."""
     source = Path(schema_path) if isinstance(schema_path, str) else schema_path
     return yaml.safe_load(source.read_text(encoding="utf-8"))
+
+
+def _corpus_errors(corpus: dict[str, Any], where: str) -> list[str]:
+    """A tuned lens's training corpus: the key its source needs, and a local file that exists."""
+    errors = [
+        f"{where}: source {source} needs {key}"
+        for key, source in (("path", "file"), ("hf_id", "hf"))
+        if corpus.get("source") == source and key not in corpus
+    ]
+    if corpus.get("source") == "file" and "path" in corpus and not Path(corpus["path"]).is_file():
+        errors.append(f"{where}.path: {corpus['path']} is not a file")
+    return errors
 
 
 def validate_config(

@@ -309,3 +309,65 @@ def test_join_is_read_by_question_answer_tasks_only():
         "tasks.wiki.join: joins question and answer; a text_field task has no answer",
         "tasks.add: source 'addition' does not read 'join'",
     )
+
+
+def _lens_config(tmp_path) -> dict:
+    config = minimal()
+    config["analyses"]["tuned_lens"] = {"steps": 4, "token_budget": 256}
+    return config
+
+
+LENS_MISTAKES = {
+    "lens-missing": (lambda c, t: c["models"]["m"].update(tuned_lens=str(t / "nowhere")), "models.m.tuned_lens: "),
+    "file-without-path": (
+        lambda c, t: c["analyses"]["tuned_lens"].update(corpus={"source": "file"}),
+        "analyses.tuned_lens.corpus: source file needs path",
+    ),
+    "file-missing": (
+        lambda c, t: c["analyses"]["tuned_lens"].update(corpus={"source": "file", "path": str(t / "none.txt")}),
+        "analyses.tuned_lens.corpus.path: ",
+    ),
+    "hf-without-id": (
+        lambda c, t: c["analyses"]["tuned_lens"].update(corpus={"source": "hf"}),
+        "analyses.tuned_lens.corpus: source hf needs hf_id",
+    ),
+    "model-budget-bad-value": (
+        lambda c, t: c["models"]["m"].update(lens_training={"steps": 0}),
+        "models.m.lens_training.steps",
+    ),
+    "model-budget-unknown-key": (
+        lambda c, t: c["models"]["m"].update(lens_training={"step": 3}),
+        "models.m.lens_training: unknown key 'step'",
+    ),
+    "model-corpus-without-path": (
+        lambda c, t: c["models"]["m"].update(lens_training={"corpus": {"source": "file"}}),
+        "models.m.lens_training.corpus: source file needs path",
+    ),
+    "model-budget-and-lens": (
+        lambda c, t: (
+            (t / "lens.safetensors").touch()
+            or c["models"]["m"].update(tuned_lens=str(t / "lens.safetensors"), lens_training={"steps": 3})
+        ),
+        "models.m: tuned_lens names a trained lens, so lens_training would train none",
+    ),
+    "model-budget-without-analysis": (
+        lambda c, t: c["analyses"].pop("tuned_lens") and c["models"]["m"].update(lens_training={"steps": 3}),
+        "models.m.lens_training: no analysis reads it",
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", LENS_MISTAKES, ids=list(LENS_MISTAKES))
+def test_lens_and_corpus_mistakes_name_their_key(mistake, tmp_path):
+    edit, message = LENS_MISTAKES[mistake]
+    config = _lens_config(tmp_path)
+    edit(config, tmp_path)
+    check(config, message)
+
+
+def test_a_models_lens_training_overrides_only_the_keys_it_names(tmp_path):
+    config = _lens_config(tmp_path)
+    config["models"]["m"]["lens_training"] = {"token_budget": 1024}
+    checked = validate_config(config)
+    assert checked["models"]["m"]["lens_training"] == {"token_budget": 1024}  # no defaults filled in
+    assert checked["analyses"]["tuned_lens"]["token_budget"] == 256

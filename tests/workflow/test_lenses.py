@@ -10,7 +10,7 @@ import pytest
 from effdepth.lenses.storage import read_tuned_lens_config
 from effdepth.stats import ExtractionStats
 
-from .conftest import planned_jobs, snakemake, tiny_config_for, write_config
+from .conftest import both_variants, planned_jobs, snakemake, tiny_config_for, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -45,22 +45,23 @@ def test_a_model_entry_naming_a_lens_is_not_trained(finished_run, tiny_models, t
     assert str(finished_run / "results/lenses/tiny-qwen2/tuned_lens") in out  # an input of its extraction
 
 
-@pytest.mark.parametrize(
-    ("edit", "message"),
-    [
-        (lambda c, t: c["models"]["tiny-qwen2"].update(tuned_lens=str(t / "nowhere")), "models.tiny-qwen2.tuned_lens: "),
-        (lambda c, t: c["analyses"]["tuned_lens"].update(corpus={"source": "file"}), "corpus: source file needs path"),
-        (
-            lambda c, t: c["analyses"]["tuned_lens"].update(corpus={"source": "file", "path": str(t / "none.txt")}),
-            "is not a file",
-        ),
-        (lambda c, t: c["analyses"]["tuned_lens"].update(corpus={"source": "hf"}), "corpus: source hf needs hf_id"),
-    ],
-    ids=["missing-lens", "file-without-path", "missing-file", "hf-without-id"],
-)
-def test_a_bad_lens_or_corpus_stops_the_dry_run(edit, message, tiny_models, tmp_path):
+def test_a_models_own_lens_budget_retrains_only_its_lens(finished_run, tiny_models):
+    """models.<m>.lens_training: that model's lens is retrained and the extraction that reads it is
+    rerun; no job of the other model, and no extraction of a task the lens does not read."""
+    config = both_variants(tiny_config_for(finished_run, tiny_models))
+    config["models"]["tiny-qwen2"]["lens_training"] = {"steps": 3, "token_budget": 96}
+    path = write_config(finished_run, config, "lens-budget.yaml")
+    jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(path)).stdout)
+    assert {w["model"] for rule, w in jobs if rule == "train_lens"} == {"tiny-qwen2"}
+    assert {(w["model"], w["task"]) for rule, w in jobs if rule == "extract"} == {("tiny-qwen2", "addition_3")}
+    assert all(w.get("model") != "tiny-llama" for _, w in jobs), jobs
+
+
+def test_a_bad_lens_stops_the_dry_run(tiny_models, tmp_path):
+    """The workflow reads its config through effdepth.config (tests/unit/test_config.py has every
+    lens and corpus mistake): a lens path that is not a lens stops it before any job."""
     config = tiny_config_for(tmp_path, tiny_models)
-    edit(config, tmp_path)
+    config["models"]["tiny-qwen2"]["tuned_lens"] = str(tmp_path / "nowhere")
     result = snakemake(tmp_path, "-n", "--configfile", str(write_config(tmp_path, config)), check=False)
     assert result.returncode != 0
-    assert message in result.stdout + result.stderr
+    assert "models.tiny-qwen2.tuned_lens: " in result.stdout + result.stderr

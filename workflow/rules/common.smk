@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the package, when not
 
 from effdepth.analyses import FORWARD_ANALYSES, INTERVENTION_ANALYSES, REGISTRY
 from effdepth.config import (
+    MODEL_LENS_KEYS,
     MODEL_METADATA,
     TASK_METADATA,
     ConfigError,
@@ -281,9 +282,11 @@ def lens_input(wildcards):
     return given if given else LENS.format(model=wildcards.model)
 
 
-def lens_training_options():
-    """The options of analyses.tuned_lens the train_lens job reads."""
-    return {k: ANALYSES["tuned_lens"][k] for k in REGISTRY["tuned_lens"].artefact_options}
+def lens_training_options(wildcards):
+    """The options the model's train_lens job reads: those of analyses.tuned_lens, overridden key by
+    key by the model entry's lens_training."""
+    options = {k: ANALYSES["tuned_lens"][k] for k in REGISTRY["tuned_lens"].artefact_options}
+    return {**options, **config["models"][wildcards.model].get("lens_training", {})}
 
 
 def token_paths(analysis):
@@ -360,8 +363,9 @@ def figures_outputs():
 
 
 def model_options(wildcards):
-    """The model's entry without metadata (family, size_b, training, base_model)."""
-    return job_entry(config["models"][wildcards.model], MODEL_METADATA)
+    """The model's entry without metadata (family, size_b, training, base_model) and without the keys
+    of its tuned lens (which reaches the jobs that read it as an input file)."""
+    return job_entry(config["models"][wildcards.model], MODEL_METADATA + MODEL_LENS_KEYS)
 
 
 def prompt_options(wildcards):

@@ -24,8 +24,8 @@ def gpu_runtime(wildcards, attempt=1):
 
 def lens_runtime(wildcards, attempt=1):
     """A tuned lens's training: 4 model jobs' runtime at the reference recipe's 250 x 2^18 tokens,
-    scaled by the configured token budget."""
-    budget = ANALYSES.get("tuned_lens", {}).get("token_budget", 250 * 2**18) / (250 * 2**18)
+    scaled by the model's token budget."""
+    budget = lens_training_options(wildcards)["token_budget"] / (250 * 2**18)
     return int(max(15, 4 * budget * _size_b(wildcards) * config["execution"]["runtime_min_per_b"] * attempt))
 
 

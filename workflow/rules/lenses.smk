@@ -27,7 +27,7 @@ rule train_lens:
         runtime=lens_runtime,
     params:
         model_options=model_options,
-        options=lens_training_options() if "tuned_lens" in ANALYSES else {},
+        options=lens_training_options,
     script:
         "../scripts/train_lens.py"
 

@@ -47,17 +47,24 @@ def _file_texts(path: Path, text_field: str) -> list[str]:
 
 
 def _hf_texts(spec: dict[str, Any]) -> list[str]:
+    """The first ``max_texts`` texts of a Hugging Face dataset, streamed (``hf_id`` may also be a local
+    dataset directory, read by the same code)."""
     from datasets import load_dataset
 
-    stream = load_dataset(
-        spec["hf_id"], spec.get("config"), split=spec.get("split", "train"), revision=spec.get("revision"), streaming=True
-    )
+    name, split = spec["hf_id"], spec.get("split", "train")
+    try:
+        stream = load_dataset(name, spec.get("config"), split=split, revision=spec.get("revision"), streaming=True)
+    except (OSError, ValueError) as error:  # unreachable or unknown on the hub, no such split or config
+        raise CorpusError(
+            f"corpus hf_id {name!r} (split {split!r}) could not be opened: {error}. Offline, give a local copy: "
+            "hf_id may be a dataset directory, or use source: file"
+        ) from None
     field, texts = spec.get("text_field", "text"), []
-    for number, row in enumerate(stream):
+    for number, row in enumerate(stream, start=1):
         if len(texts) >= spec.get("max_texts", 100000):
             break
         if not isinstance(row.get(field), str):
-            raise CorpusError(f"{spec['hf_id']} ({spec.get('split', 'train')}) row {number}: no text field {field!r}")
+            raise CorpusError(f"{name} ({split}) row {number}: no text field {field!r} (fields: {', '.join(row)})")
         texts.append(row[field])
     return texts
 
