@@ -33,8 +33,12 @@ $(STAMP): requirements.txt pyproject.toml Makefile
 demo: install
 	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
 
+# The suite in TEST_WORKERS processes (pytest-xdist; tests/README.md): the SLURM tests and the tests of
+# the shared workflow run each stay in one worker, the rest fill the others.  TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 3
+
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not workflow and not slurm"

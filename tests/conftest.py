@@ -59,8 +59,31 @@ def shared_file(*parts: str) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """A test that reads the shared finished workflow run (tests/workflow/conftest.py) is slow: the run
-    is its setup when it is the first to ask for it."""
+    """Marks and order for a parallel run (``make test``: pytest-xdist, ``--dist loadgroup``).
+
+    - A test that reads the shared finished workflow run (tests/workflow/conftest.py) is slow: the
+      run is its setup when it is the first to ask for it.
+    - The tests of the one SLURM cluster run in one worker (group ``slurm``: a second worker would
+      start and stop the same daemons), and the tests of the finished run in one worker (group
+      ``finished_run``: several of them plan dry runs in its directory).
+    - Groups and slow tests come first, so that the longest work starts at once and the short tests
+      fill the other workers; in the SLURM group, the test that also needs the finished run comes
+      last, when that run is most likely built.
+    """
     for item in items:
-        if "finished_run" in getattr(item, "fixturenames", ()):
+        names = getattr(item, "fixturenames", ())
+        if "finished_run" in names:
             item.add_marker(pytest.mark.slow)
+        group = "slurm" if "slurm_env" in names else "finished_run" if "finished_run" in names else None
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+    def rank(item) -> tuple[int, int]:
+        names = getattr(item, "fixturenames", ())
+        if "slurm_env" in names:
+            return 0, "finished_run" in names
+        if "finished_run" in names:
+            return 1, 0
+        return (2 if item.get_closest_marker("slow") else 3), 0
+
+    items.sort(key=rank)

@@ -23,10 +23,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch only where a model is at hand: the workflow's config checks import this module
+    import torch
+    from torch import nn
 
 BLOCK_SHAPES = ("sequential", "sandwich", "parallel")
 
@@ -140,7 +141,7 @@ class Adapter:
             z = z / getattr(config, self.logits_divisor)
         cap = getattr(config, self.logit_softcap, None) if self.logit_softcap is not None else None
         if cap:
-            z = torch.tanh(z / cap) * cap
+            z = z.div(cap).tanh().mul(cap)
         return z
 
 

@@ -9,6 +9,10 @@ Shared by the workflow tests (session scope, so each is computed once per test r
                    on a copy (``copy_run``).
 ``paper_dry_run``  the one dry run of the paper's DAG (config.yaml, ``--profile slurm``, every job
                    block): the tests of the paper's jobs and of their SLURM resources both read it.
+
+Under pytest-xdist (``make test`` runs ``-n auto``) both are still computed once per test run: the
+first worker to ask builds them under a file lock, the others wait and read them
+(``built_once``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 from effdepth.testing import main as write_tiny_models
 
@@ -78,11 +83,34 @@ def planned_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
     return jobs
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """The directory ``name``, made by ``build(directory)`` once per test run.
+
+    Without pytest-xdist that is once per session.  Under it, the workers share the parent of their
+    base temporary directories: the first worker to ask builds the directory there under a file
+    lock, and the others wait for it and reuse it (the pattern of pytest-xdist's documentation).  A
+    build that raised leaves no done-mark, so the next worker to ask builds it again and sees the
+    same error."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        directory = tmp_path_factory.mktemp(name)
+        build(directory)
+        return directory
+    root = tmp_path_factory.getbasetemp().parent
+    directory, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            build(directory)
+            done.touch()
+    return directory
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("models")
-    write_tiny_models([str(directory)])
-    return directory
+    """The tiny models of effdepth.testing, written once per test run (one path for every worker, so
+    a config built from it equals the finished run's)."""
+    return built_once(tmp_path_factory, "models", lambda directory: write_tiny_models([str(directory)]))
 
 
 def both_variants(config: dict, first: str = "correct") -> dict:
@@ -126,14 +154,16 @@ def copy_run(run: Path, destination: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory, tiny_models) -> Path:
-    """The test configuration run end to end once per session (--cores 2), every analysis with a
+    """The test configuration run end to end once per test run (--cores 2), every analysis with a
     published variant under both variants (the correct one shown), with the default profile's
     console; what it printed is in ``console.txt`` of the run's directory."""
-    workdir = tmp_path_factory.mktemp("run")
-    config = write_config(workdir, both_variants(tiny_config_for(workdir, tiny_models)))
-    result = snakemake(workdir, "--cores", "2", "--configfile", str(config), blocks=False)
-    (workdir / "console.txt").write_text(result.stdout + result.stderr)
-    return workdir
+
+    def build(workdir: Path) -> None:
+        config = write_config(workdir, both_variants(tiny_config_for(workdir, tiny_models)))
+        result = snakemake(workdir, "--cores", "2", "--configfile", str(config), blocks=False)
+        (workdir / "console.txt").write_text(result.stdout + result.stderr)
+
+    return built_once(tmp_path_factory, "run", build)
 
 
 @pytest.fixture(scope="session")
@@ -142,12 +172,15 @@ def paper_dry_run(tmp_path_factory) -> str:
     (./slurm -> profiles/slurm), with no cluster and no SLURM settings, every job block printed:
     stdout + stderr.  The one dry run of the paper's DAG: the jobs it lists do not depend on the
     profile, the resources it prints are the SLURM profile's."""
-    workdir = tmp_path_factory.mktemp("paper")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EFFDEPTH_", "SLURM_"))}
-    env.update(HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO / "src"))
-    cmd = ["timeout", "-k", "15", "300", SNAKEMAKE, "-n", "--profile", "slurm", "--directory", str(workdir)]
-    cmd += ["--configfile", str(REPO / "config.yaml"), *JOB_BLOCKS]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=360)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-4000:]
-    return out
+
+    def build(workdir: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("EFFDEPTH_", "SLURM_"))}
+        env.update(HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO / "src"))
+        cmd = ["timeout", "-k", "15", "300", SNAKEMAKE, "-n", "--profile", "slurm", "--directory", str(workdir)]
+        cmd += ["--configfile", str(REPO / "config.yaml"), *JOB_BLOCKS]
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=360)
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out[-4000:]
+        (workdir / "dry-run.txt").write_text(out)
+
+    return (built_once(tmp_path_factory, "paper", build) / "dry-run.txt").read_text()
