@@ -38,7 +38,7 @@ demo: install
 TEST_WORKERS ?= 3
 
 test: lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not workflow and not slurm"

@@ -6,6 +6,8 @@ supported family (``effdepth.testing.ARCHITECTURES``)."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 from pathlib import Path
 
@@ -58,32 +60,49 @@ def shared_file(*parts: str) -> Path:
     return path
 
 
-def pytest_collection_modifyitems(config, items):
-    """Marks and order for a parallel run (``make test``: pytest-xdist, ``--dist loadgroup``).
+def _parameters(nodeid: str) -> set[str]:
+    """The argument names of the test function a node id names (``path::[Class::]function[params]``)."""
+    path, *names = nodeid.split("::")
+    target = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    for name in names:
+        target = getattr(target, name.split("[")[0])
+    return set(inspect.signature(target).parameters)
 
-    - A test that reads the shared finished workflow run (tests/workflow/conftest.py) is slow: the
-      run is its setup when it is the first to ask for it.
-    - The tests of the one SLURM cluster run in one worker (group ``slurm``: a second worker would
-      start and stop the same daemons), and the tests of the finished run in one worker (group
-      ``finished_run``: several of them plan dry runs in its directory).
-    - Groups and slow tests come first, so that the longest work starts at once and the short tests
-      fill the other workers; in the SLURM group, the test that also needs the finished run comes
-      last, when that run is most likely built.
-    """
+
+def worker_group(nodeid: str) -> str | None:
+    """The tests that must share one pytest-xdist worker: those of the one SLURM cluster (``slurm``: a
+    second worker would start and stop the same daemons) and those of the shared finished workflow
+    run (``finished_run``: several plan dry runs in its directory); None for the others."""
+    names = _parameters(nodeid)
+    return "slurm" if "slurm_env" in names else "finished_run" if "finished_run" in names else None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``make test`` (``-n``): pytest-xdist's scope scheduling with the scopes of ``worker_group`` --
+    each group a unit for one worker, largest first, every other test a unit of its own.  (Its
+    ``--dist loadgroup`` reads ``xdist_group`` marks through a node-id suffix that this pytest
+    no longer honours.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid) or nodeid
+
+    return GroupScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that reads the shared finished workflow run (tests/workflow/conftest.py) is slow: the
+    run is its setup when it is the first to ask for it.  Slow tests come first, so that the longest
+    work starts at once and the short tests fill the other workers; the SLURM test that also needs
+    the finished run comes after the other SLURM tests, when that run is most likely built."""
     for item in items:
-        names = getattr(item, "fixturenames", ())
-        if "finished_run" in names:
+        if "finished_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
-        group = "slurm" if "slurm_env" in names else "finished_run" if "finished_run" in names else None
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
 
     def rank(item) -> tuple[int, int]:
         names = getattr(item, "fixturenames", ())
-        if "slurm_env" in names:
-            return 0, "finished_run" in names
-        if "finished_run" in names:
-            return 1, 0
-        return (2 if item.get_closest_marker("slow") else 3), 0
+        return (0 if item.get_closest_marker("slow") else 1), ("slurm_env" in names and "finished_run" in names)
 
     items.sort(key=rank)

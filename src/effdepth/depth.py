@@ -635,7 +635,9 @@ def effective_depth(
         depth_fraction = block_options("effective_depth")["depth_fraction"]
     thresholds = {"kl_threshold": kl_threshold, "overlap_threshold": overlap_threshold, "depth_fraction": depth_fraction}
     main_readings = [(e, e.tau(thresholds)) for e in ESTIMATORS]
-    sweep_readings = [(e, float(tau)) for tau in (sweep or DEFAULT_SWEEP) for e in ESTIMATORS if e.threshold]
+    # the sweep repeats the depths read at a threshold (ED_KL, ED_overlap under each lens), not the DTR,
+    # a share whose ρ is a different quantity on a different axis (docs/methods.md#threshold-sweep)
+    sweep_readings = [(e, float(tau)) for tau in (sweep or DEFAULT_SWEEP) for e in ESTIMATORS if e.threshold and e.depth]
     main_rows, sweep_rows = [], []
     if "layer_skip" in tables:  # the depth score reads whole-layer skips only
         tables = {**tables, "layer_skip": tables["layer_skip"].filter(pl.col("kind") == "layer")}

@@ -29,6 +29,9 @@ def test_the_finished_run_trained_a_lens_per_model_and_read_it_in_the_extraction
     tuned = ed.filter(pl.col("lens") == "tuned")
     assert set(tuned["task"]) == {"addition_3"}
     assert {"kl_tuned", "overlap_tuned", "settling_tuned", "dtr_tuned"} <= set(tuned["estimator"])
+    sweep = pl.read_parquet(finished_run / "results/tables/effective_depth_sweep.parquet")
+    assert {"kl_tuned", "overlap_tuned"} <= set(sweep["estimator"])  # depths under each lens; not the DTR (a share)
+    assert not sweep.filter(pl.col("estimator").str.starts_with("dtr")).height
     deletion = pl.read_parquet(finished_run / "results/tables/layer_deletion.parquet")
     assert "tuned_exit_loss" in set(deletion["metric"])
     for page in ("lens_comparison", "lens_curves", "settling_depth"):

@@ -359,7 +359,13 @@ def layer_deletion_table_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixi
             legend=alt.Legend(orient="bottom", gradientLength=200, format=".0%"),
         )
     )
-    text = base.mark_text(fontSize=9).encode(text="text:N")
+    # dark text on the light middle of the scale, white on its dark ends (red ≤ 15 %, green ≥ 85 %)
+    text = base.mark_text(fontSize=9).encode(
+        text="text:N",
+        color=alt.condition(
+            (alt.datum.agreement <= 0.15) | (alt.datum.agreement >= 0.85), alt.value("white"), alt.value("black")
+        ),
+    )
     cell = cell_width(texts, 9, 150)
     table = alt.layer(cells, text).properties(width=cell * len(labels), height=20 * len(models))
     return table.facet(

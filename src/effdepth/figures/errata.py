@@ -93,7 +93,7 @@ def errata_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
             domain=["intervals overlap", "intervals disjoint: the defect moves the number", "no interval comparison"],
             range=["#e8f1e4", "#f6d5d1", "#eeeeee"],
         ),
-        legend=alt.Legend(orient="bottom", title=None),
+        legend=alt.Legend(orient="bottom", title=None, labelLimit=400),
     )
     # every cell as wide as its longest text (a cell narrower than its text overlaps its neighbours)
     cell = cell_width(data["text"].to_list(), CELL_FONT, 150)

@@ -103,7 +103,7 @@ def lens_comparison_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
     )
     order = [f"{m} · {t}" for m in models for t in tasks if (data["row"] == f"{m} · {t}").any()]
     width = max(160, (PAGE_WIDTH - 160) // max(1, len(quantities)))
-    y = alt.Y("row:N", sort=order, title=None)
+    y = alt.Y("row:N", sort=order, title=None, axis=alt.Axis(labelLimit=300))
     y_offset = alt.YOffset("lens:N", sort=list(LENS_SUFFIX))
     colour = alt.Color("lens:N", scale=LENS_COLOURS, title="lens")
     base = alt.Chart().encode(y=y, yOffset=y_offset, color=colour)  # the facet passes the data
@@ -122,7 +122,13 @@ def lens_comparison_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
         f"{r['model']} · {r['task']} · {r['quantity']}: logit {r['logit']:.1f}, tuned {r['tuned']:.1f} → {r['verdict']}"
         for r in (changed if changed.height else verdicts).iter_rows(named=True)
         if r["logit"] is not None and r["tuned"] is not None
-    ][:14]
+    ]
+    shown = 14
+    if len(lines) > shown:  # the page holds 14; say how many more and where they all are
+        lines = [
+            *lines[:shown],
+            f"… and {len(lines) - shown} more: every pair is in results/tables/effective_depth.parquet (column lens)",
+        ]
     said = (
         f"The lens changes {changed.height} of {verdicts.height} estimates beyond their 95 % intervals:"
         if changed.height
@@ -238,19 +244,29 @@ def settling_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
         for a, o in ctx.get("analyses", {}).items()
         if o.get("settling_threshold") is not None
     )
-    dtr_note = ""
-    if ed is not None and ed.height:
-        dtr = ed.filter(pl.col("estimator").is_in([e.estimator for e in ESTIMATORS if e.estimator.startswith("dtr")]))
-        dtr = dtr.filter(pl.col("ed").is_not_null())
-        if dtr.height:
-            dtr_note = (
-                " DTR: "
-                + "; ".join(f"{r['model']}/{r['task']} {r['lens']} {r['ed']:.2f}" for r in dtr.iter_rows(named=True))[:400]
-            )
     models, tasks = models_in(ctx, data), tasks_in(ctx, data)
+    # per panel: the deep-thinking boundary ⌈ρ·L⌉ (L = the model's deepest settling depth) and the DTR
+    panels = data.group_by("model", "task").agg(pl.col("layer").max().alias("n_layers"))
+    marks = panels.with_columns(boundary=(pl.col("n_layers") * rho).ceil().cast(pl.Int64), kind=pl.lit("boundary"))
+    if ed is not None and ed.height:
+        dtr = ed.filter(
+            pl.col("estimator").is_in([e.estimator for e in ESTIMATORS if e.estimator.startswith("dtr")])
+            & pl.col("ed").is_not_null()
+        )
+        texts = {}
+        for r in dtr.sort("lens").iter_rows(named=True):
+            interval = f" [{r['ci_low']:.2f}–{r['ci_high']:.2f}]" if r["ci_low"] is not None else ""
+            texts.setdefault((r["model"], r["task"]), []).append(f"{r['lens']} {r['ed']:.2f}{interval}")
+        labels = pl.DataFrame(
+            [{"model": m, "task": t, "text": "DTR " + "\n".join(v), "kind": "dtr"} for (m, t), v in texts.items()],
+            schema={"model": pl.Utf8, "task": pl.Utf8, "text": pl.Utf8, "kind": pl.Utf8},
+        )
+        marks = pl.concat([marks, labels], how="diagonal_relaxed")
     width, height = panel_size(ctx)
+    every = pl.concat([data.with_columns(kind=pl.lit("curve")), marks], how="diagonal_relaxed")
+    base = alt.Chart()
     bars = (
-        alt.Chart(data)
+        base.transform_filter(alt.datum.kind == "curve")
         .mark_line(point=alt.OverlayMarkDef(size=16))
         .encode(
             x=alt.X("layer:Q", title="settling depth l", axis=alt.Axis(tickMinStep=1, format="d")),
@@ -258,17 +274,31 @@ def settling_chart(tables: Tables, ctx: Context) -> alt.TopLevelMixin:
             color=alt.Color("lens:N", scale=LENS_COLOURS, title="lens"),
             tooltip=["model", "task", "lens", "layer", alt.Tooltip("value:Q", format=".1%")],
         )
-        .properties(width=width, height=height)
     )
-    chart = bars.facet(
-        row=alt.Row("model:N", sort=models, title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
-        column=alt.Column("task:N", sort=tasks, title=None),
-    ).resolve_scale(x="independent")
+    boundary = (
+        base.transform_filter(alt.datum.kind == "boundary")
+        .mark_rule(color="grey", strokeDash=[4, 3])
+        .encode(x="boundary:Q", tooltip=[alt.Tooltip("boundary:Q", title="⌈ρ·L⌉")])
+    )
+    dtr_text = (
+        base.transform_filter(alt.datum.kind == "dtr")
+        .mark_text(align="right", baseline="top", fontSize=9, color="#333", lineBreak="\n")
+        .encode(text="text:N", x=alt.value(width - 2), y=alt.value(2))
+    )
+    chart = (
+        alt.layer(bars, boundary, dtr_text, data=every)
+        .properties(width=width, height=height)
+        .facet(
+            row=alt.Row("model:N", sort=models, title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
+            column=alt.Column("task:N", sort=tasks, title=None),
+        )
+        .resolve_scale(x="independent")
+    )
     return chart.properties(
         title=chart_title(
             title,
             f"A token settles at the first depth l ≥ 1 whose JSD(output ‖ lens) is below g ({g or 'g = 0.5'}) bits "
-            f"(Chen et al. 2026). Deep-thinking tokens settle at l ≥ ⌈{rho:g}·L⌉; their share is the DTR "
-            f"(effective-depth table, with intervals).{dtr_note}",
+            f"(Chen et al. 2026). Deep-thinking tokens settle at l ≥ ⌈{rho:g}·L⌉ (grey dashed); their share is the "
+            "DTR, per lens with its 95 % interval (top right; also in the effective-depth table).",
         )
     )

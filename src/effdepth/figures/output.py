@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -229,12 +230,8 @@ def title_page(info: dict[str, Any], contents: list[tuple[int, str]] | None = No
     ]
     if contents:
         lines += ["", "Contents"] + [f"  p. {page:>3}   {title}" for page, title in contents]
-    wrapped: list[str] = []
-    for line in lines:
-        while len(line) > 110:
-            wrapped.append(line[:110])
-            line = "    " + line[110:]
-        wrapped.append(line)
+    # at word boundaries (after ", " too), continuation lines indented
+    wrapped = [part for line in lines for part in textwrap.wrap(line, 110, subsequent_indent="    ") or [""]]
     chart = message_chart(f"Effective depth · {info.get('name', 'experiment')}", wrapped)
     return vlc.vegalite_to_pdf(chart.to_dict())
 

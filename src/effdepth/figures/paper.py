@@ -228,7 +228,7 @@ def _token_heatmap(
                 "label:O",
                 sort=alt.EncodingSortField("position", order="ascending"),
                 title="token",
-                axis=alt.Axis(labelAngle=-60, labelFontSize=8, labelLimit=60),
+                axis=alt.Axis(labelAngle=-90, labelFontSize=8, labelLimit=60),  # vertical: one cell per label
             ),
             y=alt.Y("layer:O", axis=layer_axis("layer", n_max), sort="descending"),
             color=color,
