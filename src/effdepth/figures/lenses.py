@@ -19,7 +19,10 @@ from ..depth import ESTIMATORS, LENS_SUFFIX
 from .layout import headline_rows, models_in, panel_size, primary_task, tasks_in
 from .theme import PAGE_WIDTH, Context, Tables, chart_title, message_chart
 
-LENS_COLOURS = alt.Scale(domain=list(LENS_SUFFIX), range=["#4c78a8", "#e45756"])
+# one colour per lens of depth.LENS_SUFFIX (a further lens takes the next; blue and red for logit, tuned)
+LENS_COLOURS = alt.Scale(
+    domain=list(LENS_SUFFIX), range=["#4c78a8", "#e45756", "#54a24b", "#b279a2", "#f58518"][: len(LENS_SUFFIX)]
+)
 # the estimates compared across lenses: (estimator stem, form) -> label without the lens
 COMPARED = (("kl", "robust", "ED_KL robust"), ("overlap", "robust", "ED_overlap robust"), ("settling", "mean", "settling depth"))
 
