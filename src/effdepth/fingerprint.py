@@ -305,3 +305,62 @@ def refresh_task_fingerprint(task_file: Path | str, output: Path | str) -> str:
         mtime = task_file.stat().st_mtime_ns
         os.utime(output, ns=(mtime, mtime))
     return fingerprint
+
+
+# ----------------------------------------------------------------------------- checks done once
+# The file check of a local model (effdepth.models.check_model_files builds the model on the meta
+# device: torch and transformers imported, seconds of CPU) runs while the workflow is read, on every
+# `snakemake` call and every cluster job.  A passed check is recorded with everything its verdict
+# depends on, and is not run again while that is unchanged.
+
+CHECK_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "gguf")
+
+
+def _package_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str | None] = {}
+    for name in CHECK_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _source_digest() -> str:
+    """SHA-256 over this package's Python sources (the code of every check)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        h.update(path.relative_to(Path(__file__).parent).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def check_record(source: Path | str, options: dict) -> dict:
+    """What a passed check of ``source`` depends on: each file's stat identity (size, modification
+    and change time, inode, device: the per-file memo's identity, which any write changes), this
+    package's sources, the versions of CHECK_PACKAGES, and ``options`` (JSON-serialisable: the
+    model's configuration, the caller's code digest)."""
+    files = [[rel, *_identity(full.stat())] for rel, full in model_files(source)]
+    return {"files": files, "effdepth": _source_digest(), "versions": _package_versions(), "options": options}
+
+
+def check_once(source: Path | str, record: Path | str | None, check, options: dict) -> bool:
+    """Run ``check()`` (which raises on a bad model) unless ``record`` says it passed for exactly
+    this ``check_record(source, options)``; after a pass, write the record (atomically; ``record``
+    None: always run, record nothing).  Returns whether the check ran.  A damaged record only costs
+    a new check.  Raises what ``check`` raises, and ``FingerprintError`` if ``source`` is missing or
+    empty."""
+    current = json.loads(json.dumps(check_record(source, options), sort_keys=True))  # as it reads back
+    record = Path(record) if record is not None else None
+    if record is not None and record.is_file():
+        try:
+            if json.loads(record.read_text()) == current:
+                return False
+        except (OSError, ValueError):
+            pass
+    check()
+    if record is not None:
+        text = json.dumps(current, sort_keys=True)
+        atomic_write(record, lambda tmp: tmp.write_text(text))
+    return True

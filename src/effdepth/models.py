@@ -119,7 +119,7 @@ def convert_gguf(spec: dict[str, Any], dest: Path | str) -> Path:
     Raises ModelSourceError (the file is not found, the copy misses weights),
     effdepth.fingerprint.ModelFileError (a damaged file, weights missing from it or not used).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = gguf_file(spec)
     dest = Path(dest)
@@ -131,8 +131,9 @@ def convert_gguf(spec: dict[str, Any], dest: Path | str) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(
         spec.get("tokenizer_path") or str(path.parent), **({} if spec.get("tokenizer_path") else kwargs)
     )
-    config = AutoConfig.from_pretrained(str(path.parent), **kwargs)
-    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # The loaded model's own config: reading it from the file again parses the whole GGUF
+    # metadata (the vocabulary included) once more, seconds for a 50k-token vocabulary.
+    fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
     missing = [m for m in missing if not m.endswith("lm_head.weight")]  # tied embeddings
     if missing or unexpected:

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from effdepth import fingerprint
-from effdepth.fingerprint import FingerprintError, model_fingerprint, read_fingerprint, refresh_fingerprint
+from effdepth.fingerprint import (
+    FingerprintError,
+    check_once,
+    model_fingerprint,
+    read_fingerprint,
+    refresh_fingerprint,
+)
 
 
 @pytest.fixture
@@ -83,6 +89,42 @@ def test_memo_avoids_rereading_unchanged_files(model_dir, tmp_path, monkeypatch)
     (model_dir / "config.json").write_text('{"hidden_size": 66}')
     model_fingerprint(model_dir, memo)
     assert reads == ["config.json"]
+
+
+def test_a_passed_check_is_not_repeated_until_what_it_read_changes(model_dir, tmp_path, monkeypatch):
+    record = tmp_path / "fp" / ".tiny.checked.json"
+    runs = []
+    options = {"entry": {"path": str(model_dir)}}
+    assert check_once(model_dir, record, lambda: runs.append(1), options) is True
+    assert check_once(model_dir, record, lambda: runs.append(1), options) is False
+    assert check_once(model_dir, None, lambda: runs.append(1), options) is True  # no record: always
+    assert len(runs) == 2
+    os.utime(model_dir / "config.json")  # any write (or touch) of a file: checked again
+    assert check_once(model_dir, record, lambda: runs.append(1), options) is True
+    assert check_once(model_dir, record, lambda: runs.append(1), {"entry": {"trust_remote_code": True}}) is True
+    versions = fingerprint._package_versions()
+    monkeypatch.setattr(fingerprint, "_package_versions", lambda: {**versions, "transformers": "0.0"})
+    assert check_once(model_dir, record, lambda: runs.append(1), options) is True  # another library
+    monkeypatch.setattr(fingerprint, "_source_digest", lambda: "0" * 64)
+    assert check_once(model_dir, record, lambda: runs.append(1), options) is True  # another effdepth
+    assert check_once(model_dir, record, lambda: runs.append(1), options) is False
+    assert len(runs) == 6
+    record.write_text("{not json")
+    assert check_once(model_dir, record, lambda: runs.append(1), options) is True  # a damaged record
+
+
+def test_a_failed_check_is_not_recorded(model_dir, tmp_path):
+    record = tmp_path / ".tiny.checked.json"
+
+    def bad():
+        raise fingerprint.ModelFileError("model.safetensors is truncated")
+
+    for _ in range(2):
+        with pytest.raises(fingerprint.ModelFileError, match="truncated"):
+            check_once(model_dir, record, bad, {})
+    assert not record.exists()
+    with pytest.raises(FingerprintError, match="not found"):
+        check_once(tmp_path / "missing", record, lambda: None, {})
 
 
 def test_refresh_rewrites_the_file_only_on_real_change(model_dir, tmp_path):

@@ -126,42 +126,50 @@ def _local_model_source(name, entry):
     return None
 
 
-def _check_local_models():
+def _check_local_model(name, entry, source):
     """Files (headers, shapes against config.json, tokenizer: effdepth.models.check_model_files),
-    architecture and attention implementation (effdepth.adapters) and fingerprint of every local
-    model, before any job runs."""
+    architecture and attention implementation (effdepth.adapters) of one local model."""
     from effdepth.adapters import attention_implementation, check_model_config
-    from effdepth.fingerprint import FingerprintError, ModelFileError, refresh_fingerprint
+    from effdepth.fingerprint import ModelFileError
     from effdepth.models import check_model_files
 
+    key = f"models.{name}.{'path' if 'path' in entry else 'gguf'}"
+    try:
+        check_model_config(source)
+    except (ValueError, FileNotFoundError) as error:  # unsupported, or an unreadable config.json
+        raise WorkflowError(f"models.{name}: {error}") from None
+    except ModelFileError as error:  # a damaged GGUF header
+        raise WorkflowError(f"{key}: {error}") from None
+    try:
+        check_model_files(source, trust_remote_code=entry.get("trust_remote_code", False))
+    except ModelFileError as error:
+        raise WorkflowError(f"{key}: {error}") from None
+    if "path" in entry:
+        try:
+            attention_implementation(json.loads((source / "config.json").read_text()), entry.get("attn_implementation", "auto"))
+        except ValueError as error:  # sdpa asked of an architecture without it
+            raise WorkflowError(f"models.{name}.attn_implementation: {error}") from None
+
+
+def _check_local_models():
+    """Check every local model, and write its fingerprint, before any job runs.  A passed check is
+    recorded next to the fingerprint (effdepth.fingerprint.check_once) and not repeated while the
+    model's files, its entry, effdepth, these rules and the libraries are unchanged."""
+    from effdepth.fingerprint import FingerprintError, check_once, file_digest, refresh_fingerprint
+
+    rules = file_digest(Path(workflow.basedir) / "workflow" / "rules" / "common.smk")
     for name, entry in config["models"].items():
         source = _local_model_source(name, entry)
         if source is None:
             continue
-        key = f"models.{name}.{'path' if 'path' in entry else 'gguf'}"
         if "path" in entry and not (source / "config.json").is_file():
-            raise WorkflowError(f"{key}: {source} is not a Hugging Face model directory (no config.json)")
+            raise WorkflowError(f"models.{name}.path: {source} is not a Hugging Face model directory (no config.json)")
+        fingerprint = Path(FINGERPRINT.format(model=name))
+        record = fingerprint.with_name(f".{fingerprint.name}.checked.json") if RESULTS_WRITABLE else None
         try:
-            check_model_config(source)
-        except (ValueError, FileNotFoundError) as error:  # unsupported, or an unreadable config.json
-            raise WorkflowError(f"models.{name}: {error}") from None
-        except ModelFileError as error:  # a damaged GGUF header
-            raise WorkflowError(f"{key}: {error}") from None
-        try:
-            check_model_files(source, trust_remote_code=entry.get("trust_remote_code", False))
-        except ModelFileError as error:
-            raise WorkflowError(f"{key}: {error}") from None
-        if "path" in entry:
-            try:
-                attention_implementation(
-                    json.loads((source / "config.json").read_text()), entry.get("attn_implementation", "auto")
-                )
-            except ValueError as error:  # sdpa asked of an architecture without it
-                raise WorkflowError(f"models.{name}.attn_implementation: {error}") from None
-        if not RESULTS_WRITABLE:
-            continue
-        try:
-            refresh_fingerprint(source, FINGERPRINT.format(model=name))
+            check_once(source, record, lambda: _check_local_model(name, entry, source), {"entry": entry, "rules": rules})
+            if RESULTS_WRITABLE:
+                refresh_fingerprint(source, fingerprint)
         except FingerprintError as error:
             raise WorkflowError(f"models.{name}: {error}") from None
 
